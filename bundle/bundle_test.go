@@ -1,0 +1,371 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// fixture is an in-memory set of two images sharing a base layer.
+type fixture struct {
+	blobs    map[string][]byte
+	manifest *Manifest
+	chart    []byte
+}
+
+func (f *fixture) add(mt string, data []byte) ocispec.Descriptor {
+	d := digest.FromBytes(data)
+	f.blobs[d.String()] = data
+	f.manifest.Blobs = append(f.manifest.Blobs, Blob{Digest: d.String(), Size: int64(len(data)), MediaType: mt})
+	return ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(data))}
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	f := &fixture{blobs: map[string][]byte{}, manifest: &Manifest{
+		Tool:           Tool{Name: "p7bundle", Version: "test"},
+		SourceRegistry: "registry.pseven.io",
+		Platforms:      []string{"linux/amd64"},
+		Secretgen:      "registry.pseven.io/pseven-secretgen:1.0",
+	}}
+	f.chart = []byte("not really a tgz, but the bundle does not care")
+	f.manifest.Chart = Chart{Name: "pseven", Version: "2023.09.25", AppVersion: "1.0", Path: "chart/pseven-2023.09.25.tgz",
+		Digest: digest.FromBytes(f.chart).String(), Size: int64(len(f.chart))}
+	base := f.add(ocispec.MediaTypeImageLayerGzip, bytes.Repeat([]byte("shared base layer "), 5000))
+	for _, name := range []string{"pseven-app", "pseven-secretgen"} {
+		own := f.add(ocispec.MediaTypeImageLayerGzip, []byte("layer of "+name))
+		cfg := f.add(ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"linux","name":"`+name+`"}`))
+		man, _ := json.Marshal(ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{base, own}})
+		md := f.add(ocispec.MediaTypeImageManifest, man)
+		f.manifest.Images = append(f.manifest.Images, Image{
+			Ref: "registry.pseven.io/" + name + ":1.0", Digest: md.Digest.String(), MediaType: md.MediaType,
+			Platforms: []string{"linux/amd64"}, Size: md.Size + cfg.Size + base.Size + own.Size,
+		})
+	}
+	return f
+}
+
+func (f *fixture) open(_ context.Context, d string) (io.ReadCloser, error) {
+	b, ok := f.blobs[d]
+	if !ok {
+		return nil, fmt.Errorf("no blob %s", d)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+func (f *fixture) write(t testing.TB, path string, s Signer, concurrency int) *WriteResult {
+	t.Helper()
+	res, err := Write(context.Background(), path, WriteOptions{Manifest: f.manifest, Chart: f.chart, Blobs: f.open, Signer: s, Concurrency: concurrency})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func testKeys(t testing.TB, dir string) (Signer, Verifier) {
+	t.Helper()
+	key, pub, err := GenerateKeyPair(filepath.Join(dir, "cosign"), []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSigner(key, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := LoadVerifier(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, v
+}
+
+func TestWriteVerifyRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	s, v := testKeys(t, dir)
+	f := newFixture(t)
+	out := filepath.Join(dir, "b.tar.zst")
+	res := f.write(t, out, s, 0)
+
+	rep, err := Verify(context.Background(), out, VerifyOptions{Verifier: v})
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if !rep.SignatureVerified || !rep.ContentVerified || rep.Digest != res.Digest {
+		t.Fatalf("report = %+v, want verified with digest %s", rep, res.Digest)
+	}
+	// The shared base layer is stored once: 1 base + 2×(own, config, manifest).
+	if rep.BlobsChecked != 7 || len(rep.Manifest.Blobs) != 7 {
+		t.Errorf("blobs checked = %d, want 7", rep.BlobsChecked)
+	}
+	sumFile, _ := os.ReadFile(res.SHA256Path)
+	if want := strings.TrimPrefix(res.Digest, "sha256:") + "  b.tar.zst\n"; string(sumFile) != want {
+		t.Errorf(".sha256 = %q, want %q", sumFile, want)
+	}
+	// Entries come in the one documented order with fixed metadata.
+	names := tarNames(t, out)
+	if names[0] != ManifestEntry || names[1] != f.manifest.Chart.Path || names[2] != OCILayoutEntry || names[len(names)-1] != IndexEntry {
+		t.Errorf("entry order = %v", names)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(dir, ".*tmp*"))
+	if len(leftovers) != 0 {
+		t.Errorf("temp files left: %v", leftovers)
+	}
+}
+
+func tarNames(t testing.TB, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec, _ := zstd.NewReader(f)
+	defer dec.Close()
+	tr := tar.NewReader(dec)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Uid != 0 || h.Gid != 0 || h.Mode != 0o644 || h.ModTime.Unix() != 0 || h.Uname != "" {
+			t.Errorf("%s: non-canonical header %+v", h.Name, h)
+		}
+		names = append(names, h.Name)
+	}
+}
+
+func TestWriteIsReproducible(t *testing.T) {
+	dir := t.TempDir()
+	var sums []string
+	// Encoder concurrency must not change a single byte.
+	for i, conc := range []int{1, 4, 0} {
+		f := newFixture(t)
+		// Shuffle input order: Normalize must sort it back.
+		if i == 1 {
+			f.manifest.Images[0], f.manifest.Images[1] = f.manifest.Images[1], f.manifest.Images[0]
+			f.manifest.Blobs[0], f.manifest.Blobs[3] = f.manifest.Blobs[3], f.manifest.Blobs[0]
+		}
+		res := f.write(t, filepath.Join(dir, fmt.Sprintf("b%d.tar.zst", i)), nil, conc)
+		sums = append(sums, res.Digest)
+	}
+	if sums[0] != sums[1] || sums[1] != sums[2] {
+		t.Fatalf("digests differ: %v", sums)
+	}
+}
+
+func TestVerifyRejects(t *testing.T) {
+	dir := t.TempDir()
+	s, v := testKeys(t, dir)
+	_, otherV := testKeys(t, t.TempDir())
+	f := newFixture(t)
+	good := filepath.Join(dir, "good.tar.zst")
+	f.write(t, good, s, 0)
+	data, _ := os.ReadFile(good)
+	sig, _ := os.ReadFile(good + ".sig")
+
+	variant := func(name string, mutate func([]byte) []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, mutate(append([]byte(nil), data...)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p+".sig", sig, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name     string
+		path     string
+		verifier Verifier
+		want     error
+	}{
+		{"flipped byte middle", variant("flip.tar.zst", func(b []byte) []byte { b[len(b)/2] ^= 0x01; return b }), v, ErrSignature},
+		{"flipped last byte", variant("last.tar.zst", func(b []byte) []byte { b[len(b)-1] ^= 0x80; return b }), v, ErrSignature},
+		{"truncated", variant("trunc.tar.zst", func(b []byte) []byte { return b[:len(b)-100] }), v, ErrSignature},
+		{"appended tail", variant("tail.tar.zst", func(b []byte) []byte { return append(b, "junk"...) }), v, ErrSignature},
+		{"wrong public key", good, otherV, ErrSignature},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := Verify(context.Background(), tc.path, VerifyOptions{Verifier: tc.verifier})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Verify = %v, want %v", err, tc.want)
+			}
+			if rep.SignatureVerified || rep.ContentVerified {
+				t.Errorf("report claims success: %+v", rep)
+			}
+		})
+	}
+	// Without a key the content checks alone still catch a flipped byte.
+	flipped := filepath.Join(dir, "flip.tar.zst")
+	if _, err := Verify(context.Background(), flipped, VerifyOptions{}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("unsigned content check of flipped bundle = %v, want ErrCorrupt", err)
+	}
+}
+
+func TestLoadSignerWrongPassword(t *testing.T) {
+	dir := t.TempDir()
+	key, _, err := GenerateKeyPair(filepath.Join(dir, "cosign"), []byte("right"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadSigner(key, []byte("wrong"))
+	if !errors.Is(err, ErrKey) || !strings.Contains(err.Error(), "wrong password") || !strings.Contains(err.Error(), key) {
+		t.Fatalf("LoadSigner = %v, want ErrKey naming the key and the password", err)
+	}
+	if st, _ := os.Stat(key); st.Mode().Perm() != 0o600 {
+		t.Errorf("key mode = %v, want 0600", st.Mode().Perm())
+	}
+	if _, _, err := GenerateKeyPair(filepath.Join(dir, "cosign"), []byte("x")); !errors.Is(err, ErrExists) {
+		t.Errorf("second keygen = %v, want ErrExists", err)
+	}
+}
+
+func TestWriteFailureLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	f := newFixture(t)
+	delete(f.blobs, f.manifest.Blobs[2].Digest)
+	out := filepath.Join(dir, "b.tar.zst")
+	_, err := Write(context.Background(), out, WriteOptions{Manifest: f.manifest, Chart: f.chart, Blobs: f.open})
+	if err == nil {
+		t.Fatal("Write succeeded with a missing blob")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 0 {
+		t.Errorf("files left after failed write: %v", entries)
+	}
+	// A blob whose bytes do not match its digest is refused too.
+	f = newFixture(t)
+	f.blobs[f.manifest.Blobs[0].Digest] = bytes.Repeat([]byte("X"), int(f.manifest.Blobs[0].Size))
+	if _, err := Write(context.Background(), out, WriteOptions{Manifest: f.manifest, Chart: f.chart, Blobs: f.open}); err == nil || !strings.Contains(err.Error(), "digest") {
+		t.Errorf("Write with corrupt source = %v, want digest error", err)
+	}
+}
+
+// craft writes an arbitrary tar+zstd archive for hostile-input tests.
+func craft(t testing.TB, path string, entries []tar.Header, bodies [][]byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	enc, _ := zstd.NewWriter(&buf)
+	tw := tar.NewWriter(enc)
+	for i, h := range entries {
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if bodies[i] != nil {
+			tw.Write(bodies[i])
+		}
+	}
+	tw.Close()
+	enc.Close()
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReaderRejectsHostileArchives(t *testing.T) {
+	dir := t.TempDir()
+	f := newFixture(t)
+	f.manifest.Normalize()
+	mb, _ := f.manifest.Encode()
+	reg := func(name string, body []byte) (tar.Header, []byte) {
+		return tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(body)), Mode: 0o644}, body
+	}
+	mh, mbody := reg(ManifestEntry, mb)
+	ch, cbody := reg(f.manifest.Chart.Path, f.chart)
+	cases := []struct {
+		name    string
+		headers []tar.Header
+		bodies  [][]byte
+		want    string
+	}{
+		{"path traversal first", []tar.Header{{Typeflag: tar.TypeReg, Name: "../evil", Size: 1}}, [][]byte{{'x'}}, `unexpected entry "../evil"`},
+		{"absolute path", []tar.Header{mh, {Typeflag: tar.TypeReg, Name: "/etc/passwd", Size: 1}}, [][]byte{mbody, {'x'}}, `unexpected entry "/etc/passwd"`},
+		{"symlink chart", []tar.Header{mh, {Typeflag: tar.TypeSymlink, Name: f.manifest.Chart.Path, Linkname: "/etc/passwd"}}, [][]byte{mbody, nil}, "not a regular file"},
+		{"duplicate manifest", []tar.Header{mh, mh}, [][]byte{mbody, mbody}, `unexpected entry "p7bundle.json"`},
+		{"huge manifest claim", []tar.Header{{Typeflag: tar.TypeReg, Name: ManifestEntry, Size: 1 << 40}}, [][]byte{nil}, "claims"},
+		{"chart size lie", []tar.Header{mh, {Typeflag: tar.TypeReg, Name: ch.Name, Size: ch.Size + 1}}, [][]byte{mbody, append(cbody, 'x')}, "manifest says"},
+		{"missing blobs", []tar.Header{mh, ch}, [][]byte{mbody, cbody}, "archive ends before"},
+		{"garbage manifest", []tar.Header{{Typeflag: tar.TypeReg, Name: ManifestEntry, Size: 3}}, [][]byte{[]byte("{{{")}, "p7bundle.json"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_"))
+			craft(t, p, tc.headers, tc.bodies)
+			_, err := Verify(context.Background(), p, VerifyOptions{})
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Verify = %v, want ErrCorrupt containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestReaderChecksManifestReferences(t *testing.T) {
+	dir := t.TempDir()
+	f := newFixture(t)
+	// Drop a layer from the blob list: the manifest naming it must be refused.
+	var layer string
+	for _, b := range f.manifest.Blobs {
+		if b.MediaType == ocispec.MediaTypeImageLayerGzip && b.Size < 100 {
+			layer = b.Digest
+		}
+	}
+	var kept []Blob
+	for _, b := range f.manifest.Blobs {
+		if b.Digest != layer {
+			kept = append(kept, b)
+		}
+	}
+	f.manifest.Blobs = kept
+	out := filepath.Join(dir, "b.tar.zst")
+	f.write(t, out, nil, 0)
+	_, err := Verify(context.Background(), out, VerifyOptions{})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "references "+layer) {
+		t.Fatalf("Verify = %v, want a missing-reference error naming %s", err, layer)
+	}
+}
+
+func TestSignatureIsCosignFormat(t *testing.T) {
+	// The .sig verifies against sha256 of the file: what cosign verify-blob checks.
+	dir := t.TempDir()
+	s, v := testKeys(t, dir)
+	f := newFixture(t)
+	out := filepath.Join(dir, "b.tar.zst")
+	f.write(t, out, s, 0)
+	data, _ := os.ReadFile(out)
+	sig, _ := os.ReadFile(out + ".sig")
+	sum := sha256.Sum256(data)
+	if err := v.VerifyDigest(sum[:], string(sig)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hex.DecodeString(strings.Fields(string(mustRead(t, out+".sha256")))[0]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustRead(t testing.TB, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,315 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/klauspost/compress/zstd"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// maxWindow bounds decoder memory on hostile input; our writer uses 8 MiB.
+const maxWindow = 128 << 20
+
+// EntryKind says what an archive entry is.
+type EntryKind int
+
+const (
+	KindChart EntryKind = iota + 1
+	KindLayout
+	KindBlob
+	KindIndex
+)
+
+// Entry is one archive entry after the manifest. Reading it to the end
+// verifies it: a digest mismatch is returned instead of io.EOF.
+type Entry struct {
+	Kind EntryKind
+	Name string
+	Size int64
+	// Blob is set for KindBlob.
+	Blob *Blob
+
+	r        io.Reader
+	h        hash.Hash
+	want     string // expected sha256 digest, "" when checked otherwise
+	keep     *bytes.Buffer
+	read     int64
+	verified bool
+	err      error
+}
+
+func (e *Entry) Read(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.r.Read(p)
+	e.read += int64(n)
+	e.h.Write(p[:n])
+	if e.keep != nil {
+		e.keep.Write(p[:n])
+	}
+	if err == io.EOF {
+		if verr := e.verify(); verr != nil {
+			e.err = verr
+			return n, verr
+		}
+	} else if err != nil {
+		err = fmt.Errorf("%w: %s: %v", ErrCorrupt, e.Name, err)
+	}
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
+func (e *Entry) verify() error {
+	if e.verified {
+		return nil
+	}
+	if e.read != e.Size {
+		return fmt.Errorf("%w: %s: %d bytes, expected %d", ErrCorrupt, e.Name, e.read, e.Size)
+	}
+	if e.want != "" {
+		if got := "sha256:" + hex.EncodeToString(e.h.Sum(nil)); got != e.want {
+			return fmt.Errorf("%w: %s: digest mismatch: expected %s, got %s", ErrCorrupt, e.Name, e.want, got)
+		}
+	}
+	e.verified = true
+	return nil
+}
+
+// Reader walks a bundle stream in its one permitted order, checking each
+// entry against the manifest. It never seeks and holds only metadata.
+type Reader struct {
+	dec      *zstd.Decoder
+	tr       *tar.Reader
+	manifest *Manifest
+	state    int // 0 chart, 1 oci-layout, 2 blobs, 3 index.json, 4 end
+	blobIdx  int
+	cur      *Entry
+	present  map[string]Blob // blobs read and verified so far
+	done     bool
+}
+
+// NewReader decompresses r and reads and validates the bundle manifest.
+// Close the Reader to release the decoder.
+func NewReader(r io.Reader) (*Reader, error) {
+	dec, err := zstd.NewReader(r, zstd.WithDecoderMaxWindow(maxWindow))
+	if err != nil {
+		return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
+	}
+	br := &Reader{dec: dec, tr: tar.NewReader(dec), present: map[string]Blob{}}
+	hdr, err := br.header(ManifestEntry, -1, maxManifestBytes)
+	if err != nil {
+		dec.Close()
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(br.tr, hdr.Size))
+	if err != nil {
+		dec.Close()
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, ManifestEntry, err)
+	}
+	m, err := DecodeManifest(data)
+	if err != nil {
+		dec.Close()
+		return nil, err
+	}
+	br.manifest = m
+	return br, nil
+}
+
+// Manifest is the bundle manifest; trust it only once the signature holds.
+func (r *Reader) Manifest() *Manifest { return r.manifest }
+
+// Close releases the decoder's goroutines.
+func (r *Reader) Close() { r.dec.Close() }
+
+// Next finishes (and verifies) the current entry and returns the next one,
+// or io.EOF after index.json once the stream is shown to end there.
+func (r *Reader) Next() (*Entry, error) {
+	if r.cur != nil {
+		if err := r.finish(r.cur); err != nil {
+			return nil, err
+		}
+		r.cur = nil
+	}
+	m := r.manifest
+	for r.state == 2 && r.blobIdx < len(m.Blobs) && m.Blobs[r.blobIdx].Omitted {
+		r.blobIdx++
+	}
+	if r.state == 2 && r.blobIdx >= len(m.Blobs) {
+		r.state = 3
+	}
+	var e *Entry
+	switch r.state {
+	case 0:
+		e = &Entry{Kind: KindChart, Name: m.Chart.Path, Size: m.Chart.Size, want: m.Chart.Digest}
+	case 1:
+		e = &Entry{Kind: KindLayout, Name: OCILayoutEntry, Size: -1, keep: &bytes.Buffer{}}
+	case 2:
+		b := m.Blobs[r.blobIdx]
+		e = &Entry{Kind: KindBlob, Name: BlobPath(b.Digest), Size: b.Size, want: b.Digest, Blob: &b}
+		if IsManifest(b.MediaType) || IsIndex(b.MediaType) {
+			e.keep = &bytes.Buffer{}
+		}
+	case 3:
+		e = &Entry{Kind: KindIndex, Name: IndexEntry, Size: -1, keep: &bytes.Buffer{}}
+	default:
+		if err := r.end(); err != nil {
+			return nil, err
+		}
+		return nil, io.EOF
+	}
+	limit := int64(maxMetadataBytes)
+	hdr, err := r.header(e.Name, e.Size, limit)
+	if err != nil {
+		return nil, err
+	}
+	e.Size = hdr.Size
+	e.r = r.tr
+	e.h = sha256.New()
+	r.cur = e
+	return e, nil
+}
+
+// header reads the next tar header and insists on a regular file with the
+// expected name and size (size < 0: any size up to limit).
+func (r *Reader) header(name string, size, limit int64) (*tar.Header, error) {
+	hdr, err := r.tr.Next()
+	if err == io.EOF {
+		return nil, fmt.Errorf("%w: archive ends before %s", ErrCorrupt, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading entry %s: %v", ErrCorrupt, name, err)
+	}
+	if hdr.Name != name {
+		return nil, fmt.Errorf("%w: unexpected entry %q where %s belongs", ErrCorrupt, hdr.Name, name)
+	}
+	if hdr.Typeflag != tar.TypeReg {
+		return nil, fmt.Errorf("%w: entry %s is not a regular file (type %q)", ErrCorrupt, name, hdr.Typeflag)
+	}
+	if size >= 0 && hdr.Size != size {
+		return nil, fmt.Errorf("%w: entry %s has %d bytes, manifest says %d", ErrCorrupt, name, hdr.Size, size)
+	}
+	if size < 0 && (hdr.Size < 0 || hdr.Size > limit) {
+		return nil, fmt.Errorf("%w: entry %s claims %d bytes (limit %d)", ErrCorrupt, name, hdr.Size, limit)
+	}
+	return hdr, nil
+}
+
+// finish drains an entry, verifies it and checks what it says about others.
+func (r *Reader) finish(e *Entry) error {
+	if _, err := io.Copy(io.Discard, e); err != nil {
+		return err
+	}
+	if err := e.verify(); err != nil {
+		return err
+	}
+	switch e.Kind {
+	case KindChart:
+		r.state = 1
+	case KindLayout:
+		var l ocispec.ImageLayout
+		if err := json.Unmarshal(e.keep.Bytes(), &l); err != nil || l.Version != ocispec.ImageLayoutVersion {
+			return fmt.Errorf("%w: %s: not an OCI layout version %s", ErrCorrupt, e.Name, ocispec.ImageLayoutVersion)
+		}
+		r.state = 2
+	case KindBlob:
+		if e.keep != nil {
+			if err := r.checkChildren(*e.Blob, e.keep.Bytes()); err != nil {
+				return err
+			}
+		}
+		r.present[e.Blob.Digest] = *e.Blob
+		r.blobIdx++
+	case KindIndex:
+		want, err := LayoutIndex(r.manifest)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(e.keep.Bytes(), want) {
+			return fmt.Errorf("%w: %s does not match the images in %s", ErrCorrupt, e.Name, ManifestEntry)
+		}
+		r.state = 4
+	}
+	return nil
+}
+
+// checkChildren insists that every descriptor a manifest or index names
+// was already in the archive with the same size: blobs precede parents.
+func (r *Reader) checkChildren(b Blob, data []byte) error {
+	var doc struct {
+		MediaType string               `json:"mediaType"`
+		Config    *ocispec.Descriptor  `json:"config"`
+		Layers    []ocispec.Descriptor `json:"layers"`
+		Manifests []ocispec.Descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("%w: manifest %s: %v", ErrCorrupt, b.Digest, err)
+	}
+	if doc.MediaType != "" && doc.MediaType != b.MediaType {
+		return fmt.Errorf("%w: manifest %s: media type %q, bundle says %q", ErrCorrupt, b.Digest, doc.MediaType, b.MediaType)
+	}
+	var children []ocispec.Descriptor
+	if IsIndex(b.MediaType) {
+		children = doc.Manifests
+	} else {
+		if doc.Config == nil {
+			return fmt.Errorf("%w: manifest %s has no config", ErrCorrupt, b.Digest)
+		}
+		children = append([]ocispec.Descriptor{*doc.Config}, doc.Layers...)
+	}
+	for _, c := range children {
+		got, ok := r.present[c.Digest.String()]
+		if !ok {
+			return fmt.Errorf("%w: manifest %s references %s, which is not in the bundle before it", ErrCorrupt, b.Digest, c.Digest)
+		}
+		if got.Size != c.Size {
+			return fmt.Errorf("%w: manifest %s says %s has %d bytes, bundle has %d", ErrCorrupt, b.Digest, c.Digest, c.Size, got.Size)
+		}
+	}
+	return nil
+}
+
+// end insists the tar stream stops after index.json, allowing only zero padding.
+func (r *Reader) end() error {
+	if r.done {
+		return nil
+	}
+	if hdr, err := r.tr.Next(); err != io.EOF {
+		if err == nil {
+			return fmt.Errorf("%w: unexpected entry %q after %s", ErrCorrupt, hdr.Name, IndexEntry)
+		}
+		return fmt.Errorf("%w: after %s: %v", ErrCorrupt, IndexEntry, err)
+	}
+	buf := make([]byte, 32<<10)
+	var tail int64
+	for {
+		n, err := r.dec.Read(buf)
+		for _, c := range buf[:n] {
+			if c != 0 {
+				return fmt.Errorf("%w: data after the end of the archive", ErrCorrupt)
+			}
+		}
+		tail += int64(n)
+		if tail > 1<<20 {
+			return fmt.Errorf("%w: data after the end of the archive", ErrCorrupt)
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
+		}
+	}
+	r.done = true
+	return nil
+}

@@ -1,0 +1,140 @@
+package bundle
+
+import (
+	"bytes"
+	"crypto"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/options"
+)
+
+// Signer signs a SHA-256 digest of the archive bytes and returns the
+// base64 signature, exactly what `cosign sign-blob` writes.
+type Signer interface {
+	SignDigest(sha256 []byte) (string, error)
+}
+
+// Verifier checks a base64 signature over a SHA-256 digest.
+type Verifier interface {
+	VerifyDigest(sha256 []byte, sigBase64 string) error
+}
+
+type cosignSigner struct{ sv signature.SignerVerifier }
+
+func (s cosignSigner) SignDigest(sum []byte) (string, error) {
+	sig, err := s.sv.SignMessage(bytes.NewReader(nil), options.WithDigest(sum), options.WithCryptoSignerOpts(crypto.SHA256))
+	if err != nil {
+		return "", fmt.Errorf("signing: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(sig), nil
+}
+
+// LoadSigner reads a cosign private key (ENCRYPTED SIGSTORE/COSIGN PRIVATE
+// KEY PEM) and decrypts it with password.
+func LoadSigner(keyPath string, password []byte) (Signer, error) {
+	data, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading key %s: %v", ErrKey, keyPath, err)
+	}
+	sv, err := cosign.LoadPrivateKey(data, password, nil)
+	if err != nil {
+		msg := err.Error()
+		if strings.HasPrefix(msg, "decrypt:") {
+			msg = "wrong password or damaged key"
+		}
+		return nil, fmt.Errorf("%w: private key %s: %s", ErrKey, keyPath, msg)
+	}
+	return cosignSigner{sv}, nil
+}
+
+type cosignVerifier struct{ v signature.Verifier }
+
+func (v cosignVerifier) VerifyDigest(sum []byte, sigBase64 string) error {
+	sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(sigBase64))
+	if err != nil {
+		return fmt.Errorf("%w: signature is not base64: %v", ErrSignature, err)
+	}
+	if err := v.v.VerifySignature(bytes.NewReader(sig), nil, options.WithDigest(sum), options.WithCryptoSignerOpts(crypto.SHA256)); err != nil {
+		return fmt.Errorf("%w: %v", ErrSignature, err)
+	}
+	return nil
+}
+
+// LoadVerifier reads a PEM public key (cosign.pub).
+func LoadVerifier(pubPath string) (Verifier, error) {
+	data, err := os.ReadFile(pubPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading public key %s: %v", ErrKey, pubPath, err)
+	}
+	pub, err := cryptoutils.UnmarshalPEMToPublicKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: public key %s: %v", ErrKey, pubPath, err)
+	}
+	v, err := signature.LoadVerifier(pub, crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("%w: public key %s: %v", ErrKey, pubPath, err)
+	}
+	return cosignVerifier{v}, nil
+}
+
+// ErrExists: keygen refuses to replace a key file.
+var ErrExists = errors.New("file exists")
+
+// GenerateKeyPair writes prefix.key (encrypted with password, mode 0600)
+// and prefix.pub, in cosign's format. Existing files are never replaced.
+func GenerateKeyPair(prefix string, password []byte) (keyPath, pubPath string, err error) {
+	keyPath, pubPath = prefix+".key", prefix+".pub"
+	for _, p := range []string{keyPath, pubPath} {
+		if _, err := os.Lstat(p); err == nil {
+			return "", "", fmt.Errorf("%w: %s (refusing to overwrite a key)", ErrExists, p)
+		}
+	}
+	keys, err := cosign.GenerateKeyPair(func(bool) ([]byte, error) { return password, nil })
+	if err != nil {
+		return "", "", fmt.Errorf("%w: generating key pair: %v", ErrKey, err)
+	}
+	if err := createExclusive(keyPath, keys.PrivateBytes, 0o600); err != nil {
+		return "", "", err
+	}
+	if err := createExclusive(pubPath, keys.PublicBytes, 0o644); err != nil {
+		os.Remove(keyPath)
+		return "", "", err
+	}
+	return keyPath, pubPath, nil
+}
+
+// createExclusive writes a complete temp file, then hard-links it to path,
+// which fails if path exists: no overwrite and no half-written key.
+func createExclusive(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%w: %s (refusing to overwrite a key)", ErrExists, path)
+		}
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,292 @@
+package bundle
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// BlobOpener opens a blob by digest; the writer checks what it reads.
+type BlobOpener func(ctx context.Context, d string) (io.ReadCloser, error)
+
+// WriteOptions says what goes into a bundle and how.
+type WriteOptions struct {
+	Manifest *Manifest // normalized by Write
+	Chart    []byte    // the chart .tgz, Manifest.Chart describes it
+	Blobs    BlobOpener
+	// Signer signs the archive digest; nil writes no .sig.
+	Signer Signer
+	// ModTime stamps every entry; zero means the Unix epoch.
+	ModTime time.Time
+	// Level is the zstd level (default zstd.SpeedDefault).
+	Level zstd.EncoderLevel
+	// Concurrency of the zstd encoder (0 = GOMAXPROCS); it does not change the output.
+	Concurrency int
+	// Progress, if set, receives uncompressed bytes written so far.
+	Progress func(written int64)
+}
+
+// WriteResult describes the files Write produced.
+type WriteResult struct {
+	Path, SigPath, SHA256Path string
+	Digest                    string // sha256 of the archive file
+	Size                      int64  // archive bytes
+	UncompressedSize          int64  // tar bytes
+}
+
+// Write streams the bundle to path through a temporary file and renames it
+// into place only when complete, so a failure never leaves a file at path.
+// Next to it go path.sha256 and, with a Signer, path.sig.
+func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, error) {
+	m := opts.Manifest
+	m.Normalize()
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	if d := digest.FromBytes(opts.Chart).String(); d != m.Chart.Digest || int64(len(opts.Chart)) != m.Chart.Size {
+		return nil, fmt.Errorf("chart %s: content does not match its manifest entry", m.Chart.Path)
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating output in %s: %w", dir, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+
+	fileHash := sha256.New()
+	counted := &countWriter{w: io.MultiWriter(tmp, fileHash)}
+	// The buffer turns the encoder's many small frame writes into large file writes.
+	buffered := bufio.NewWriterSize(counted, 1<<20)
+	level := opts.Level
+	if level == 0 {
+		level = zstd.SpeedDefault
+	}
+	enc, err := zstd.NewWriter(buffered,
+		zstd.WithEncoderLevel(level),
+		zstd.WithEncoderConcurrency(opts.Concurrency),
+		zstd.WithConcurrentBlocks(true))
+	if err != nil {
+		return nil, err
+	}
+	tarBytes := &countWriter{w: enc, progress: opts.Progress}
+	tw := &tarWriter{tw: tar.NewWriter(tarBytes), mtime: opts.ModTime}
+	if tw.mtime.IsZero() {
+		tw.mtime = time.Unix(0, 0)
+	}
+	werr := writeEntries(ctx, tw, opts)
+	if werr == nil {
+		werr = tw.tw.Close()
+	}
+	// Close the encoder even after an error so its goroutines stop.
+	if cerr := enc.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = buffered.Flush()
+	}
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return nil, fmt.Errorf("writing bundle %s: %w", path, werr)
+	}
+	sum := fileHash.Sum(nil)
+	res := &WriteResult{
+		Path:             path,
+		Digest:           "sha256:" + hex.EncodeToString(sum),
+		Size:             counted.n,
+		UncompressedSize: tarBytes.n,
+		SHA256Path:       path + ".sha256",
+	}
+	// Companions first, archive last: a crash in between leaves no archive
+	// that looks complete, at worst a .sig that matches nothing.
+	if err := writeFileAtomic(res.SHA256Path, []byte(hex.EncodeToString(sum)+"  "+filepath.Base(path)+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	if opts.Signer != nil {
+		sig, err := opts.Signer.SignDigest(sum)
+		if err != nil {
+			return nil, err
+		}
+		res.SigPath = path + ".sig"
+		if err := writeFileAtomic(res.SigPath, []byte(sig), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return nil, fmt.Errorf("renaming bundle into place: %w", err)
+	}
+	committed = true
+	return res, nil
+}
+
+func writeEntries(ctx context.Context, tw *tarWriter, opts WriteOptions) error {
+	m := opts.Manifest
+	mb, err := m.Encode()
+	if err != nil {
+		return err
+	}
+	if err := tw.bytes(ManifestEntry, mb); err != nil {
+		return err
+	}
+	if err := tw.bytes(m.Chart.Path, opts.Chart); err != nil {
+		return err
+	}
+	layout, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
+	if err := tw.bytes(OCILayoutEntry, layout); err != nil {
+		return err
+	}
+	for _, b := range m.Blobs {
+		if b.Omitted {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := tw.blob(ctx, b, opts.Blobs); err != nil {
+			return err
+		}
+	}
+	idx, err := LayoutIndex(m)
+	if err != nil {
+		return err
+	}
+	return tw.bytes(IndexEntry, idx)
+}
+
+// LayoutIndex is the index.json of the bundle's OCI layout: one entry per
+// image, annotated with its original reference.
+func LayoutIndex(m *Manifest) ([]byte, error) {
+	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
+	idx.SchemaVersion = 2
+	sizes := make(map[string]int64, len(m.Blobs))
+	for _, b := range m.Blobs {
+		sizes[b.Digest] = b.Size
+	}
+	for _, img := range m.Images {
+		idx.Manifests = append(idx.Manifests, ocispec.Descriptor{
+			MediaType:   img.MediaType,
+			Digest:      digest.Digest(img.Digest),
+			Size:        sizes[img.Digest],
+			Annotations: map[string]string{RefNameAnnotation: img.Ref},
+		})
+	}
+	b, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+type tarWriter struct {
+	tw    *tar.Writer
+	mtime time.Time
+}
+
+func (t *tarWriter) header(name string, size int64) error {
+	return t.tw.WriteHeader(&tar.Header{
+		Typeflag: tar.TypeReg,
+		Name:     name,
+		Size:     size,
+		Mode:     0o644,
+		ModTime:  t.mtime,
+		Format:   tar.FormatPAX,
+	})
+}
+
+func (t *tarWriter) bytes(name string, data []byte) error {
+	if err := t.header(name, int64(len(data))); err != nil {
+		return err
+	}
+	_, err := t.tw.Write(data)
+	return err
+}
+
+// blob copies one blob, hashing as it goes, so a corrupt cache never ends
+// up in a signed bundle.
+func (t *tarWriter) blob(ctx context.Context, b Blob, open BlobOpener) error {
+	rc, err := open(ctx, b.Digest)
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", b.Digest, err)
+	}
+	defer rc.Close()
+	if err := t.header(BlobPath(b.Digest), b.Size); err != nil {
+		return err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(t.tw, h), io.LimitReader(rc, b.Size))
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", b.Digest, err)
+	}
+	if n != b.Size {
+		return fmt.Errorf("blob %s: read %d bytes, expected %d", b.Digest, n, b.Size)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != b.Digest {
+		return fmt.Errorf("blob %s: source content has digest %s", b.Digest, got)
+	}
+	return nil
+}
+
+type countWriter struct {
+	w        io.Writer
+	n        int64
+	progress func(int64)
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if c.progress != nil {
+		c.progress(c.n)
+	}
+	return n, err
+}
+
+// writeFileAtomic writes data to path via a temp file and rename.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// newHash exists so readers and writers agree on the archive hash.
+func newHash() hash.Hash { return sha256.New() }

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/build"
+	"github.com/p7bundle/p7bundle/internal/version"
+	"github.com/p7bundle/p7bundle/manifests"
+	"github.com/p7bundle/p7bundle/mirror"
+)
+
+const (
+	envKeyPassword    = "COSIGN_PASSWORD"
+	envSourcePassword = "P7BUNDLE_SOURCE_PASSWORD"
+)
+
+func buildCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "build",
+		Usage:     "pull the chart's images and write one signed, reproducible bundle",
+		ArgsUsage: " ",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "chart", Required: true, Usage: "Helm chart `FILE` (.tgz) or directory"},
+			&cli.StringFlag{Name: "key", Required: true, Usage: "cosign private `KEY` (password from $" + envKeyPassword + " or prompt)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "bundle `FILE` (default <chart>-<version>.tar.zst)"},
+			&cli.StringFlag{Name: "source-registry", Value: manifests.DefaultSourceRegistry, Usage: "registry `HOST` whose references are bundled"},
+			&cli.StringSliceFlag{Name: "mirror", Usage: "pull `HOST=ENDPOINT[:PORT]`: images named HOST/... are fetched from ENDPOINT, references unchanged"},
+			&cli.BoolFlag{Name: "plain-http", Usage: "talk HTTP, not HTTPS, to registries"},
+			&cli.StringFlag{Name: "ca-file", Usage: "PEM `FILE` of extra CAs to trust"},
+			&cli.BoolFlag{Name: "insecure", Usage: "skip TLS certificate verification"},
+			&cli.StringFlag{Name: "username", Usage: "registry `USER` (default: docker config credentials)"},
+			&cli.BoolFlag{Name: "password-stdin", Usage: "read the registry password from stdin (or set $" + envSourcePassword + ")"},
+			&cli.StringSliceFlag{Name: "platform", Usage: "keep `OS/ARCH[/VARIANT]` from multi-platform images (default linux/amd64)"},
+			&cli.IntFlag{Name: "jobs", Value: 4, Usage: "images pulled in parallel"},
+			&cli.StringFlag{Name: "cache-dir", Usage: "keep fetched blobs in `DIR`, so a rerun fetches only what is missing"},
+			&cli.StringSliceFlag{Name: "image", Usage: "also bundle `REF`"},
+			&cli.StringSliceFlag{Name: "exclude", Usage: "leave out `REF`"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("build takes no arguments, got %q", c.Args().Slice())
+			}
+			if c.Int("jobs") < 1 {
+				return usagef("--jobs must be at least 1")
+			}
+			for _, p := range c.StringSlice("platform") {
+				if _, err := mirror.ParsePlatform(p); err != nil {
+					return usageError{err}
+				}
+			}
+			mirrors, err := mirror.ParseMirrors(c.StringSlice("mirror"))
+			if err != nil {
+				return usageError{err}
+			}
+			sourcePassword, err := sourcePassword(c, env)
+			if err != nil {
+				return err
+			}
+			keyPassword, err := keyPassword(env, c.String("key"), false)
+			if err != nil {
+				return err
+			}
+			created, err := sourceDateEpoch()
+			if err != nil {
+				return err
+			}
+			_, err = build.Run(c.Context, build.Options{
+				Chart:          c.String("chart"),
+				Output:         c.String("output"),
+				KeyPath:        c.String("key"),
+				KeyPassword:    keyPassword,
+				SourceRegistry: c.String("source-registry"),
+				Registry: mirror.RegistryOptions{
+					Mirrors:   mirrors,
+					PlainHTTP: c.Bool("plain-http"),
+					CAFile:    c.String("ca-file"),
+					Insecure:  c.Bool("insecure"),
+					Username:  c.String("username"),
+					Password:  sourcePassword,
+				},
+				Platforms:   c.StringSlice("platform"),
+				Jobs:        c.Int("jobs"),
+				CacheDir:    c.String("cache-dir"),
+				Images:      c.StringSlice("image"),
+				Exclude:     c.StringSlice("exclude"),
+				ToolVersion: version.Version,
+				Created:     created,
+				Log:         env.stderr,
+				TTY:         isTerminal(env.stderr),
+			})
+			return err
+		},
+	}
+}
+
+func verifyCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "verify",
+		Usage:     "check a bundle's signature and every blob in it, offline",
+		ArgsUsage: "BUNDLE",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "key", Required: true, Usage: "cosign public `KEY` (cosign.pub)"},
+			&cli.StringFlag{Name: "signature", Usage: "signature `FILE` (default BUNDLE.sig)"},
+			&cli.BoolFlag{Name: "json", Usage: "print a machine-readable report"},
+		},
+		Action: func(c *cli.Context) error {
+			path, err := oneArg(c)
+			if err != nil {
+				return err
+			}
+			v, err := bundle.LoadVerifier(c.String("key"))
+			if err != nil {
+				return err
+			}
+			rep, verr := bundle.Verify(c.Context, path, bundle.VerifyOptions{Verifier: v, SigPath: c.String("signature")})
+			if c.Bool("json") {
+				if err := printJSON(env.stdout, rep); err != nil {
+					return err
+				}
+			} else if verr == nil {
+				m := rep.Manifest
+				fmt.Fprintf(env.stdout, "Verified OK: %s\n  signature: valid (%s)\n  content:   %d blobs, %s checked\n  chart:     %s %s (appVersion %s)\n  images:    %d\n",
+					path, rep.Digest, rep.BlobsChecked, build.HumanBytes(rep.BytesChecked),
+					m.Chart.Name, m.Chart.Version, m.Chart.AppVersion, len(m.Images))
+			}
+			if verr != nil {
+				return fmt.Errorf("verify: %w", verr)
+			}
+			return nil
+		},
+	}
+}
+
+func inspectCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "inspect",
+		Usage:     "show what a bundle holds (reads its manifest; does not verify)",
+		ArgsUsage: "BUNDLE",
+		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the bundle manifest as JSON"}},
+		Action: func(c *cli.Context) error {
+			path, err := oneArg(c)
+			if err != nil {
+				return err
+			}
+			m, err := bundle.ReadManifest(path)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(env.stdout, m)
+			}
+			w := env.stdout
+			fmt.Fprintf(w, "Bundle:     %s (not verified; run p7bundle verify)\n", path)
+			fmt.Fprintf(w, "Format:     %s v%d, built by %s %s\n", m.MediaType, m.FormatVersion, m.Tool.Name, m.Tool.Version)
+			if m.Created != "" {
+				fmt.Fprintf(w, "Created:    %s\n", m.Created)
+			}
+			fmt.Fprintf(w, "Chart:      %s %s (%s)\n", m.Chart.Name, m.Chart.Version, m.Chart.Digest)
+			fmt.Fprintf(w, "AppVersion: %s\n", m.Chart.AppVersion)
+			fmt.Fprintf(w, "Source:     %s\n", m.SourceRegistry)
+			fmt.Fprintf(w, "Platforms:  %s\n", strings.Join(m.Platforms, ", "))
+			fmt.Fprintf(w, "Secretgen:  %s\n\n", m.Secretgen)
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "IMAGE\tDIGEST\tPLATFORM\tSIZE")
+			for _, img := range m.Images {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", img.Ref, img.Digest, strings.Join(img.Platforms, ","), build.HumanBytes(img.Size))
+			}
+			tw.Flush()
+			fmt.Fprintf(w, "\nTotals:     %d images, %d unique blobs, %s (%s before sharing)\n",
+				m.Totals.Images, m.Totals.Blobs, build.HumanBytes(m.Totals.BlobBytes), build.HumanBytes(m.Totals.ImageBytes))
+			return nil
+		},
+	}
+}
+
+func keygenCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "keygen",
+		Usage:     "write a cosign-compatible key pair: PREFIX.key (encrypted, 0600) and PREFIX.pub",
+		ArgsUsage: " ",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "output-prefix", Value: "cosign", Usage: "path `PREFIX` of the key files"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("keygen takes no arguments")
+			}
+			pw, err := keyPassword(env, c.String("output-prefix")+".key", true)
+			if err != nil {
+				return err
+			}
+			key, pub, err := bundle.GenerateKeyPair(c.String("output-prefix"), pw)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.stdout, "Private key written to %s\nPublic key written to %s\n", key, pub)
+			return nil
+		},
+	}
+}
+
+func versionCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the p7bundle version",
+		Action: func(*cli.Context) error {
+			fmt.Fprintf(env.stdout, "p7bundle %s (bundle format v%d)\n", version.Version, bundle.FormatVersion)
+			return nil
+		},
+	}
+}
+
+func oneArg(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", usagef("%s needs exactly one BUNDLE argument", c.Command.Name)
+	}
+	return c.Args().First(), nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// keyPassword reads the key password from $COSIGN_PASSWORD (set, even
+// empty, wins, as in cosign) or else prompts on a terminal.
+func keyPassword(env *environment, keyPath string, confirm bool) ([]byte, error) {
+	if pw, ok := os.LookupEnv(envKeyPassword); ok {
+		return []byte(pw), nil
+	}
+	f, ok := env.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, fmt.Errorf("%w: password for %s: set $%s (no terminal to prompt on)", bundle.ErrKey, keyPath, envKeyPassword)
+	}
+	fmt.Fprintf(env.stderr, "Password for %s: ", keyPath)
+	pw, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(env.stderr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading password: %v", bundle.ErrKey, err)
+	}
+	if confirm {
+		fmt.Fprint(env.stderr, "Enter password again: ")
+		again, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(env.stderr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading password: %v", bundle.ErrKey, err)
+		}
+		if string(again) != string(pw) {
+			return nil, fmt.Errorf("%w: passwords do not match", bundle.ErrKey)
+		}
+	}
+	return pw, nil
+}
+
+// sourcePassword takes the registry password from stdin or the environment,
+// never from argv.
+func sourcePassword(c *cli.Context, env *environment) (string, error) {
+	if c.Bool("password-stdin") {
+		if c.String("username") == "" {
+			return "", usagef("--password-stdin needs --username")
+		}
+		line, err := bufio.NewReader(env.stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("reading password from stdin: %w", err)
+		}
+		pw := strings.TrimRight(line, "\r\n")
+		if pw == "" {
+			return "", usagef("--password-stdin: stdin held no password")
+		}
+		return pw, nil
+	}
+	pw := os.Getenv(envSourcePassword)
+	if pw != "" && c.String("username") == "" {
+		return "", usagef("$%s is set but --username is not", envSourcePassword)
+	}
+	return pw, nil
+}
+
+// sourceDateEpoch honours the reproducible-builds convention.
+func sourceDateEpoch() (time.Time, error) {
+	s := os.Getenv("SOURCE_DATE_EPOCH")
+	if s == "" {
+		return time.Time{}, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return time.Time{}, fmt.Errorf("%w: SOURCE_DATE_EPOCH=%q is not a Unix time", errInput, s)
+	}
+	return time.Unix(n, 0).UTC(), nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/testenv"
+)
+
+const testKeyPassword = "key-pa55word-never-printed"
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// p7 runs the CLI in-process with the given stdin.
+func p7(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), append([]string{"p7bundle"}, args...), strings.NewReader(stdin), &out, &errb)
+	return result{code, out.String(), errb.String()}
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+type site struct {
+	up       *testenv.Upstream
+	dir      string
+	key, pub string
+}
+
+func startSite(t *testing.T) *site {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a registry")
+	}
+	t.Setenv("COSIGN_PASSWORD", testKeyPassword)
+	dir := t.TempDir()
+	up, err := testenv.StartUpstream(context.Background(), testenv.FixtureChart(), filepath.Join(dir, "upstream"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Stop() })
+	s := &site{up: up, dir: dir}
+	r := p7(t, "", "keygen", "--output-prefix", filepath.Join(dir, "cosign"))
+	if r.code != 0 {
+		t.Fatalf("keygen: %v", r)
+	}
+	s.key, s.pub = filepath.Join(dir, "cosign.key"), filepath.Join(dir, "cosign.pub")
+	return s
+}
+
+// buildArgs are the flags of a build from the upstream fixture registry.
+func (s *site) buildArgs(out string, extra ...string) []string {
+	return append([]string{"build", "--chart", testenv.FixtureChart(), "--key", s.key, "-o", out,
+		"--mirror", s.up.MirrorFlag(), "--ca-file", s.up.CAFile, "--username", s.up.Username, "--password-stdin"}, extra...)
+}
+
+func (s *site) build(t *testing.T, out string, extra ...string) result {
+	t.Helper()
+	r := p7(t, s.up.Password+"\n", s.buildArgs(out, extra...)...)
+	for _, secret := range []string{s.up.Password, testKeyPassword} {
+		if strings.Contains(r.stdout+r.stderr, secret) {
+			t.Errorf("a password appears in the output of build")
+		}
+	}
+	return r
+}
+
+func TestBuildVerifyInspect(t *testing.T) {
+	s := startSite(t)
+	out := filepath.Join(s.dir, "pseven-2023.09.25.tar.zst")
+	r := s.build(t, out, "--cache-dir", filepath.Join(s.dir, "cache"))
+	if r.code != 0 {
+		t.Fatalf("build: %v", r)
+	}
+	// Build prints every image with where it was found.
+	for _, want := range []string{"registry.pseven.io/pseven-upkeep:6.47.4712", "found in template:", "found in values:image.blocknetworkgate", "found in secretgen"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("build output lacks %q:\n%s", want, r.stderr)
+		}
+	}
+
+	v := p7(t, "", "verify", out, "--key", s.pub)
+	if v.code != 0 || !strings.Contains(v.stdout, "Verified OK") {
+		t.Fatalf("verify: %v", v)
+	}
+	vj := p7(t, "", "verify", out, "--key", s.pub, "--json")
+	var rep bundle.Report
+	if err := json.Unmarshal([]byte(vj.stdout), &rep); err != nil || !rep.SignatureVerified || !rep.ContentVerified {
+		t.Fatalf("verify --json: %v / %v", err, vj)
+	}
+
+	in := p7(t, "", "inspect", out, "--json")
+	if in.code != 0 {
+		t.Fatalf("inspect: %v", in)
+	}
+	var m bundle.Manifest
+	if err := json.Unmarshal([]byte(in.stdout), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Chart.Name != "pseven" || m.Chart.Version != "2023.09.25" || m.Chart.AppVersion != "6.47.4712" {
+		t.Errorf("chart = %+v", m.Chart)
+	}
+	if m.Secretgen != "registry.pseven.io/pseven-secretgen:6.47.4712" {
+		t.Errorf("secretgen = %q", m.Secretgen)
+	}
+	// Every discovered image is in the bundle with the upstream digest; the
+	// multi-platform one is filtered to linux/amd64 and records the index.
+	if len(m.Images) != len(s.up.Images) {
+		t.Fatalf("bundle has %d images, discovery found %d", len(m.Images), len(s.up.Images))
+	}
+	multi := map[string]bool{}
+	for _, ref := range s.up.MultiPlatform {
+		multi[ref] = true
+	}
+	for _, img := range m.Images {
+		want, ok := s.up.Digests[img.Ref]
+		switch {
+		case !ok:
+			t.Errorf("unexpected image %s", img.Ref)
+		case multi[img.Ref]:
+			if img.SourceDigest != want || img.Digest == want || strings.Join(img.Platforms, ",") != "linux/amd64" {
+				t.Errorf("%s: digest %s source %s platforms %v; upstream index %s", img.Ref, img.Digest, img.SourceDigest, img.Platforms, want)
+			}
+		case img.Digest != want:
+			t.Errorf("%s: digest %s, upstream %s", img.Ref, img.Digest, want)
+		}
+	}
+	if len(multi) == 0 {
+		t.Error("fixture has no multi-platform image")
+	}
+	// Each blob once, although every image shares the fixture binary layer.
+	names := entryNames(t, out)
+	seen := map[string]bool{}
+	for _, n := range names {
+		if seen[n] {
+			t.Errorf("entry %s appears twice", n)
+		}
+		seen[n] = true
+	}
+	if blobs := countPrefix(names, bundle.BlobDir); blobs != m.Totals.Blobs || m.Totals.ImageBytes <= m.Totals.BlobBytes {
+		t.Errorf("%d blob entries, manifest says %d; image bytes %d vs unique %d", blobs, m.Totals.Blobs, m.Totals.ImageBytes, m.Totals.BlobBytes)
+	}
+
+	hi := p7(t, "", "inspect", out)
+	if hi.code != 0 || !strings.Contains(hi.stdout, "pseven-memcached:1.6.21") || !strings.Contains(hi.stdout, "AppVersion: 6.47.4712") {
+		t.Errorf("inspect: %v", hi)
+	}
+
+	t.Run("reproducible", func(t *testing.T) {
+		// A fresh build, no shared cache, other encoder concurrency: same bytes.
+		out2 := filepath.Join(s.dir, "again.tar.zst")
+		if r := s.build(t, out2, "--jobs", "1"); r.code != 0 {
+			t.Fatalf("second build: %v", r)
+		}
+		a, b := sha256File(t, out), sha256File(t, out2)
+		if a != b {
+			t.Fatalf("two builds differ: %s vs %s", a, b)
+		}
+	})
+
+	t.Run("cache rerun fetches nothing", func(t *testing.T) {
+		out3 := filepath.Join(s.dir, "cached.tar.zst")
+		r := s.build(t, out3, "--cache-dir", filepath.Join(s.dir, "cache"))
+		if r.code != 0 || !strings.Contains(r.stderr, "0 B fetched") {
+			t.Fatalf("rerun with warm cache: %v", r)
+		}
+	})
+
+	t.Run("cosign interop", func(t *testing.T) {
+		cosignInterop(t, s, out)
+	})
+}
+
+func cosignInterop(t *testing.T, s *site, out string) {
+	cosign, err := testenv.Tool("cosign")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cosignCmd := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(cosign, args...)
+		cmd.Dir = s.dir
+		cmd.Env = append(os.Environ(), "COSIGN_PASSWORD="+testKeyPassword, "TUF_ROOT="+filepath.Join(s.dir, "tuf"), "SIGSTORE_NO_CACHE=true")
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("cosign %v: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	// Stock cosign verifies our signature.
+	cosignCmd("verify-blob", "--key", s.pub, "--signature", out+".sig", "--insecure-ignore-tlog", out)
+
+	// We verify what cosign sign-blob makes with our keygen key.
+	sig := filepath.Join(s.dir, "by-cosign.sig")
+	cosignCmd("sign-blob", "--yes", "--tlog-upload=false", "--key", s.key, "--output-signature", sig, out)
+	if r := p7(t, "", "verify", out, "--key", s.pub, "--signature", sig); r.code != 0 {
+		t.Fatalf("verify of a cosign signature: %v", r)
+	}
+
+	// A key from cosign generate-key-pair signs our bundle.
+	cosignCmd("generate-key-pair", "--output-key-prefix", "stock")
+	stockKey, stockPub := filepath.Join(s.dir, "stock.key"), filepath.Join(s.dir, "stock.pub")
+	out2 := filepath.Join(s.dir, "stock-signed.tar.zst")
+	args := s.buildArgs(out2, "--cache-dir", filepath.Join(s.dir, "cache"))
+	for i, a := range args {
+		if a == s.key {
+			args[i] = stockKey
+		}
+	}
+	if r := p7(t, s.up.Password+"\n", args...); r.code != 0 {
+		t.Fatalf("build with a cosign key: %v", r)
+	}
+	if r := p7(t, "", "verify", out2, "--key", stockPub); r.code != 0 {
+		t.Fatalf("verify with cosign pub: %v", r)
+	}
+	cosignCmd("verify-blob", "--key", stockPub, "--signature", out2+".sig", "--insecure-ignore-tlog", out2)
+}
+
+func TestBuildBadInput(t *testing.T) {
+	s := startSite(t)
+	bad := filepath.Join(testenv.RepoRoot(), "testdata", "charts", "bad")
+	good := filepath.Join(s.dir, "good.tar.zst")
+	if r := s.build(t, good); r.code != 0 {
+		t.Fatalf("build: %v", r)
+	}
+	otherPub := filepath.Join(s.dir, "other")
+	if r := p7(t, "", "keygen", "--output-prefix", otherPub); r.code != 0 {
+		t.Fatal(r)
+	}
+	flipped := filepath.Join(s.dir, "flipped.tar.zst")
+	data, _ := os.ReadFile(good)
+	data[len(data)/3] ^= 0x10
+	os.WriteFile(flipped, data, 0o644)
+	sig, _ := os.ReadFile(good + ".sig")
+	os.WriteFile(flipped+".sig", sig, 0o644)
+
+	type tc struct {
+		name string
+		args []string
+		env  map[string]string
+		code int
+		want string
+	}
+	out := func(n string) string { return filepath.Join(s.dir, n+".tar.zst") }
+	cases := []tc{
+		{"chart without appVersion", replaceFlag(s.buildArgs(out("a")), "--chart", filepath.Join(bad, "no-appversion")), nil, exitInput, "no appVersion"},
+		{"not a chart", replaceFlag(s.buildArgs(out("b")), "--chart", filepath.Join(bad, "not-a-chart.tgz")), nil, exitInput, "not-a-chart.tgz"},
+		{"chart file missing", replaceFlag(s.buildArgs(out("c")), "--chart", filepath.Join(bad, "nope.tgz")), nil, exitInput, "nope.tgz"},
+		{"no images", replaceFlag(s.buildArgs(out("d")), "--chart", filepath.Join(bad, "no-images")), nil, exitInput, "no images found"},
+		{"image missing upstream", s.buildArgs(out("e"), "--image", "registry.pseven.io/pseven-missing:9.9"), nil, exitRegistry, "registry.pseven.io/pseven-missing:9.9"},
+		{"registry unreachable", replaceFlag(s.buildArgs(out("f")), "--mirror", "registry.pseven.io=127.0.0.1:1"), nil, exitRegistry, "unreachable"},
+		{"wrong upstream password", s.buildArgs(out("g")), map[string]string{"stdin": "wrong\n"}, exitRegistry, "unauthorized"},
+		{"wrong key password", s.buildArgs(out("h")), map[string]string{"COSIGN_PASSWORD": "wrong"}, exitKey, "wrong password"},
+		{"bad platform flag", s.buildArgs(out("i"), "--platform", "linux"), nil, exitUsage, "--platform"},
+		{"platform absent", s.buildArgs(out("j"), "--platform", "windows/amd64"), nil, exitRegistry, "windows/amd64"},
+		{"verify with wrong key", []string{"verify", good, "--key", otherPub + ".pub"}, nil, exitVerify, "signature"},
+		{"verify flipped byte", []string{"verify", flipped, "--key", s.pub}, nil, exitVerify, "flipped.tar.zst"},
+		{"verify missing bundle", []string{"verify", out("none"), "--key", s.pub}, nil, exitInput, "none.tar.zst"},
+		{"keygen over existing key", []string{"keygen", "--output-prefix", filepath.Join(s.dir, "cosign")}, nil, exitKey, "refusing to overwrite"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			stdin := s.up.Password + "\n"
+			for k, v := range c.env {
+				if k == "stdin" {
+					stdin = v
+				} else {
+					t.Setenv(k, v)
+				}
+			}
+			r := p7(t, stdin, c.args...)
+			if r.code != c.code || !strings.Contains(r.stderr, c.want) {
+				t.Fatalf("want exit %d with %q, got %v", c.code, c.want, r)
+			}
+			if lines := strings.Count(strings.TrimSpace(r.stderr[strings.LastIndex(r.stderr, "p7bundle: "):]), "\n"); lines != 0 {
+				t.Errorf("error is not one line: %q", r.stderr)
+			}
+			for _, secret := range []string{s.up.Password, testKeyPassword} {
+				if strings.Contains(r.stdout+r.stderr, secret) {
+					t.Errorf("output contains a password")
+				}
+			}
+			if c.args[0] == "build" {
+				o := c.args[indexOf(c.args, "-o")+1]
+				if _, err := os.Stat(o); err == nil {
+					t.Errorf("failed build left %s", o)
+				}
+				if left, _ := filepath.Glob(filepath.Join(s.dir, ".*")); len(left) != 0 {
+					t.Errorf("failed build left temp files %v", left)
+				}
+			}
+		})
+	}
+}
+
+func replaceFlag(args []string, flag, value string) []string {
+	out := append([]string(nil), args...)
+	out[indexOf(out, flag)+1] = value
+	return out
+}
+
+func indexOf(args []string, s string) int {
+	for i, a := range args {
+		if a == s {
+			return i
+		}
+	}
+	panic("no " + s)
+}
+
+func entryNames(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	tr := tar.NewReader(dec)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+	}
+}
+
+func countPrefix(names []string, prefix string) int {
+	n := 0
+	for _, s := range names {
+		if strings.HasPrefix(s, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path + ".sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))[0]
+}

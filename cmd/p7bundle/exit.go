@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/manifests"
+	"github.com/p7bundle/p7bundle/mirror"
+)
+
+// Exit codes are part of the CLI contract (README "Exit codes").
+const (
+	exitOK          = 0
+	exitFailure     = 1 // anything not classified below
+	exitUsage       = 2 // bad flags or arguments
+	exitInput       = 3 // chart, image reference or other input is invalid
+	exitRegistry    = 4 // registry: image missing, auth refused, unreachable, platform absent
+	exitVerify      = 5 // signature or bundle content verification failed
+	exitKey         = 6 // key missing, unreadable, wrong password, or would be overwritten
+	exitOutput      = 7 // output cannot be written
+	exitInterrupted = 130
+)
+
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, context.Canceled):
+		return exitInterrupted
+	case isUsage(err) || strings.Contains(err.Error(), "flag provided but not defined") || strings.HasPrefix(err.Error(), "Required flag"):
+		return exitUsage
+	case errors.Is(err, bundle.ErrSignature), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported):
+		return exitVerify
+	case errors.Is(err, bundle.ErrKey), errors.Is(err, bundle.ErrExists):
+		return exitKey
+	case errors.Is(err, mirror.ErrNotFound), errors.Is(err, mirror.ErrUnauthorized),
+		errors.Is(err, mirror.ErrUnreachable), errors.Is(err, mirror.ErrPlatform):
+		return exitRegistry
+	case errors.Is(err, manifests.ErrInvalidChart), errors.Is(err, manifests.ErrNoAppVersion),
+		errors.Is(err, manifests.ErrNoImages), errors.Is(err, manifests.ErrChartTooLarge),
+		errors.Is(err, manifests.ErrInvalidReference), errors.Is(err, manifests.ErrUnmatchedExclude),
+		errors.Is(err, errInput):
+		return exitInput
+	case errors.Is(err, os.ErrNotExist):
+		return exitInput
+	case errors.Is(err, errOutput), errors.Is(err, os.ErrPermission):
+		return exitOutput
+	}
+	return exitFailure
+}
+
+var (
+	errInput  = errors.New("invalid input")
+	errOutput = errors.New("cannot write output")
+)

@@ -1,0 +1,240 @@
+// Package build composes chart discovery, image pulls and the bundle writer
+// into `p7bundle build`.
+package build
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/manifests"
+	"github.com/p7bundle/p7bundle/mirror"
+)
+
+// Options are everything `p7bundle build` needs; cmd fills them from flags.
+type Options struct {
+	Chart  string
+	Output string // default "<chart>-<version>.tar.zst" in the working directory
+	// KeyPath is the cosign private key; KeyPassword decrypts it.
+	KeyPath     string
+	KeyPassword []byte
+	// Signer overrides KeyPath (tests, KMS).
+	Signer bundle.Signer
+
+	SourceRegistry string // default registry.pseven.io
+	Registry       mirror.RegistryOptions
+	Platforms      []string // default linux/amd64
+	Jobs           int
+	CacheDir       string // empty: a temporary cache removed afterwards
+	Images         []string
+	Exclude        []string
+
+	ToolVersion string
+	// Created, when non-zero (SOURCE_DATE_EPOCH), stamps the manifest and entries.
+	Created time.Time
+	// Level is the zstd level; zero is zstd.SpeedDefault.
+	Level zstd.EncoderLevel
+
+	// Log receives human-readable progress (stderr); nil discards it.
+	Log io.Writer
+	// TTY draws a live progress line instead of one line per event.
+	TTY bool
+}
+
+// Result summarizes a finished build.
+type Result struct {
+	*bundle.WriteResult
+	Manifest *bundle.Manifest
+	Retries  int64
+	Elapsed  time.Duration
+}
+
+// Run builds, signs and writes one bundle.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	start := time.Now()
+	log := opts.Log
+	if log == nil {
+		log = io.Discard
+	}
+	if opts.SourceRegistry == "" {
+		opts.SourceRegistry = manifests.DefaultSourceRegistry
+	}
+	// Key first: a wrong password must fail before gigabytes are pulled.
+	signer := opts.Signer
+	if signer == nil {
+		s, err := bundle.LoadSigner(opts.KeyPath, opts.KeyPassword)
+		if err != nil {
+			return nil, err
+		}
+		signer = s
+	}
+	platforms, err := parsePlatforms(opts.Platforms)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := manifests.LoadChart(opts.Chart)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "chart %s version %s appVersion %s (%s)\n", ch.Name, ch.Version, ch.AppVersion, ch.Digest)
+	images, err := manifests.DiscoverImages(ch, manifests.DiscoverOptions{
+		SourceRegistry: opts.SourceRegistry, Extra: opts.Images, Exclude: opts.Exclude,
+	})
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "%d images:\n", len(images))
+	refs := make([]string, len(images))
+	sources := map[string][]string{}
+	for i, img := range images {
+		refs[i] = img.Ref
+		sources[img.Ref] = img.Sources
+		fmt.Fprintf(log, "  %s\n", img.Ref)
+		for _, s := range img.Sources {
+			fmt.Fprintf(log, "      found in %s\n", s)
+		}
+	}
+
+	output := opts.Output
+	if output == "" {
+		output = ch.Name + "-" + ch.Version + ".tar.zst"
+	}
+	if err := checkOutputDir(output); err != nil {
+		return nil, err
+	}
+
+	cacheDir := opts.CacheDir
+	if cacheDir == "" {
+		tmp, err := os.MkdirTemp(filepath.Dir(output), ".p7bundle-cache-")
+		if err != nil {
+			return nil, fmt.Errorf("temporary cache next to %s: %w", output, err)
+		}
+		defer os.RemoveAll(tmp)
+		cacheDir = tmp
+	}
+	cache, err := mirror.OpenCache(cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Registry.Retries == nil {
+		opts.Registry.Retries = new(atomic.Int64)
+	}
+	client, err := mirror.NewClient(opts.Registry)
+	if err != nil {
+		return nil, err
+	}
+	progress := newProgress(log, opts.TTY, len(refs))
+	pulled, err := client.Pull(ctx, cache, refs, mirror.PullOptions{Platforms: platforms, Jobs: opts.Jobs, Progress: progress})
+	if err != nil {
+		return nil, err
+	}
+	progress.pullDone()
+
+	m := &bundle.Manifest{
+		Tool:           bundle.Tool{Name: "p7bundle", Version: opts.ToolVersion},
+		SourceRegistry: opts.SourceRegistry,
+		Secretgen:      manifests.SecretgenRef(opts.SourceRegistry, ch.AppVersion),
+		Chart: bundle.Chart{
+			Name: ch.Name, Version: ch.Version, AppVersion: ch.AppVersion,
+			Path: bundle.ChartDir + ch.FileName, Digest: ch.Digest, Size: int64(len(ch.Archive)),
+		},
+	}
+	for _, p := range platforms {
+		m.Platforms = append(m.Platforms, mirror.PlatformString(p))
+	}
+	if !opts.Created.IsZero() {
+		m.Created = opts.Created.UTC().Format(time.RFC3339)
+	}
+	blobs := map[string]bundle.Blob{}
+	for _, p := range pulled {
+		img := bundle.Image{
+			Ref: p.Ref, Digest: p.Root.Digest.String(), MediaType: p.Root.MediaType,
+			Platforms: p.Platforms, SourceDigest: p.SourceDigest, Sources: sources[p.Ref],
+		}
+		for _, b := range p.Blobs {
+			img.Size += b.Size
+			blobs[b.Digest.String()] = bundle.Blob{Digest: b.Digest.String(), Size: b.Size, MediaType: blobMediaType(b)}
+		}
+		m.Images = append(m.Images, img)
+	}
+	for _, b := range blobs {
+		m.Blobs = append(m.Blobs, b)
+	}
+	sort.Slice(m.Blobs, func(i, j int) bool { return m.Blobs[i].Digest < m.Blobs[j].Digest })
+
+	res, err := bundle.Write(ctx, output, bundle.WriteOptions{
+		Manifest: m,
+		Chart:    ch.Archive,
+		Blobs:    cache.Open,
+		Signer:   signer,
+		ModTime:  opts.Created,
+		Level:    opts.Level,
+		Progress: progress.written(m),
+	})
+	if err != nil {
+		return nil, err
+	}
+	progress.writeDone()
+	out := &Result{WriteResult: res, Manifest: m, Retries: opts.Registry.Retries.Load(), Elapsed: time.Since(start)}
+	fmt.Fprintf(log, "wrote %s: %d images, %d blobs, %s uncompressed -> %s (%.1f%%), sha256 %s, %d retries, %s\n",
+		res.Path, m.Totals.Images, m.Totals.Blobs, HumanBytes(res.UncompressedSize), HumanBytes(res.Size),
+		100*float64(res.Size)/float64(max(res.UncompressedSize, 1)), res.Digest, out.Retries, out.Elapsed.Round(time.Millisecond))
+	return out, nil
+}
+
+func parsePlatforms(in []string) ([]ocispec.Platform, error) {
+	if len(in) == 0 {
+		in = []string{"linux/amd64"}
+	}
+	var out []ocispec.Platform
+	for _, s := range in {
+		p, err := mirror.ParsePlatform(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// blobMediaType keeps the descriptor's type; layers of unknown type stay layers.
+func blobMediaType(d ocispec.Descriptor) string {
+	if d.MediaType == "" {
+		return "application/octet-stream"
+	}
+	return d.MediaType
+}
+
+// checkOutputDir fails early, before any pull, when the output cannot be written.
+func checkOutputDir(output string) error {
+	dir := filepath.Dir(output)
+	f, err := os.CreateTemp(dir, ".p7bundle-probe-*")
+	if err != nil {
+		return fmt.Errorf("output directory %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// HumanBytes renders a byte count in binary units.
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

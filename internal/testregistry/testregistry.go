@@ -1,0 +1,443 @@
+// Package testregistry runs a real docker-registry (distribution v2) process on
+// a loopback port, optionally with htpasswd auth and TLS. It is used by tests
+// and demo harnesses, so it does not depend on package testing.
+package testregistry
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// DefaultBinary is where the Debian package docker-registry installs the binary.
+const DefaultBinary = "/usr/bin/docker-registry"
+
+// Options configures Start.
+type Options struct {
+	Username, Password string // non-empty => htpasswd auth
+	TLS                bool   // serve HTTPS with a cert signed by a CA generated here
+	Dir                string // working dir; if empty a temp dir is created and removed by Stop
+	Binary             string // default DefaultBinary
+}
+
+// Registry is a running docker-registry process.
+type Registry struct {
+	Host               string // "127.0.0.1:PORT"
+	CAFile             string // PEM of the CA when TLS (empty otherwise)
+	Username, Password string
+	Dir                string
+	LogFile            string // process stdout/stderr
+
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process has exited
+	tempDir bool
+	client  *http.Client
+	scheme  string
+}
+
+// Start launches docker-registry and waits until it answers GET /v2/.
+func Start(ctx context.Context, opts Options) (*Registry, error) {
+	bin := opts.Binary
+	if bin == "" {
+		bin = DefaultBinary
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("docker-registry not found at %s: run \"make test-deps\"", bin)
+	}
+	if (opts.Username == "") != (opts.Password == "") {
+		return nil, errors.New("testregistry: Username and Password must be set together")
+	}
+	r := &Registry{Username: opts.Username, Password: opts.Password, Dir: opts.Dir, scheme: "http"}
+	if r.Dir == "" {
+		d, err := os.MkdirTemp("", "testregistry-")
+		if err != nil {
+			return nil, err
+		}
+		r.Dir, r.tempDir = d, true
+	} else if err := os.MkdirAll(r.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Registry, error) {
+		if r.tempDir {
+			os.RemoveAll(r.Dir)
+		}
+		return nil, err
+	}
+
+	var certFile, keyFile string
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // never route loopback through a proxy from the environment
+	if opts.TLS {
+		var err error
+		r.CAFile, certFile, keyFile, err = writeCerts(filepath.Join(r.Dir, "certs"))
+		if err != nil {
+			return fail(fmt.Errorf("testregistry: generate certs: %w", err))
+		}
+		pool, err := certPool(r.CAFile)
+		if err != nil {
+			return fail(err)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+		r.scheme = "https"
+	}
+	r.client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+
+	var htpasswd string
+	if opts.Username != "" {
+		// MinCost: the registry re-checks bcrypt on every request, and these are throwaway credentials.
+		hash, err := bcrypt.GenerateFromPassword([]byte(opts.Password), bcrypt.MinCost)
+		if err != nil {
+			return fail(err)
+		}
+		htpasswd = filepath.Join(r.Dir, "htpasswd")
+		if err := os.WriteFile(htpasswd, []byte(opts.Username+":"+string(hash)+"\n"), 0o600); err != nil {
+			return fail(err)
+		}
+	}
+
+	// Picking a free port and handing it to another process is racy; retry on failure.
+	var lastErr error
+	for attempt := 0; attempt < 4; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return fail(err)
+		}
+		r.Host = fmt.Sprintf("127.0.0.1:%d", port)
+		cfg := filepath.Join(r.Dir, "config.yml")
+		if err := os.WriteFile(cfg, []byte(config(r.Dir, r.Host, htpasswd, certFile, keyFile)), 0o600); err != nil {
+			return fail(err)
+		}
+		if lastErr = r.launch(ctx, bin, cfg); lastErr == nil {
+			return r, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return fail(lastErr)
+}
+
+func config(dir, addr, htpasswd, cert, key string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %q
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: %q
+  secret: p7bundle-testregistry-secret
+`, filepath.Join(dir, "storage"), addr)
+	if cert != "" {
+		fmt.Fprintf(&b, "  tls:\n    certificate: %q\n    key: %q\n", cert, key)
+	}
+	if htpasswd != "" {
+		fmt.Fprintf(&b, "auth:\n  htpasswd:\n    realm: p7bundle-test\n    path: %q\n", htpasswd)
+	}
+	return b.String()
+}
+
+// launch starts the process once and waits for readiness; on failure the
+// process is killed and the error carries the log tail.
+func (r *Registry) launch(ctx context.Context, bin, cfg string) error {
+	r.LogFile = filepath.Join(r.Dir, "registry.log")
+	logf, err := os.OpenFile(r.LogFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close() // the child has its own copy of the fd
+	// Not exec.CommandContext: the process must outlive the ctx passed to Start.
+	cmd := exec.Command(bin, "serve", cfg)
+	cmd.Dir = r.Dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("testregistry: start %s: %w", bin, err)
+	}
+	r.cmd, r.done = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(r.done) }()
+
+	if err := r.waitReady(ctx, 15*time.Second); err != nil {
+		r.kill()
+		return fmt.Errorf("testregistry: %w\n--- %s (tail) ---\n%s", err, r.LogFile, tail(r.LogFile, 2048))
+	}
+	return nil
+}
+
+func (r *Registry) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	want := http.StatusOK
+	if r.Username != "" {
+		want = http.StatusUnauthorized
+	}
+	var last string
+	for {
+		select {
+		case <-r.done:
+			return fmt.Errorf("docker-registry exited early (%v)", r.cmd.ProcessState)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL()+"/v2/", nil)
+		c := *r.client
+		c.Timeout = time.Second
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("docker-registry at %s not ready after %s: %s", r.Host, timeout, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill sends SIGTERM to the process group, escalating to SIGKILL after 3s,
+// and waits for the process to exit.
+func (r *Registry) kill() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-r.done:
+		return // already reaped; the pid may belong to someone else by now
+	default:
+	}
+	pid := r.cmd.Process.Pid
+	syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-r.done:
+	case <-time.After(3 * time.Second):
+		syscall.Kill(-pid, syscall.SIGKILL)
+		<-r.done
+	}
+}
+
+// Stop terminates the registry and removes Dir if Start created it.
+func (r *Registry) Stop() error {
+	if r == nil {
+		return nil
+	}
+	r.kill()
+	if r.client != nil {
+		r.client.CloseIdleConnections()
+	}
+	if r.tempDir {
+		r.tempDir = false
+		return os.RemoveAll(r.Dir)
+	}
+	return nil
+}
+
+// PID returns the process id of the registry (0 if not running).
+func (r *Registry) PID() int {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
+// URL is the base URL, e.g. "https://127.0.0.1:5000".
+func (r *Registry) URL() string { return r.scheme + "://" + r.Host }
+
+// PlainHTTP reports whether the registry serves plain HTTP.
+func (r *Registry) PlainHTTP() bool { return r.scheme == "http" }
+
+// HTTPClient returns a client that trusts the registry CA (no credentials attached).
+func (r *Registry) HTTPClient() *http.Client { return r.client }
+
+// Catalog lists repositories via GET /v2/_catalog, following Link pagination
+// (distribution rejects n > 1000 with PAGINATION_NUMBER_INVALID).
+func (r *Registry) Catalog(ctx context.Context) ([]string, error) {
+	var all []string
+	for path := "/v2/_catalog?n=1000"; path != ""; {
+		var out struct {
+			Repositories []string `json:"repositories"`
+		}
+		next, err := r.getJSON(ctx, path, &out)
+		if err != nil {
+			return nil, err
+		}
+		all, path = append(all, out.Repositories...), next
+	}
+	return all, nil
+}
+
+// Tags lists the tags of repo via GET /v2/<repo>/tags/list.
+func (r *Registry) Tags(ctx context.Context, repo string) ([]string, error) {
+	var all []string
+	for path := "/v2/" + repo + "/tags/list"; path != ""; {
+		var out struct {
+			Tags []string `json:"tags"`
+		}
+		next, err := r.getJSON(ctx, path, &out)
+		if err != nil {
+			return nil, err
+		}
+		all, path = append(all, out.Tags...), next
+	}
+	return all, nil
+}
+
+// getJSON decodes the response of GET path into v and returns the next page
+// path from the Link header ("" if none).
+func (r *Registry) getJSON(ctx context.Context, path string, v any) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL()+path, nil)
+	if err != nil {
+		return "", err
+	}
+	if r.Username != "" {
+		req.SetBasicAuth(r.Username, r.Password)
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return "", fmt.Errorf("GET %s: %s: %s", req.URL.Path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return "", fmt.Errorf("GET %s: %w", req.URL.Path, err)
+	}
+	// Link: </v2/_catalog?last=x&n=1000>; rel="next"
+	link := resp.Header.Get("Link")
+	if i, j := strings.Index(link, "<"), strings.Index(link, ">"); i >= 0 && j > i && strings.Contains(link, `rel="next"`) {
+		return link[i+1 : j], nil
+	}
+	return "", nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func tail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		f.Seek(st.Size()-n, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
+
+func certPool(caFile string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("testregistry: no certificates in %s", caFile)
+	}
+	return pool, nil
+}
+
+// writeCerts generates a CA and a server cert for 127.0.0.1/localhost in dir.
+func writeCerts(dir string) (caFile, certFile, keyFile string, err error) {
+	if err = os.MkdirAll(dir, 0o755); err != nil {
+		return
+	}
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "p7bundle testregistry CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(7 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(7 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return
+	}
+	caFile, certFile, keyFile = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	if err = writePEM(caFile, "CERTIFICATE", caDER, 0o644); err != nil {
+		return
+	}
+	if err = writePEM(certFile, "CERTIFICATE", der, 0o644); err != nil {
+		return
+	}
+	err = writePEM(keyFile, "EC PRIVATE KEY", keyDER, 0o600)
+	return
+}
+
+func writePEM(path, typ string, der []byte, mode os.FileMode) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
+}

@@ -1,0 +1,6 @@
+// Package version holds the p7bundle version, set at link time:
+// -ldflags "-X github.com/p7bundle/p7bundle/internal/version.Version=v1.2.3".
+package version
+
+// Version is "dev" in untagged builds.
+var Version = "dev"

@@ -1,0 +1,183 @@
+// Package mirror moves images between registries and the local blob cache:
+// auth, TLS, endpoint mirrors, retries and parallel graph copies.
+package mirror
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+	"oras.land/oras-go/v2/registry/remote/retry"
+)
+
+var (
+	// ErrNotFound: the image (or a blob of it) is not in the registry.
+	ErrNotFound = errors.New("not found")
+	// ErrUnauthorized: the registry refused the credentials.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrUnreachable: the registry could not be contacted.
+	ErrUnreachable = errors.New("registry unreachable")
+	// ErrPlatform: the image has no manifest for the requested platforms.
+	ErrPlatform = errors.New("platform not available")
+)
+
+// RegistryOptions say how to reach registries. The zero value uses HTTPS,
+// system roots and docker config credentials.
+type RegistryOptions struct {
+	// Mirrors maps a registry host to the endpoint actually dialed, keeping
+	// references unchanged (registry.pseven.io => cache.corp:5000).
+	Mirrors map[string]string
+	// PlainHTTP talks HTTP instead of HTTPS.
+	PlainHTTP bool
+	// CAFile adds a PEM CA bundle to the system roots.
+	CAFile string
+	// Insecure skips TLS certificate verification.
+	Insecure bool
+	// Username and Password, when set, are used for every endpoint;
+	// otherwise docker config credentials and helpers apply.
+	Username, Password string
+	// Retries counts retried requests (429, 5xx, resets) when non-nil.
+	Retries *atomic.Int64
+}
+
+// ParseMirrors parses "HOST=ENDPOINT" pairs.
+func ParseMirrors(pairs []string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, p := range pairs {
+		host, endpoint, ok := strings.Cut(p, "=")
+		host, endpoint = strings.TrimSpace(host), strings.TrimSpace(endpoint)
+		if !ok || host == "" || endpoint == "" || strings.Contains(endpoint, "/") {
+			return nil, fmt.Errorf("--mirror %q: want HOST=ENDPOINT[:PORT]", p)
+		}
+		m[host] = endpoint
+	}
+	return m, nil
+}
+
+// Client opens repositories with one shared HTTP client, auth cache and policy.
+type Client struct {
+	opts   RegistryOptions
+	client *auth.Client
+}
+
+// NewClient builds the HTTP stack: TLS, retries with backoff, auth.
+func NewClient(opts RegistryOptions) (*Client, error) {
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.Insecure} //nolint:gosec // explicit --insecure
+	if opts.CAFile != "" {
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --ca-file %s: %w", opts.CAFile, err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s: no PEM certificates found", opts.CAFile)
+		}
+		tlsConf.RootCAs = pool
+	}
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.TLSClientConfig = tlsConf
+	base.MaxIdleConnsPerHost = 32
+	base.DialContext = (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	rt := retry.NewTransport(base)
+	rt.Policy = func() retry.Policy { return countingPolicy{retry.DefaultPolicy, opts.Retries} }
+
+	var cred auth.CredentialFunc
+	if opts.Username != "" || opts.Password != "" {
+		c := auth.Credential{Username: opts.Username, Password: opts.Password}
+		cred = func(context.Context, string) (auth.Credential, error) { return c, nil }
+	} else {
+		store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{DetectDefaultNativeStore: true})
+		if err != nil {
+			// A broken docker config must not stop anonymous pulls.
+			cred = auth.StaticCredential("", auth.EmptyCredential)
+		} else {
+			cred = credentials.Credential(store)
+		}
+	}
+	return &Client{opts: opts, client: &auth.Client{
+		Client:     &http.Client{Transport: rt},
+		Cache:      auth.NewCache(),
+		Credential: cred,
+		Header:     http.Header{"User-Agent": {"p7bundle"}},
+	}}, nil
+}
+
+type countingPolicy struct {
+	retry.Policy
+	n *atomic.Int64
+}
+
+func (p countingPolicy) Retry(attempt int, resp *http.Response, err error) (time.Duration, error) {
+	d, perr := p.Policy.Retry(attempt, resp, err)
+	if perr == nil && d >= 0 && p.n != nil {
+		p.n.Add(1)
+	}
+	return d, perr
+}
+
+// Endpoint returns the host actually dialed for a registry host.
+func (c *Client) Endpoint(host string) string {
+	if e, ok := c.opts.Mirrors[host]; ok {
+		return e
+	}
+	if host == "docker.io" {
+		return "registry-1.docker.io"
+	}
+	return host
+}
+
+// Repository opens ref's repository at its (possibly mirrored) endpoint.
+func (c *Client) Repository(ref registry.Reference) (*remote.Repository, error) {
+	repo, err := remote.NewRepository(c.Endpoint(ref.Registry) + "/" + ref.Repository)
+	if err != nil {
+		return nil, err
+	}
+	repo.Client = c.client
+	repo.PlainHTTP = c.opts.PlainHTTP
+	return repo, nil
+}
+
+// classify maps transport and registry errors onto the package sentinels,
+// keeping the original error text.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var resp *errcode.ErrorResponse
+	switch {
+	case errors.Is(err, errdef.ErrNotFound):
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	case errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	case errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden):
+		return fmt.Errorf("%w: %v", ErrUnauthorized, err)
+	}
+	var netErr net.Error
+	var dnsErr *net.DNSError
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &dnsErr) || errors.As(err, &netErr) {
+		return fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) {
+		return fmt.Errorf("%w: %v (use --ca-file)", ErrUnreachable, err)
+	}
+	return err
+}

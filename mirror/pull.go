@@ -1,0 +1,361 @@
+package mirror
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/p7bundle/p7bundle/bundle"
+	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/content/oci"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+)
+
+// maxMetadataBytes caps manifests, indexes and configs read into memory.
+const maxMetadataBytes = 4 << 20
+
+// Cache is a content-addressed blob directory (OCI layout blobs/). Blobs
+// are verified on the way in and written via rename, so an interrupted
+// build leaves only whole blobs and a rerun fetches only what is missing.
+type Cache struct {
+	Dir     string
+	storage *oci.Storage
+}
+
+// OpenCache opens or creates a blob cache in dir.
+func OpenCache(dir string) (*Cache, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cache dir %s: %w", dir, err)
+	}
+	// Partial downloads of a killed run are useless: drop them.
+	os.RemoveAll(filepath.Join(dir, "ingest"))
+	s, err := oci.NewStorage(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cache dir %s: %w", dir, err)
+	}
+	probe, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return nil, fmt.Errorf("cache dir %s is not writable: %w", dir, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	return &Cache{Dir: dir, storage: s}, nil
+}
+
+// Open returns a cached blob by digest ("sha256:...").
+func (c *Cache) Open(ctx context.Context, d string) (io.ReadCloser, error) {
+	dg, err := digest.Parse(d)
+	if err != nil {
+		return nil, err
+	}
+	return c.storage.Fetch(ctx, ocispec.Descriptor{Digest: dg})
+}
+
+// PullOptions configure Pull.
+type PullOptions struct {
+	// Platforms to keep from an index; default linux/amd64.
+	Platforms []ocispec.Platform
+	// Jobs is the number of images fetched at once (default 4).
+	Jobs int
+	// Attempts per image for errors a retry can fix (default 4).
+	Attempts int
+	// Progress receives events; nil is silent.
+	Progress Progress
+}
+
+// Progress observes a pull. Implementations must be safe for concurrent use.
+type Progress interface {
+	ImageStarted(ref string)
+	BlobDone(ref string, desc ocispec.Descriptor, cached bool)
+	ImageDone(ref string, img *Pulled)
+}
+
+// Pulled is one image in the cache.
+type Pulled struct {
+	Ref string
+	// Root is the manifest (or filtered index) kept for the bundle.
+	Root ocispec.Descriptor
+	// Platforms kept, e.g. ["linux/amd64"].
+	Platforms []string
+	// SourceDigest is the upstream index digest when it was filtered.
+	SourceDigest string
+	// Blobs reachable from Root, Root included, each once.
+	Blobs []ocispec.Descriptor
+}
+
+// ParsePlatform parses os/arch[/variant].
+func ParsePlatform(s string) (ocispec.Platform, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return ocispec.Platform{}, fmt.Errorf("--platform %q: want os/arch[/variant]", s)
+	}
+	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}
+
+// PlatformString renders os/arch[/variant].
+func PlatformString(p ocispec.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// Pull copies every image into cache, in parallel, and reports what it
+// kept. The first failure cancels the rest and names its image.
+func (c *Client) Pull(ctx context.Context, cache *Cache, refs []string, opts PullOptions) ([]*Pulled, error) {
+	if len(opts.Platforms) == 0 {
+		opts.Platforms = []ocispec.Platform{{OS: "linux", Architecture: "amd64"}}
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = 4
+	}
+	if opts.Attempts <= 0 {
+		opts.Attempts = 4
+	}
+	out := make([]*Pulled, len(refs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opts.Jobs)
+	for i, ref := range refs {
+		g.Go(func() error {
+			if opts.Progress != nil {
+				opts.Progress.ImageStarted(ref)
+			}
+			var err error
+			for attempt := 1; ; attempt++ {
+				out[i], err = c.pullOne(gctx, cache, ref, opts)
+				if err == nil || attempt >= opts.Attempts || !transient(err) || gctx.Err() != nil {
+					break
+				}
+				if c.opts.Retries != nil {
+					c.opts.Retries.Add(1)
+				}
+				// Whole blobs already in the cache are kept; only the rest is fetched again.
+				select {
+				case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+				case <-gctx.Done():
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("image %s: %w", ref, classify(err))
+			}
+			if opts.Progress != nil {
+				opts.Progress.ImageDone(ref, out[i])
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// transient reports errors worth another attempt: a connection reset or
+// cut-off body mid-blob, which the per-request retry cannot recover.
+func transient(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, content.ErrMismatchedDigest) ||
+		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "unexpected EOF")
+}
+
+func splitRef(s string) (registry.Reference, string, error) {
+	// "repo:tag@sha256:..." resolves by digest; the tag is informational.
+	if at := strings.Index(s, "@"); at >= 0 {
+		name := s[:at]
+		if slash := strings.LastIndex(name, "/"); strings.LastIndex(name, ":") > slash {
+			name = name[:strings.LastIndex(name, ":")]
+		}
+		s = name + s[at:]
+	}
+	ref, err := registry.ParseReference(s)
+	if err != nil {
+		return ref, "", fmt.Errorf("invalid image reference: %w", err)
+	}
+	if ref.Reference == "" {
+		return ref, "", fmt.Errorf("reference %q has no tag or digest", s)
+	}
+	return ref, ref.Reference, nil
+}
+
+func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts PullOptions) (*Pulled, error) {
+	ref, tagOrDigest, err := splitRef(refStr)
+	if err != nil {
+		return nil, err
+	}
+	repo, err := c.Repository(ref)
+	if err != nil {
+		return nil, err
+	}
+	desc, err := repo.Resolve(ctx, tagOrDigest)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pulled{Ref: refStr}
+	copyOpts := oras.CopyGraphOptions{Concurrency: 3, MaxMetadataBytes: maxMetadataBytes}
+	if opts.Progress != nil {
+		copyOpts.PostCopy = func(_ context.Context, d ocispec.Descriptor) error {
+			opts.Progress.BlobDone(refStr, d, false)
+			return nil
+		}
+		copyOpts.OnCopySkipped = func(_ context.Context, d ocispec.Descriptor) error {
+			opts.Progress.BlobDone(refStr, d, true)
+			return nil
+		}
+	}
+
+	switch {
+	case bundle.IsIndex(desc.MediaType):
+		raw, err := content.FetchAll(ctx, repo, desc)
+		if err != nil {
+			return nil, err
+		}
+		var idx ocispec.Index
+		if err := json.Unmarshal(raw, &idx); err != nil {
+			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
+		}
+		var kept []ocispec.Descriptor
+		var available []string
+		for _, m := range idx.Manifests {
+			if m.Platform == nil || m.Platform.OS == "unknown" {
+				continue
+			}
+			available = append(available, PlatformString(*m.Platform))
+			if matchPlatform(*m.Platform, opts.Platforms) {
+				kept = append(kept, m)
+			}
+		}
+		if len(kept) == 0 {
+			return nil, fmt.Errorf("%w: wanted %s, image has %s", ErrPlatform, platformList(opts.Platforms), strings.Join(available, ", "))
+		}
+		p.SourceDigest = desc.Digest.String()
+		for _, m := range kept {
+			if err := oras.CopyGraph(ctx, repo, cache.storage, m, copyOpts); err != nil {
+				return nil, err
+			}
+			p.Platforms = append(p.Platforms, PlatformString(*m.Platform))
+		}
+		if len(kept) == 1 {
+			p.Root = kept[0]
+			p.Root.Platform = nil
+		} else {
+			// Several platforms kept: a new index naming only them.
+			filtered := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: kept}
+			filtered.SchemaVersion = 2
+			b, err := json.Marshal(filtered)
+			if err != nil {
+				return nil, err
+			}
+			p.Root = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(b), Size: int64(len(b))}
+			if err := cache.storage.Push(ctx, p.Root, strings.NewReader(string(b))); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+				return nil, err
+			}
+		}
+	case bundle.IsManifest(desc.MediaType):
+		plat, err := manifestPlatform(ctx, repo, desc)
+		if err != nil {
+			return nil, err
+		}
+		if !matchPlatform(plat, opts.Platforms) {
+			return nil, fmt.Errorf("%w: wanted %s, image is %s", ErrPlatform, platformList(opts.Platforms), PlatformString(plat))
+		}
+		if err := oras.CopyGraph(ctx, repo, cache.storage, desc, copyOpts); err != nil {
+			return nil, err
+		}
+		p.Root = ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
+		p.Platforms = []string{PlatformString(plat)}
+	default:
+		return nil, fmt.Errorf("unsupported manifest media type %q", desc.MediaType)
+	}
+	p.Blobs, err = graph(ctx, cache.storage, p.Root)
+	return p, err
+}
+
+// manifestPlatform reads the platform from an image's config.
+func manifestPlatform(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) (ocispec.Platform, error) {
+	raw, err := content.FetchAll(ctx, f, desc)
+	if err != nil {
+		return ocispec.Platform{}, err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return ocispec.Platform{}, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	if m.Config.Size > maxMetadataBytes {
+		return ocispec.Platform{}, fmt.Errorf("config %s too large", m.Config.Digest)
+	}
+	cfg, err := content.FetchAll(ctx, f, m.Config)
+	if err != nil {
+		return ocispec.Platform{}, err
+	}
+	var plat ocispec.Platform
+	if err := json.Unmarshal(cfg, &plat); err != nil {
+		return ocispec.Platform{}, fmt.Errorf("config %s: %w", m.Config.Digest, err)
+	}
+	return plat, nil
+}
+
+// graph lists root and everything below it, each blob once, sorted.
+func graph(ctx context.Context, f content.Fetcher, root ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	seen := map[digest.Digest]ocispec.Descriptor{}
+	var walk func(d ocispec.Descriptor) error
+	walk = func(d ocispec.Descriptor) error {
+		if _, ok := seen[d.Digest]; ok {
+			return nil
+		}
+		seen[d.Digest] = ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}
+		children, err := content.Successors(ctx, f, d)
+		if err != nil {
+			return fmt.Errorf("reading %s from cache: %w", d.Digest, err)
+		}
+		for _, c := range children {
+			if err := walk(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(root); err != nil {
+		return nil, err
+	}
+	out := make([]ocispec.Descriptor, 0, len(seen))
+	for _, d := range seen {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Digest < out[j].Digest })
+	return out, nil
+}
+
+func matchPlatform(p ocispec.Platform, want []ocispec.Platform) bool {
+	for _, w := range want {
+		if p.OS == w.OS && p.Architecture == w.Architecture && (w.Variant == "" || p.Variant == w.Variant) {
+			return true
+		}
+	}
+	return false
+}
+
+func platformList(ps []ocispec.Platform) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = PlatformString(p)
+	}
+	return strings.Join(s, ", ")
+}
