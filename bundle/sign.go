@@ -3,7 +3,10 @@ package bundle
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -20,6 +23,9 @@ import (
 // base64 signature, exactly what `cosign sign-blob` writes.
 type Signer interface {
 	SignDigest(sha256 []byte) (string, error)
+	// PublicKeyHint identifies the key in a Sigstore bundle: base64 of the
+	// SHA-256 of its DER public key, as cosign writes it.
+	PublicKeyHint() (string, error)
 }
 
 // Verifier checks a base64 signature over a SHA-256 digest.
@@ -35,6 +41,46 @@ func (s cosignSigner) SignDigest(sum []byte) (string, error) {
 		return "", fmt.Errorf("signing: %w", err)
 	}
 	return base64.StdEncoding.EncodeToString(sig), nil
+}
+
+func (s cosignSigner) PublicKeyHint() (string, error) {
+	pub, err := s.sv.PublicKey()
+	if err != nil {
+		return "", err
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(der)
+	return base64.StdEncoding.EncodeToString(sum[:]), nil
+}
+
+// SigstoreBundle renders a Sigstore bundle (v0.3, message signature, key
+// hint, no transparency log entry), as `cosign sign-blob --new-bundle-format
+// --tlog-upload=false` writes it.
+func SigstoreBundle(s Signer, sum []byte, sigBase64 string) ([]byte, error) {
+	hint, err := s.PublicKeyHint()
+	if err != nil {
+		return nil, fmt.Errorf("%w: public key: %v", ErrKey, err)
+	}
+	type digest struct {
+		Algorithm string `json:"algorithm"`
+		Digest    string `json:"digest"`
+	}
+	doc := map[string]any{
+		"mediaType":            "application/vnd.dev.sigstore.bundle.v0.3+json",
+		"verificationMaterial": map[string]any{"publicKey": map[string]string{"hint": hint}},
+		"messageSignature": map[string]any{
+			"messageDigest": digest{"SHA2_256", base64.StdEncoding.EncodeToString(sum)},
+			"signature":     sigBase64,
+		},
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }
 
 // LoadSigner reads a cosign private key (ENCRYPTED SIGSTORE/COSIGN PRIVATE

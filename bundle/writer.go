@@ -41,10 +41,10 @@ type WriteOptions struct {
 
 // WriteResult describes the files Write produced.
 type WriteResult struct {
-	Path, SigPath, SHA256Path string
-	Digest                    string // sha256 of the archive file
-	Size                      int64  // archive bytes
-	UncompressedSize          int64  // tar bytes
+	Path, SigPath, SHA256Path, SigstorePath string
+	Digest                                  string // sha256 of the archive file
+	Size                                    int64  // archive bytes
+	UncompressedSize                        int64  // tar bytes
 }
 
 // Write streams the bundle to path through a temporary file and renames it
@@ -132,6 +132,14 @@ func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, e
 		}
 		res.SigPath = path + ".sig"
 		if err := writeFileAtomic(res.SigPath, []byte(sig), 0o644); err != nil {
+			return nil, err
+		}
+		sb, err := SigstoreBundle(opts.Signer, sum, sig)
+		if err != nil {
+			return nil, err
+		}
+		res.SigstorePath = path + ".sigstore.json"
+		if err := writeFileAtomic(res.SigstorePath, sb, 0o644); err != nil {
 			return nil, err
 		}
 	}

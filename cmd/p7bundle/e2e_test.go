@@ -207,6 +207,11 @@ func cosignInterop(t *testing.T, s *site, out string) {
 	// Stock cosign verifies our signature.
 	cosignCmd("verify-blob", "--key", s.pub, "--signature", out+".sig", "--insecure-ignore-tlog", out)
 
+	// ... and our Sigstore bundle, offline, with an empty trusted root.
+	root := filepath.Join(s.dir, "trusted-root.json")
+	os.WriteFile(root, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644)
+	cosignCmd("verify-blob", "--new-bundle-format", "--bundle", out+".sigstore.json", "--trusted-root", root, "--key", s.pub, "--insecure-ignore-tlog", out)
+
 	// We verify what cosign sign-blob makes with our keygen key.
 	sig := filepath.Join(s.dir, "by-cosign.sig")
 	cosignCmd("sign-blob", "--yes", "--tlog-upload=false", "--key", s.key, "--output-signature", sig, out)
