@@ -1,0 +1,61 @@
+package mirror
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"syscall"
+	"testing"
+)
+
+func TestParseMirrors(t *testing.T) {
+	got, err := ParseMirrors([]string{"registry.pseven.io=127.0.0.1:5000", " docker.io = cache.corp "})
+	if err != nil || got["registry.pseven.io"] != "127.0.0.1:5000" || got["docker.io"] != "cache.corp" {
+		t.Fatalf("ParseMirrors = %v, %v", got, err)
+	}
+	for _, bad := range []string{"noequals", "=x", "a=", "a=b/c"} {
+		if _, err := ParseMirrors([]string{bad}); err == nil {
+			t.Errorf("ParseMirrors(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParsePlatform(t *testing.T) {
+	for in, want := range map[string]string{"linux/amd64": "linux/amd64", "linux/arm/v7": "linux/arm/v7"} {
+		p, err := ParsePlatform(in)
+		if err != nil || PlatformString(p) != want {
+			t.Errorf("ParsePlatform(%q) = %v, %v", in, p, err)
+		}
+	}
+	for _, bad := range []string{"linux", "/amd64", "a/b/c/d", ""} {
+		if _, err := ParsePlatform(bad); err == nil {
+			t.Errorf("ParsePlatform(%q) accepted", bad)
+		}
+	}
+}
+
+func TestSplitRef(t *testing.T) {
+	cases := map[string]string{
+		"registry.pseven.io/pseven-app:1.0":                            "1.0",
+		"127.0.0.1:5000/a/b:tag":                                       "tag",
+		"registry.pseven.io/app:1.0@sha256:" + fmt.Sprintf("%064d", 0): "sha256:" + fmt.Sprintf("%064d", 0),
+	}
+	for in, want := range cases {
+		_, got, err := splitRef(in)
+		if err != nil || got != want {
+			t.Errorf("splitRef(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, _, err := splitRef("registry.pseven.io/app"); err == nil {
+		t.Error("reference without tag accepted")
+	}
+}
+
+func TestTransientAndClassify(t *testing.T) {
+	if !transient(fmt.Errorf("copy: %w", syscall.ECONNRESET)) || !transient(io.ErrUnexpectedEOF) || transient(errors.New("manifest unknown")) {
+		t.Error("transient misclassifies")
+	}
+	if err := classify(fmt.Errorf("dial: %w", syscall.ECONNREFUSED)); !errors.Is(err, ErrUnreachable) {
+		t.Errorf("classify(ECONNREFUSED) = %v", err)
+	}
+}
