@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -54,9 +55,19 @@ func newFixture(t testing.TB) *fixture {
 		f.manifest.Images = append(f.manifest.Images, Image{
 			Ref: "registry.pseven.io/" + name + ":1.0", Digest: md.Digest.String(), MediaType: md.MediaType,
 			Platforms: []string{"linux/amd64"}, Size: md.Size + cfg.Size + base.Size + own.Size,
+			Blobs: sortedDigests(md, cfg, base, own),
 		})
 	}
 	return f
+}
+
+func sortedDigests(ds ...ocispec.Descriptor) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.Digest.String())
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (f *fixture) open(_ context.Context, d string) (io.ReadCloser, error) {
@@ -335,6 +346,18 @@ func TestReaderChecksManifestReferences(t *testing.T) {
 		}
 	}
 	f.manifest.Blobs = kept
+	// Keep the image lists consistent so only the manifest's own reference is wrong.
+	for i, img := range f.manifest.Images {
+		var ds []string
+		for _, d := range img.Blobs {
+			if d != layer {
+				ds = append(ds, d)
+			} else {
+				f.manifest.Images[i].Size -= int64(len(f.blobs[layer]))
+			}
+		}
+		f.manifest.Images[i].Blobs = ds
+	}
 	out := filepath.Join(dir, "b.tar.zst")
 	f.write(t, out, nil, 0)
 	_, err := Verify(context.Background(), out, VerifyOptions{})
@@ -368,4 +391,34 @@ func mustRead(t testing.TB, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestReaderChecksImageBlobLists(t *testing.T) {
+	f := newFixture(t)
+	// Claim the other image's config for the first image: its manifests do not name it.
+	var foreign Blob
+	for _, b := range f.manifest.Blobs {
+		if b.MediaType == ocispec.MediaTypeImageConfig && !contains(f.manifest.Images[0].Blobs, b.Digest) {
+			foreign = b
+		}
+	}
+	img := &f.manifest.Images[0]
+	img.Blobs = append(img.Blobs, foreign.Digest)
+	sort.Strings(img.Blobs)
+	img.Size += foreign.Size
+	out := filepath.Join(t.TempDir(), "b.tar.zst")
+	f.write(t, out, nil, 0)
+	_, err := Verify(context.Background(), out, VerifyOptions{})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), img.Ref) {
+		t.Fatalf("Verify = %v, want an error naming %s", err, img.Ref)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

@@ -98,7 +98,11 @@ type Image struct {
 	// down to Platforms; empty when Digest is what upstream serves.
 	SourceDigest string `json:"sourceDigest,omitempty"`
 	// Size sums every blob the image needs, shared ones included.
-	Size    int64    `json:"size"`
+	Size int64 `json:"size"`
+	// Blobs are the digests of every blob the image needs, root included,
+	// sorted: an installer knows which repositories a blob belongs to before
+	// the manifests that say so arrive at the end of the stream.
+	Blobs   []string `json:"blobs"`
 	Sources []string `json:"sources,omitempty"`
 }
 
@@ -260,6 +264,22 @@ func (m *Manifest) Validate() error {
 		}
 		if b.MediaType != img.MediaType {
 			return bad("image %s: media type %q, blob says %q", img.Ref, img.MediaType, b.MediaType)
+		}
+		var size int64
+		hasRoot := false
+		for i, d := range img.Blobs {
+			bb, ok := seen[d]
+			if !ok {
+				return bad("image %s: blob %s is not among the blobs", img.Ref, d)
+			}
+			if i > 0 && img.Blobs[i-1] >= d {
+				return bad("image %s: blobs not sorted or duplicated at %s", img.Ref, d)
+			}
+			size += bb.Size
+			hasRoot = hasRoot || d == img.Digest
+		}
+		if !hasRoot || size != img.Size {
+			return bad("image %s: blob list does not add up (root listed: %v, %d bytes, size says %d)", img.Ref, hasRoot, size, img.Size)
 		}
 	}
 	return nil

@@ -95,7 +95,8 @@ type Reader struct {
 	state    int // 0 chart, 1 oci-layout, 2 blobs, 3 index.json, 4 end
 	blobIdx  int
 	cur      *Entry
-	present  map[string]Blob // blobs read and verified so far
+	present  map[string]Blob   // blobs read and verified so far
+	meta     map[string][]byte // manifests and indexes, to check image blob lists
 	done     bool
 }
 
@@ -106,7 +107,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
 	}
-	br := &Reader{dec: dec, tr: tar.NewReader(dec), present: map[string]Blob{}}
+	br := &Reader{dec: dec, tr: tar.NewReader(dec), present: map[string]Blob{}, meta: map[string][]byte{}}
 	hdr, err := br.header(ManifestEntry, -1, maxManifestBytes)
 	if err != nil {
 		dec.Close()
@@ -227,6 +228,7 @@ func (r *Reader) finish(e *Entry) error {
 			if err := r.checkChildren(*e.Blob, e.keep.Bytes()); err != nil {
 				return err
 			}
+			r.meta[e.Blob.Digest] = e.keep.Bytes()
 		}
 		r.present[e.Blob.Digest] = *e.Blob
 		r.blobIdx++
@@ -237,6 +239,9 @@ func (r *Reader) finish(e *Entry) error {
 		}
 		if !bytes.Equal(e.keep.Bytes(), want) {
 			return fmt.Errorf("%w: %s does not match the images in %s", ErrCorrupt, e.Name, ManifestEntry)
+		}
+		if err := r.checkImageBlobs(); err != nil {
+			return err
 		}
 		r.state = 4
 	}
@@ -274,6 +279,55 @@ func (r *Reader) checkChildren(b Blob, data []byte) error {
 		}
 		if got.Size != c.Size {
 			return fmt.Errorf("%w: manifest %s says %s has %d bytes, bundle has %d", ErrCorrupt, b.Digest, c.Digest, c.Size, got.Size)
+		}
+	}
+	return nil
+}
+
+// checkImageBlobs insists each image's blob list is exactly the graph its
+// manifests describe, so the installer's early use of it was sound.
+func (r *Reader) checkImageBlobs() error {
+	for _, img := range r.manifest.Images {
+		graph := map[string]bool{}
+		var walk func(d string) error
+		walk = func(d string) error {
+			if graph[d] {
+				return nil
+			}
+			graph[d] = true
+			data, ok := r.meta[d]
+			if !ok {
+				return nil // a layer or config
+			}
+			var doc struct {
+				Config    *ocispec.Descriptor  `json:"config"`
+				Layers    []ocispec.Descriptor `json:"layers"`
+				Manifests []ocispec.Descriptor `json:"manifests"`
+			}
+			if err := json.Unmarshal(data, &doc); err != nil {
+				return err
+			}
+			children := append(doc.Layers, doc.Manifests...)
+			if doc.Config != nil {
+				children = append(children, *doc.Config)
+			}
+			for _, c := range children {
+				if err := walk(c.Digest.String()); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err := walk(img.Digest); err != nil {
+			return fmt.Errorf("%w: image %s: %v", ErrCorrupt, img.Ref, err)
+		}
+		if len(graph) != len(img.Blobs) {
+			return fmt.Errorf("%w: image %s: lists %d blobs, its manifests name %d", ErrCorrupt, img.Ref, len(img.Blobs), len(graph))
+		}
+		for _, d := range img.Blobs {
+			if !graph[d] {
+				return fmt.Errorf("%w: image %s: lists blob %s that its manifests do not name", ErrCorrupt, img.Ref, d)
+			}
 		}
 	}
 	return nil

@@ -162,6 +162,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 		for _, b := range p.Blobs {
 			img.Size += b.Size
+			img.Blobs = append(img.Blobs, b.Digest.String())
 			blobs[b.Digest.String()] = bundle.Blob{Digest: b.Digest.String(), Size: b.Size, MediaType: blobMediaType(b)}
 		}
 		m.Images = append(m.Images, img)
