@@ -134,3 +134,30 @@ func (c *countReader) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// VerifySignature hashes the archive file and checks sigPath (default
+// path.sig) over it; it returns the verified SHA-256 so that later readers
+// can insist they read these very bytes.
+func VerifySignature(path, sigPath string, v Verifier) ([]byte, error) {
+	if sigPath == "" {
+		sigPath = path + ".sig"
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening bundle: %w", err)
+	}
+	defer f.Close()
+	sig, err := os.ReadFile(sigPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading signature %s: %v", ErrSignature, sigPath, err)
+	}
+	h := newHash()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("reading bundle %s: %w", path, err)
+	}
+	sum := h.Sum(nil)
+	if err := v.VerifyDigest(sum, string(sig)); err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", path, err)
+	}
+	return sum, nil
+}

@@ -53,6 +53,8 @@ type RegistryOptions struct {
 	Username, Password string
 	// Retries counts retried requests (429, 5xx, resets) when non-nil.
 	Retries *atomic.Int64
+	// DialContext replaces the dialer, e.g. with an egress guard.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // ParseMirrors parses "HOST=ENDPOINT" pairs.
@@ -96,6 +98,11 @@ func NewClient(opts RegistryOptions) (*Client, error) {
 	base.TLSClientConfig = tlsConf
 	base.MaxIdleConnsPerHost = 32
 	base.DialContext = (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	if opts.DialContext != nil {
+		base.DialContext = opts.DialContext
+	}
+	// A proxy from the environment would be a dial to somewhere else.
+	base.Proxy = nil
 	rt := retry.NewTransport(base)
 	rt.Policy = func() retry.Policy { return countingPolicy{retry.DefaultPolicy, opts.Retries} }
 

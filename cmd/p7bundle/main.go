@@ -55,6 +55,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			buildCommand(env),
 			verifyCommand(env),
 			inspectCommand(env),
+			pushCommand(env),
 			keygenCommand(env),
 			versionCommand(env),
 		},

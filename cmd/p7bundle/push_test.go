@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"oras.land/oras-go/v2/registry"
+
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/testregistry"
+	"github.com/p7bundle/p7bundle/mirror"
+)
+
+func startSiteRegistry(t *testing.T) *testregistry.Registry {
+	t.Helper()
+	reg, err := testregistry.Start(context.Background(), testregistry.Options{Username: "site-admin", Password: "site-pa55-" + t.Name()[:4], TLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Stop() })
+	return reg
+}
+
+func pushArgs(reg *testregistry.Registry, bundlePath, pub string, extra ...string) []string {
+	return append([]string{"push", bundlePath, "--key", pub, "--registry", reg.Host, "--ca-file", reg.CAFile,
+		"--registry-username", reg.Username, "--registry-password-stdin"}, extra...)
+}
+
+// allTags lists repository:tag for everything in the registry.
+func allTags(t *testing.T, reg *testregistry.Registry) []string {
+	t.Helper()
+	ctx := context.Background()
+	repos, err := reg.Catalog(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range repos {
+		tags, err := reg.Tags(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tag := range tags {
+			out = append(out, r+":"+tag)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestPush(t *testing.T) {
+	s := startSite(t)
+	out := filepath.Join(s.dir, "b.tar.zst")
+	if r := s.build(t, out); r.code != 0 {
+		t.Fatalf("build: %v", r)
+	}
+	var m bundle.Manifest
+	if err := json.Unmarshal([]byte(p7(t, "", "inspect", out, "--json").stdout), &m); err != nil {
+		t.Fatal(err)
+	}
+	reg := startSiteRegistry(t)
+
+	t.Run("tampered bundle tags nothing", func(t *testing.T) {
+		bad := filepath.Join(s.dir, "tampered.tar.zst")
+		data, _ := os.ReadFile(out)
+		data[len(data)/2] ^= 0x04
+		os.WriteFile(bad, data, 0o644)
+		sig, _ := os.ReadFile(out + ".sig")
+		os.WriteFile(bad+".sig", sig, 0o644)
+		r := p7(t, reg.Password+"\n", pushArgs(reg, bad, s.pub)...)
+		if r.code != exitVerify {
+			t.Fatalf("push of a tampered bundle: %v", r)
+		}
+		if tags := allTags(t, reg); len(tags) != 0 {
+			t.Fatalf("tampered bundle left tags %v", tags)
+		}
+	})
+
+	r := p7(t, reg.Password+"\n", pushArgs(reg, out, s.pub, "--json")...)
+	if r.code != 0 {
+		t.Fatalf("push: %v", r)
+	}
+	if strings.Contains(r.stdout+r.stderr, reg.Password) {
+		t.Error("registry password in output")
+	}
+	var res mirror.PushResult
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.BlobsPushed == 0 || res.BlobsMounted == 0 || len(res.Images) != len(m.Images) {
+		t.Errorf("first push: %+v", res)
+	}
+	// Each image is at HOST/pseven/<name>:<tag> with the bundle's digest.
+	client, err := mirror.NewClient(mirror.RegistryOptions{CAFile: reg.CAFile, Username: reg.Username, Password: reg.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, img := range m.Images {
+		target := reg.Host + "/pseven/" + strings.TrimPrefix(img.Ref, "registry.pseven.io/")
+		want = append(want, strings.TrimPrefix(target, reg.Host+"/"))
+		ref, err := registry.ParseReference(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		repo, err := client.Repository(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc, err := repo.Resolve(context.Background(), ref.Reference)
+		if err != nil || desc.Digest.String() != img.Digest {
+			t.Errorf("%s resolves to %v (%v), bundle says %s", target, desc.Digest, err, img.Digest)
+		}
+	}
+	sort.Strings(want)
+	if got := allTags(t, reg); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("registry tags:\n %v\nwant\n %v", got, want)
+	}
+
+	t.Run("second push uploads nothing", func(t *testing.T) {
+		r := p7(t, reg.Password+"\n", pushArgs(reg, out, s.pub, "--json")...)
+		var again mirror.PushResult
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &again) != nil {
+			t.Fatalf("second push: %v", r)
+		}
+		if again.BlobsPushed != 0 || again.BytesPushed != 0 || again.BlobsMounted != 0 {
+			t.Errorf("second push did work: %+v", again)
+		}
+	})
+
+	t.Run("root prefix", func(t *testing.T) {
+		reg2 := startSiteRegistry(t)
+		if r := p7(t, reg2.Password+"\n", pushArgs(reg2, out, s.pub, "--registry-prefix", "")...); r.code != 0 {
+			t.Fatalf("push: %v", r)
+		}
+		for _, tag := range allTags(t, reg2) {
+			if strings.HasPrefix(tag, "pseven/") {
+				t.Errorf("prefix \"\" still used pseven/: %s", tag)
+			}
+		}
+	})
+
+	t.Run("bad input", func(t *testing.T) {
+		if r := p7(t, "wrong\n", pushArgs(reg, out, s.pub)...); r.code != exitRegistry || !strings.Contains(r.stderr, reg.Host) {
+			t.Errorf("wrong registry password: %v", r)
+		}
+		args := pushArgs(reg, out, s.pub)
+		args = append(args[:2], args[4:]...) // drop --key
+		if r := p7(t, reg.Password+"\n", args...); r.code != exitKey || !strings.Contains(r.stderr, "--key") {
+			t.Errorf("push without --key: %v", r)
+		}
+	})
+}

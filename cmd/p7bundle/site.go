@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/installer"
+	"github.com/p7bundle/p7bundle/internal/build"
+	"github.com/p7bundle/p7bundle/internal/egress"
+	"github.com/p7bundle/p7bundle/mirror"
+)
+
+const envRegistryPassword = "P7BUNDLE_REGISTRY_PASSWORD"
+
+// siteRegistryFlags are shared by push, install, values and lint.
+func siteRegistryFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "registry", Required: true, Usage: "site registry `HOST[:PORT]`"},
+		&cli.StringFlag{Name: "registry-prefix", Value: "pseven", Usage: "repository `PATH` under the site registry (\"\" mirrors at the root)"},
+		&cli.StringFlag{Name: "registry-username", Usage: "site registry `USER` (default: docker config credentials)"},
+		&cli.BoolFlag{Name: "registry-password-stdin", Usage: "read the site registry password from stdin (or set $" + envRegistryPassword + ")"},
+		&cli.StringFlag{Name: "ca-file", Usage: "PEM `FILE` of the site registry's CA"},
+		&cli.BoolFlag{Name: "insecure", Usage: "skip TLS certificate verification of the site registry"},
+		&cli.BoolFlag{Name: "plain-http", Usage: "talk HTTP, not HTTPS, to the site registry"},
+	}
+}
+
+// siteRegistry is the parsed site registry flag group.
+type siteRegistry struct {
+	host, prefix, username, password string
+	options                          mirror.RegistryOptions
+}
+
+func parseSiteRegistry(c *cli.Context, env *environment, extraAllowed ...string) (*siteRegistry, error) {
+	host := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(c.String("registry"), "https://"), "http://"), "/")
+	if host == "" || strings.Contains(host, "/") {
+		return nil, usagef("--registry %q: want HOST[:PORT]", c.String("registry"))
+	}
+	s := &siteRegistry{host: host, prefix: strings.Trim(c.String("registry-prefix"), "/"), username: c.String("registry-username")}
+	if c.Bool("registry-password-stdin") {
+		if s.username == "" {
+			return nil, usagef("--registry-password-stdin needs --registry-username")
+		}
+		line, err := bufio.NewReader(env.stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("reading password from stdin: %w", err)
+		}
+		if s.password = strings.TrimRight(line, "\r\n"); s.password == "" {
+			return nil, usagef("--registry-password-stdin: stdin held no password")
+		}
+	} else if pw := os.Getenv(envRegistryPassword); pw != "" {
+		if s.username == "" {
+			return nil, usagef("$%s is set but --registry-username is not", envRegistryPassword)
+		}
+		s.password = pw
+	}
+	allowed := append([]string{host}, extraAllowed...)
+	if !strings.Contains(host, ":") && c.Bool("plain-http") {
+		allowed = append(allowed, host+":80")
+	}
+	s.options = mirror.RegistryOptions{
+		PlainHTTP:   c.Bool("plain-http"),
+		CAFile:      c.String("ca-file"),
+		Insecure:    c.Bool("insecure"),
+		Username:    s.username,
+		Password:    s.password,
+		DialContext: egress.New(allowed...).DialContext,
+	}
+	return s, nil
+}
+
+func verifyFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "key", Usage: "cosign public `KEY` the bundle must be signed with"},
+		&cli.StringFlag{Name: "signature", Usage: "signature `FILE` (default BUNDLE.sig)"},
+		&cli.BoolFlag{Name: "insecure-skip-verify", Usage: "DANGEROUS: push without checking the signature"},
+	}
+}
+
+func pushCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "push",
+		Usage:     "verify a bundle and push its images into the site registry (no cluster needed)",
+		ArgsUsage: "BUNDLE",
+		Flags: append(append(verifyFlags(), siteRegistryFlags()...),
+			&cli.IntFlag{Name: "jobs", Value: 4, Usage: "concurrent uploads"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+		),
+		Action: func(c *cli.Context) error {
+			path, err := oneArg(c)
+			if err != nil {
+				return err
+			}
+			if c.String("key") == "" && !c.Bool("insecure-skip-verify") {
+				return fmt.Errorf("%w: --key is required: a bundle is verified before anything is pushed", bundle.ErrKey)
+			}
+			site, err := parseSiteRegistry(c, env)
+			if err != nil {
+				return err
+			}
+			client, err := mirror.NewClient(site.options)
+			if err != nil {
+				return err
+			}
+			res, err := installer.Push(c.Context, installer.PushOptions{
+				Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
+				InsecureSkipVerify: c.Bool("insecure-skip-verify"),
+				Registry:           site.host, Prefix: site.prefix, Jobs: c.Int("jobs"),
+				Client: client, Log: env.stderr,
+			})
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(env.stdout, res)
+			}
+			fmt.Fprintf(env.stdout, "pushed %d images to %s: %d blobs uploaded (%s), %d already present, %d mounted\n",
+				len(res.Images), site.host, res.BlobsPushed, build.HumanBytes(res.BytesPushed), res.BlobsSkipped, res.BlobsMounted)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,429 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/p7bundle/p7bundle/bundle"
+)
+
+// smallBlob is the size up to which a blob is read into memory and pushed
+// by a worker, so many small blobs upload in parallel while the stream
+// moves on; larger blobs stream straight from the archive to the registry.
+const smallBlob = 4 << 20
+
+// BundleSource yields the archive stream, once per pass. Sealed is called
+// after a pass has read the whole stream and must fail unless those bytes
+// were the verified bundle: nothing is tagged before it returns nil.
+type BundleSource interface {
+	Open() (io.Reader, error)
+	Sealed() error
+	Close() error
+}
+
+// PushOptions configure PushBundle.
+type PushOptions struct {
+	// Registry is the site registry, HOST[:PORT].
+	Registry string
+	// Prefix is the repository path under which images land ("pseven"); "" mirrors at the root.
+	Prefix string
+	// Jobs is the number of concurrent uploads (default 4).
+	Jobs int
+	// Passes over the archive when streamed uploads fail (default 3).
+	Passes int
+	// Log receives one line per image and per pass; nil is silent.
+	Log io.Writer
+}
+
+// PushedImage maps a bundle image to where it now lives.
+type PushedImage struct {
+	Source string `json:"source"`
+	Target string `json:"target"`
+	Digest string `json:"digest"`
+}
+
+// PushResult counts what a push did.
+type PushResult struct {
+	Images       []PushedImage `json:"images"`
+	BlobsPushed  int64         `json:"blobsPushed"`
+	BlobsSkipped int64         `json:"blobsSkipped"`
+	BlobsMounted int64         `json:"blobsMounted"`
+	BytesPushed  int64         `json:"bytesPushed"`
+	Passes       int           `json:"passes"`
+}
+
+// Target is where a source reference lands in the site registry.
+type Target struct {
+	Repository string // "pseven/pseven-app"
+	Tag        string // "" for digest-only references
+}
+
+// TargetFor maps "registry.pseven.io/pseven-app:6.47" to repository
+// "<prefix>/pseven-app", tag "6.47": the path after the source host.
+func TargetFor(source, prefix string) (Target, error) {
+	name, tag, _ := strings.Cut(source, "@")
+	if slash := strings.LastIndex(name, "/"); strings.LastIndex(name, ":") > slash {
+		tag = name[strings.LastIndex(name, ":")+1:]
+		name = name[:strings.LastIndex(name, ":")]
+	} else {
+		tag = ""
+	}
+	ref, err := registry.ParseReference(name)
+	if err != nil {
+		return Target{}, fmt.Errorf("image %s: %w", source, err)
+	}
+	repo := ref.Repository
+	if p := strings.Trim(prefix, "/"); p != "" {
+		repo = p + "/" + repo
+	}
+	return Target{Repository: repo, Tag: tag}, nil
+}
+
+// Ref renders the target as HOST/REPO[:TAG][@DIGEST].
+func (t Target) Ref(registryHost, dgst string) string {
+	s := registryHost + "/" + t.Repository
+	if t.Tag != "" {
+		s += ":" + t.Tag
+	}
+	if dgst != "" && t.Tag == "" {
+		s += "@" + dgst
+	}
+	return s
+}
+
+type pusher struct {
+	c       *Client
+	opts    PushOptions
+	m       *bundle.Manifest
+	targets map[string]Target // by image ref
+	home    map[string]string // blob digest -> repository its bytes go to
+	mu      sync.Mutex
+	have    map[string]map[string]bool // repository -> blobs known present
+	meta    map[string][]byte          // manifests and indexes, pushed after sealing
+	res     PushResult
+	pushed  atomic.Int64
+	skipped atomic.Int64
+	bytes   atomic.Int64
+	mounted atomic.Int64
+}
+
+// PushBundle streams every blob of the bundle into the site registry
+// without extracting it, then — only once src is sealed — pushes the
+// manifests and tags them. Blobs the registry has are skipped, blobs
+// shared between images are mounted across repositories, and a rerun
+// after an interruption uploads only what is missing.
+func (c *Client) PushBundle(ctx context.Context, src BundleSource, opts PushOptions) (*PushResult, error) {
+	if opts.Jobs <= 0 {
+		opts.Jobs = 4
+	}
+	if opts.Passes <= 0 {
+		opts.Passes = 3
+	}
+	p := &pusher{c: c, opts: opts, targets: map[string]Target{}, home: map[string]string{},
+		have: map[string]map[string]bool{}, meta: map[string][]byte{}}
+	var missing map[string]bool
+	for pass := 1; ; pass++ {
+		p.res.Passes = pass
+		var err error
+		missing, err = p.pass(ctx, src, pass == 1)
+		if err != nil {
+			return nil, err
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if pass >= opts.Passes {
+			var ds []string
+			for d := range missing {
+				ds = append(ds, d)
+			}
+			sort.Strings(ds)
+			return nil, fmt.Errorf("registry %s: %d blobs still missing after %d passes, first %s", opts.Registry, len(ds), pass, ds[0])
+		}
+		p.logf("pass %d: %d blobs failed to upload; reading the bundle again for them", pass, len(missing))
+	}
+	if err := p.finish(ctx); err != nil {
+		return nil, err
+	}
+	p.res.BlobsPushed, p.res.BlobsSkipped, p.res.BytesPushed = p.pushed.Load(), p.skipped.Load(), p.bytes.Load()
+	p.res.BlobsMounted = p.mounted.Load()
+	return &p.res, nil
+}
+
+func (p *pusher) logf(format string, args ...any) {
+	if p.opts.Log != nil {
+		fmt.Fprintf(p.opts.Log, format+"\n", args...)
+	}
+}
+
+// pass reads the archive once, uploading blobs not yet present, and
+// returns the blobs whose upload failed.
+func (p *pusher) pass(ctx context.Context, src BundleSource, first bool) (map[string]bool, error) {
+	r, err := src.Open()
+	if err != nil {
+		return nil, err
+	}
+	br, err := bundle.NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	defer br.Close()
+	if first {
+		p.m = br.Manifest()
+		if err := p.plan(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var mu sync.Mutex
+	failed := map[string]bool{}
+	fail := func(d string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(failed) == 0 {
+			p.logf("upload of %s failed (will retry): %v", d, err)
+		}
+		failed[d] = true
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.Jobs)
+	for {
+		e, err := br.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			g.Wait()
+			return nil, err
+		}
+		if e.Kind != bundle.KindBlob {
+			continue
+		}
+		b := *e.Blob
+		if bundle.IsManifest(b.MediaType) || bundle.IsIndex(b.MediaType) {
+			data, err := io.ReadAll(e)
+			if err != nil {
+				g.Wait()
+				return nil, err
+			}
+			p.meta[b.Digest] = data
+			continue
+		}
+		repo := p.home[b.Digest]
+		if repo == "" || p.present(repo, b.Digest) {
+			continue // Next drains and verifies it
+		}
+		desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: digest.Digest(b.Digest), Size: b.Size}
+		if b.Size <= smallBlob {
+			data, err := io.ReadAll(e)
+			if err != nil {
+				g.Wait()
+				return nil, err
+			}
+			g.Go(func() error {
+				if err := p.upload(gctx, repo, desc, bytes.NewReader(data)); err != nil {
+					fail(b.Digest, err)
+				}
+				return nil
+			})
+			continue
+		}
+		// A streamed upload reads the entry; its digest is verified at EOF,
+		// and the registry refuses a blob whose bytes do not match.
+		if err := p.upload(gctx, repo, desc, e); err != nil {
+			if errors.Is(err, bundle.ErrCorrupt) {
+				g.Wait()
+				return nil, err
+			}
+			fail(b.Digest, err)
+		}
+	}
+	g.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := src.Sealed(); err != nil {
+		return nil, err
+	}
+	return failed, nil
+}
+
+func (p *pusher) upload(ctx context.Context, repoName string, desc ocispec.Descriptor, r io.Reader) error {
+	repo, err := p.repo(repoName)
+	if err != nil {
+		return err
+	}
+	if err := repo.Blobs().Push(ctx, desc, r); err != nil {
+		return classify(err)
+	}
+	p.pushed.Add(1)
+	p.bytes.Add(desc.Size)
+	p.markPresent(repoName, desc.Digest.String())
+	return nil
+}
+
+// plan maps images to repositories, picks a home repository for every
+// blob (the first image needing it) and asks the registry what it has.
+func (p *pusher) plan(ctx context.Context) error {
+	for _, img := range p.m.Images {
+		t, err := TargetFor(img.Ref, p.opts.Prefix)
+		if err != nil {
+			return err
+		}
+		p.targets[img.Ref] = t
+		for _, d := range img.Blobs {
+			if _, ok := p.home[d]; !ok {
+				p.home[d] = t.Repository
+			}
+		}
+	}
+	type check struct{ repo, digest string }
+	var checks []check
+	for _, b := range p.m.Blobs {
+		if !bundle.IsManifest(b.MediaType) && !bundle.IsIndex(b.MediaType) {
+			checks = append(checks, check{p.home[b.Digest], b.Digest})
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4 * p.opts.Jobs)
+	for _, c := range checks {
+		g.Go(func() error {
+			ok, err := p.exists(gctx, c.repo, c.digest)
+			if err != nil {
+				return err
+			}
+			if ok {
+				p.skipped.Add(1)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func (p *pusher) exists(ctx context.Context, repoName, d string) (bool, error) {
+	if p.present(repoName, d) {
+		return true, nil
+	}
+	repo, err := p.repo(repoName)
+	if err != nil {
+		return false, err
+	}
+	ok, err := repo.Blobs().Exists(ctx, ocispec.Descriptor{Digest: digest.Digest(d)})
+	if err != nil {
+		return false, fmt.Errorf("registry %s: checking %s in %s: %w", p.opts.Registry, d, repoName, classify(err))
+	}
+	if ok {
+		p.markPresent(repoName, d)
+	}
+	return ok, nil
+}
+
+func (p *pusher) present(repo, d string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.have[repo][d]
+}
+
+func (p *pusher) markPresent(repo, d string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.have[repo] == nil {
+		p.have[repo] = map[string]bool{}
+	}
+	p.have[repo][d] = true
+}
+
+func (p *pusher) repo(name string) (*remote.Repository, error) {
+	ref, err := registry.ParseReference(p.opts.Registry + "/" + name)
+	if err != nil {
+		return nil, fmt.Errorf("site repository %s/%s: %w", p.opts.Registry, name, err)
+	}
+	return p.c.Repository(ref)
+}
+
+// finish runs after the archive is sealed: it mounts shared blobs into
+// every repository that needs them, pushes manifests children first and
+// tags last, checking each digest the registry reports.
+func (p *pusher) finish(ctx context.Context) error {
+	mediaType := map[string]string{}
+	sizes := map[string]int64{}
+	for _, b := range p.m.Blobs {
+		mediaType[b.Digest], sizes[b.Digest] = b.MediaType, b.Size
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.Jobs)
+	for _, img := range p.m.Images {
+		t := p.targets[img.Ref]
+		g.Go(func() error {
+			for _, d := range img.Blobs {
+				if _, isMeta := p.meta[d]; isMeta {
+					continue
+				}
+				ok, err := p.exists(gctx, t.Repository, d)
+				if err != nil || ok {
+					if err != nil {
+						return err
+					}
+					continue
+				}
+				repo, err := p.repo(t.Repository)
+				if err != nil {
+					return err
+				}
+				desc := ocispec.Descriptor{MediaType: mediaType[d], Digest: digest.Digest(d), Size: sizes[d]}
+				if err := repo.Mount(gctx, desc, p.home[d], nil); err != nil {
+					return fmt.Errorf("registry %s: mounting %s from %s into %s: %w", p.opts.Registry, d, p.home[d], t.Repository, classify(err))
+				}
+				p.mounted.Add(1)
+				p.markPresent(t.Repository, d)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, img := range p.m.Images {
+		t := p.targets[img.Ref]
+		repo, err := p.repo(t.Repository)
+		if err != nil {
+			return err
+		}
+		// Manifests below an index first, then the root by digest, then the tag.
+		var metas []string
+		for _, d := range img.Blobs {
+			if _, ok := p.meta[d]; ok && d != img.Digest {
+				metas = append(metas, d)
+			}
+		}
+		for _, d := range append(metas, img.Digest) {
+			desc := ocispec.Descriptor{MediaType: mediaType[d], Digest: digest.Digest(d), Size: sizes[d]}
+			if err := repo.Manifests().Push(ctx, desc, bytes.NewReader(p.meta[d])); err != nil {
+				return fmt.Errorf("registry %s: pushing manifest %s of %s: %w", p.opts.Registry, d, img.Ref, classify(err))
+			}
+		}
+		if t.Tag != "" {
+			desc := ocispec.Descriptor{MediaType: img.MediaType, Digest: digest.Digest(img.Digest), Size: sizes[img.Digest]}
+			if err := repo.PushReference(ctx, desc, bytes.NewReader(p.meta[img.Digest]), t.Tag); err != nil {
+				return fmt.Errorf("registry %s: tagging %s: %w", p.opts.Registry, t.Ref(p.opts.Registry, ""), classify(err))
+			}
+		}
+		target := t.Ref(p.opts.Registry, img.Digest)
+		p.res.Images = append(p.res.Images, PushedImage{Source: img.Ref, Target: target, Digest: img.Digest})
+		p.logf("pushed %s -> %s (%s)", img.Ref, target, img.Digest)
+	}
+	return nil
+}
