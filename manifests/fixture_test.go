@@ -23,7 +23,7 @@ import (
 // requests, emptyDir only, the pull secret everywhere, the NodePorts.
 func TestFixtureContract(t *testing.T) {
 	c := mustLoad(t, fixtureDir)
-	files, err := renderChart(c, DiscoverOptions{}.withDefaults())
+	files, err := renderChart(c, DiscoverOptions{}.withDefaults(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,7 +105,7 @@ func DiscoverImages(c *Chart, opts DiscoverOptions) ([]Image, error) {
 	}
 
 	set := imageSet{}
-	rendered, err := renderedImages(c, opts)
+	rendered, err := renderedImages(c, opts, nil)
 	if err != nil {
 		return nil, err
 	}

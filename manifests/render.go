@@ -26,8 +26,8 @@ var containerFields = []struct{ key, label string }{
 // renderedImages renders the chart's templates with its default values, the
 // way `helm install` would before talking to the cluster, and returns the
 // image of every container of every rendered object, hooks included.
-func renderedImages(c *Chart, opts DiscoverOptions) ([]foundRef, error) {
-	files, err := renderChart(c, opts)
+func renderedImages(c *Chart, opts DiscoverOptions, vals map[string]interface{}) ([]foundRef, error) {
+	files, err := renderChart(c, opts, vals)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: rendering templates: %w", c.label(), ErrInvalidChart, err)
 	}
@@ -83,14 +83,16 @@ func isManifestFile(file string) bool {
 // renderChart is the client-side half of `helm install --dry-run`: default
 // values, dependency conditions and import-values honoured, default
 // capabilities, no cluster lookups.
-func renderChart(c *Chart, opts DiscoverOptions) (map[string]string, error) {
+func renderChart(c *Chart, opts DiscoverOptions, vals map[string]interface{}) (map[string]string, error) {
 	// ProcessDependencies prunes disabled subcharts from the chart it is
 	// given; work on a private copy so c.Chart stays complete.
 	ch, err := reloadChart(c)
 	if err != nil {
 		return nil, err
 	}
-	vals := map[string]interface{}{}
+	if vals == nil {
+		vals = map[string]interface{}{}
+	}
 	if err := chartutil.ProcessDependenciesWithMerge(ch, vals); err != nil {
 		return nil, err
 	}

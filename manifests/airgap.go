@@ -1,0 +1,468 @@
+package manifests
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/strvals"
+	sigsyaml "sigs.k8s.io/yaml"
+)
+
+// ErrInvalidValues means an admin's values file or --set does not parse.
+var ErrInvalidValues = errors.New("invalid values")
+
+// ValuesFile is one -f file.
+type ValuesFile struct {
+	Name string
+	Data []byte
+}
+
+// Sizing is what the guide derives from the worker nodes.
+type Sizing struct {
+	Workers  int
+	MemoryMi int64 // half a worker's RAM
+	CPUMilli int64 // half a worker's CPUs
+}
+
+// ValuesOptions say where the images now are.
+type ValuesOptions struct {
+	SourceRegistry     string // default registry.pseven.io
+	SiteRegistry       string // HOST[:PORT]
+	Prefix             string // repository path the images were pushed under
+	Username, Password string // site registry credentials for registry.*
+	// Sizing, when set, fills the sizing.* values the admin left unset.
+	Sizing *Sizing
+}
+
+// AirgapValues is the outcome of AirgapValuesFor.
+type AirgapValues struct {
+	// Document is values.airgap.yaml: the admin's first -f file (or the
+	// chart's values.yaml) with its comments and key order, plus every
+	// change below. It holds the registry password: write it 0600.
+	Document []byte
+	// Values is Document decoded: what the install passes to Helm.
+	Values map[string]interface{}
+	// Rewritten lists the value paths whose source-registry references moved.
+	Rewritten []string
+	// Filled lists sizing values derived from the cluster ("path=value").
+	Filled []string
+}
+
+// SitePath is where the images live: HOST[:PORT][/PREFIX].
+func SitePath(siteRegistry, prefix string) string {
+	if p := strings.Trim(prefix, "/"); p != "" {
+		return siteRegistry + "/" + p
+	}
+	return siteRegistry
+}
+
+// hostPattern matches host where it stands alone: not inside a longer
+// host name ("myregistry.pseven.io", "registry.pseven.io.evil").
+func hostPattern(host string) *regexp.Regexp {
+	return regexp.MustCompile(`(^|[^A-Za-z0-9.-])` + regexp.QuoteMeta(host) + `($|[^A-Za-z0-9.-])`)
+}
+
+// AirgapValuesFor builds the install's values: chart defaults, then the
+// admin's -f files and --set, with every reference to the source registry
+// moved to the site registry, registry.* set, and sizing filled.
+func AirgapValuesFor(c *Chart, files []ValuesFile, sets []string, opts ValuesOptions) (*AirgapValues, error) {
+	if opts.SourceRegistry == "" {
+		opts.SourceRegistry = DefaultSourceRegistry
+	}
+	doc, admin, err := adminDocument(c, files, sets)
+	if err != nil {
+		return nil, err
+	}
+	root := doc.Content[0]
+	var adminMap map[string]interface{}
+	if err := decodeNode(admin, &adminMap); err != nil {
+		return nil, err
+	}
+	var docMap map[string]interface{}
+	if err := decodeNode(doc, &docMap); err != nil {
+		return nil, err
+	}
+	merged, err := chartutil.CoalesceValues(c.Chart, docMap)
+	if err != nil {
+		return nil, fmt.Errorf("%w: merging with chart defaults: %v", ErrInvalidValues, err)
+	}
+	site := SitePath(opts.SiteRegistry, opts.Prefix)
+	re := hostPattern(opts.SourceRegistry)
+	out := &AirgapValues{}
+	var walkErr error
+	walkValues(merged.AsMap(), nil, func(path []interface{}, s string) {
+		if walkErr != nil || !re.MatchString(s) {
+			return
+		}
+		moved := re.ReplaceAllString(s, "${1}"+site+"${2}")
+		// Lists are replaced whole: the admin's file may not have them.
+		if i := firstIndex(path); i >= 0 {
+			list := lookup(merged.AsMap(), path[:i])
+			walkErr = setPath(root, path[:i], rewriteAll(list, re, site))
+		} else {
+			walkErr = setPath(root, path, moved)
+		}
+		out.Rewritten = append(out.Rewritten, pathString(path))
+	})
+	if walkErr != nil {
+		return nil, walkErr
+	}
+	sets2 := []struct {
+		path  []interface{}
+		value interface{}
+	}{
+		{[]interface{}{"registry", "url"}, site},
+		{[]interface{}{"registry", "username"}, opts.Username},
+		{[]interface{}{"registry", "password"}, opts.Password},
+	}
+	for _, s := range sets2 {
+		if err := setPath(root, s.path, s.value); err != nil {
+			return nil, err
+		}
+	}
+	if z := opts.Sizing; z != nil && z.Workers > 0 {
+		fills := []struct {
+			path  []interface{}
+			value interface{}
+		}{
+			{[]interface{}{"sizing", "htcondorexecuteReplicas"}, z.Workers},
+			{[]interface{}{"sizing", "htcondorexecuteResources", "requests", "memory"}, fmt.Sprintf("%dMi", z.MemoryMi)},
+			{[]interface{}{"sizing", "htcondorexecuteResources", "requests", "cpu"}, fmt.Sprintf("%dm", z.CPUMilli)},
+		}
+		for _, f := range fills {
+			if v := lookup(adminMap, f.path); v != nil && v != "" {
+				continue
+			}
+			if err := setPath(root, f.path, f.value); err != nil {
+				return nil, err
+			}
+			out.Filled = append(out.Filled, fmt.Sprintf("%s=%v", pathString(f.path), f.value))
+		}
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return nil, err
+	}
+	enc.Close()
+	out.Document = buf.Bytes()
+	if err := sigsyaml.Unmarshal(out.Document, &out.Values); err != nil {
+		return nil, fmt.Errorf("%w: re-reading generated values: %v", ErrInvalidValues, err)
+	}
+	if out.Values == nil {
+		out.Values = map[string]interface{}{}
+	}
+	return out, nil
+}
+
+// adminDocument returns the base document (first -f file, else the chart's
+// values.yaml) with the other files and --set merged in, and a document
+// of only what the admin set.
+func adminDocument(c *Chart, files []ValuesFile, sets []string) (doc, admin *yaml.Node, err error) {
+	parse := func(name string, data []byte) (*yaml.Node, error) {
+		var n yaml.Node
+		if err := yaml.Unmarshal(data, &n); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidValues, name, err)
+		}
+		if n.Kind == 0 { // empty file
+			n = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode, Tag: "!!map"}}}
+		}
+		if len(n.Content) != 1 || n.Content[0].Kind != yaml.MappingNode {
+			return nil, fmt.Errorf("%w: %s: top level is not a map", ErrInvalidValues, name)
+		}
+		return &n, nil
+	}
+	admin = &yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode, Tag: "!!map"}}}
+	for i, f := range files {
+		n, err := parse(f.Name, f.Data)
+		if err != nil {
+			return nil, nil, err
+		}
+		if i == 0 {
+			doc = n
+		} else {
+			mergeNode(doc.Content[0], n.Content[0])
+		}
+		n2, _ := parse(f.Name, f.Data)
+		mergeNode(admin.Content[0], n2.Content[0])
+	}
+	if doc == nil {
+		var base []byte
+		for _, f := range c.Chart.Raw {
+			if f.Name == chartutil.ValuesfileName {
+				base = f.Data
+			}
+		}
+		if doc, err = parse(c.FileName+":values.yaml", base); err != nil {
+			return nil, nil, err
+		}
+	}
+	setMap := map[string]interface{}{}
+	for _, s := range sets {
+		if err := strvals.ParseInto(s, setMap); err != nil {
+			return nil, nil, fmt.Errorf("%w: --set %s: %v", ErrInvalidValues, s, err)
+		}
+	}
+	if len(setMap) > 0 {
+		for _, target := range []*yaml.Node{doc, admin} {
+			var n yaml.Node
+			if err := n.Encode(setMap); err != nil {
+				return nil, nil, err
+			}
+			mergeNode(target.Content[0], &n)
+		}
+	}
+	return doc, admin, nil
+}
+
+func decodeNode(n *yaml.Node, v *map[string]interface{}) error {
+	var buf bytes.Buffer
+	if err := yaml.NewEncoder(&buf).Encode(n); err != nil {
+		return err
+	}
+	if err := sigsyaml.Unmarshal(buf.Bytes(), v); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidValues, err)
+	}
+	if *v == nil {
+		*v = map[string]interface{}{}
+	}
+	return nil
+}
+
+// mergeNode overlays mapping src onto mapping dst, keeping dst's comments.
+func mergeNode(dst, src *yaml.Node) {
+	for i := 0; i+1 < len(src.Content); i += 2 {
+		k, v := src.Content[i], src.Content[i+1]
+		if j := keyIndex(dst, k.Value); j >= 0 {
+			old := dst.Content[j+1]
+			if old.Kind == yaml.MappingNode && v.Kind == yaml.MappingNode {
+				mergeNode(old, v)
+				continue
+			}
+			replaceNode(old, v)
+			continue
+		}
+		dst.Content = append(dst.Content, k, v)
+	}
+}
+
+func keyIndex(m *yaml.Node, key string) int {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// replaceNode puts v in old's place, keeping the comments around old.
+func replaceNode(old, v *yaml.Node) {
+	head, line, foot := old.HeadComment, old.LineComment, old.FootComment
+	*old = *v
+	if old.HeadComment == "" {
+		old.HeadComment = head
+	}
+	if old.LineComment == "" {
+		old.LineComment = line
+	}
+	if old.FootComment == "" {
+		old.FootComment = foot
+	}
+}
+
+// setPath sets a value at a key path in a mapping node, creating maps.
+func setPath(m *yaml.Node, path []interface{}, value interface{}) error {
+	var v yaml.Node
+	if err := v.Encode(value); err != nil {
+		return err
+	}
+	for i, seg := range path {
+		key, ok := seg.(string)
+		if !ok || m.Kind != yaml.MappingNode {
+			return fmt.Errorf("%w: cannot set %s: %s is not a map", ErrInvalidValues, pathString(path), pathString(path[:i]))
+		}
+		j := keyIndex(m, key)
+		last := i == len(path)-1
+		switch {
+		case j < 0 && last:
+			m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, &v)
+			return nil
+		case j < 0:
+			child := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+			m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, child)
+			m = child
+		case last:
+			replaceNode(m.Content[j+1], &v)
+			return nil
+		default:
+			m = m.Content[j+1]
+			if m.Kind == yaml.ScalarNode && (m.Tag == "!!null" || m.Value == "") {
+				*m = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", HeadComment: m.HeadComment, LineComment: m.LineComment}
+			}
+		}
+	}
+	return nil
+}
+
+// walkValues calls visit for every string leaf with its path.
+func walkValues(v interface{}, path []interface{}, visit func([]interface{}, string)) {
+	switch t := v.(type) {
+	case map[string]interface{}:
+		keys := make([]string, 0, len(t))
+		for k := range t {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			walkValues(t[k], append(append([]interface{}{}, path...), k), visit)
+		}
+	case []interface{}:
+		for i, e := range t {
+			walkValues(e, append(append([]interface{}{}, path...), i), visit)
+		}
+	case string:
+		visit(path, t)
+	}
+}
+
+func rewriteAll(v interface{}, re *regexp.Regexp, site string) interface{} {
+	switch t := v.(type) {
+	case map[string]interface{}:
+		out := make(map[string]interface{}, len(t))
+		for k, e := range t {
+			out[k] = rewriteAll(e, re, site)
+		}
+		return out
+	case []interface{}:
+		out := make([]interface{}, len(t))
+		for i, e := range t {
+			out[i] = rewriteAll(e, re, site)
+		}
+		return out
+	case string:
+		return re.ReplaceAllString(t, "${1}"+site+"${2}")
+	}
+	return v
+}
+
+func lookup(v interface{}, path []interface{}) interface{} {
+	for _, seg := range path {
+		switch t := v.(type) {
+		case map[string]interface{}:
+			k, _ := seg.(string)
+			v = t[k]
+		case []interface{}:
+			i, _ := seg.(int)
+			if i >= len(t) {
+				return nil
+			}
+			v = t[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+func firstIndex(path []interface{}) int {
+	for i, seg := range path {
+		if _, ok := seg.(int); ok {
+			return i
+		}
+	}
+	return -1
+}
+
+func pathString(path []interface{}) string {
+	var b strings.Builder
+	for i, seg := range path {
+		switch s := seg.(type) {
+		case int:
+			b.WriteString("[" + strconv.Itoa(s) + "]")
+		default:
+			if i > 0 {
+				b.WriteByte('.')
+			}
+			fmt.Fprint(&b, s)
+		}
+	}
+	return b.String()
+}
+
+// Offender is one reason a release would reach outside the site.
+type Offender struct {
+	// What is an image reference or a value path.
+	What string
+	// Where names the template object or says "values".
+	Where   string
+	Problem string
+}
+
+func (o Offender) String() string { return fmt.Sprintf("%s (%s): %s", o.What, o.Where, o.Problem) }
+
+// LintOptions configure AirgapLint.
+type LintOptions struct {
+	SourceRegistry string
+	SitePath       string // HOST[:PORT][/PREFIX]
+	ReleaseName    string
+	Namespace      string
+}
+
+// AirgapLint renders the chart with vals exactly as the install will and
+// returns every rendered image, plus offenders: images not under the site
+// path and values still naming the source registry.
+func AirgapLint(c *Chart, vals map[string]interface{}, opts LintOptions) ([]Image, []Offender, error) {
+	if opts.SourceRegistry == "" {
+		opts.SourceRegistry = DefaultSourceRegistry
+	}
+	d := DiscoverOptions{ReleaseName: opts.ReleaseName, Namespace: opts.Namespace}.withDefaults()
+	found, err := renderedImages(c, d, copyValues(vals))
+	if err != nil {
+		return nil, nil, err
+	}
+	set := imageSet{}
+	for _, f := range found {
+		set.add(f.ref, f.source)
+	}
+	images := set.sorted()
+	var offenders []Offender
+	for _, img := range images {
+		if !strings.HasPrefix(img.Ref, opts.SitePath+"/") {
+			for _, src := range img.Sources {
+				offenders = append(offenders, Offender{What: img.Ref, Where: strings.TrimPrefix(src, "template:"), Problem: "image is not under the site registry " + opts.SitePath})
+			}
+		}
+	}
+	merged, err := chartutil.CoalesceValues(c.Chart, copyValues(vals))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidValues, err)
+	}
+	re := hostPattern(opts.SourceRegistry)
+	walkValues(merged.AsMap(), nil, func(path []interface{}, s string) {
+		if re.MatchString(s) {
+			offenders = append(offenders, Offender{What: pathString(path), Where: "values", Problem: "still mentions " + opts.SourceRegistry})
+		}
+	})
+	return images, offenders, nil
+}
+
+// copyValues deep-copies through YAML so rendering cannot alter the caller's map.
+func copyValues(v map[string]interface{}) map[string]interface{} {
+	b, err := sigsyaml.Marshal(v)
+	if err != nil {
+		return v
+	}
+	out := map[string]interface{}{}
+	if err := sigsyaml.Unmarshal(b, &out); err != nil {
+		return v
+	}
+	return out
+}
