@@ -161,3 +161,27 @@ func VerifySignature(path, sigPath string, v Verifier) ([]byte, error) {
 	}
 	return sum, nil
 }
+
+// ReadChart returns the manifest and the chart archive, the chart checked
+// against the manifest's digest. It reads only the head of the bundle.
+func ReadChart(path string) (*Manifest, []byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening bundle: %w", err)
+	}
+	defer f.Close()
+	br, err := NewReader(f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
+	}
+	defer br.Close()
+	e, err := br.Next()
+	if err != nil {
+		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(e, maxChartBytes+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
+	}
+	return br.Manifest(), data, nil
+}

@@ -139,6 +139,29 @@ func LoadChart(p string) (*Chart, error) {
 	}, nil
 }
 
+// LoadChartArchive loads a chart .tgz held in memory (from a bundle);
+// name labels errors.
+func LoadChartArchive(name string, archive []byte) (*Chart, error) {
+	if len(archive) > MaxChartSize {
+		return nil, fmt.Errorf("chart %q: %w: more than the %d MiB limit", name, ErrChartTooLarge, MaxChartSize>>20)
+	}
+	ch, err := loader.LoadArchive(bytes.NewReader(archive))
+	if err != nil {
+		return nil, fmt.Errorf("chart %q: %w: %w", name, ErrInvalidChart, err)
+	}
+	if err := checkMetadata(name, ch); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(archive)
+	md := ch.Metadata
+	return &Chart{
+		Name: md.Name, Version: md.Version, AppVersion: md.AppVersion,
+		Path: name, Chart: ch, Archive: archive,
+		Digest:   "sha256:" + hex.EncodeToString(sum[:]),
+		FileName: md.Name + "-" + md.Version + ".tgz",
+	}, nil
+}
+
 // checkMetadata rejects charts p7bundle cannot install. Helm's loader has
 // already validated name and version.
 func checkMetadata(p string, ch *chart.Chart) error {

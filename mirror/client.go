@@ -162,9 +162,9 @@ func (c *Client) Repository(ref registry.Reference) (*remote.Repository, error) 
 	return repo, nil
 }
 
-// classify maps transport and registry errors onto the package sentinels,
+// Classify maps transport and registry errors onto the package sentinels,
 // keeping the original error text.
-func classify(err error) error {
+func Classify(err error) error {
 	if err == nil {
 		return nil
 	}

@@ -55,7 +55,7 @@ func TestTransientAndClassify(t *testing.T) {
 	if !transient(fmt.Errorf("copy: %w", syscall.ECONNRESET)) || !transient(io.ErrUnexpectedEOF) || transient(errors.New("manifest unknown")) {
 		t.Error("transient misclassifies")
 	}
-	if err := classify(fmt.Errorf("dial: %w", syscall.ECONNREFUSED)); !errors.Is(err, ErrUnreachable) {
-		t.Errorf("classify(ECONNREFUSED) = %v", err)
+	if err := Classify(fmt.Errorf("dial: %w", syscall.ECONNREFUSED)); !errors.Is(err, ErrUnreachable) {
+		t.Errorf("Classify(ECONNREFUSED) = %v", err)
 	}
 }

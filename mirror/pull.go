@@ -154,7 +154,7 @@ func (c *Client) Pull(ctx context.Context, cache *Cache, refs []string, opts Pul
 				}
 			}
 			if err != nil {
-				return fmt.Errorf("image %s: %w", ref, classify(err))
+				return fmt.Errorf("image %s: %w", ref, Classify(err))
 			}
 			if opts.Progress != nil {
 				opts.Progress.ImageDone(ref, out[i])

@@ -266,7 +266,7 @@ func (p *pusher) upload(ctx context.Context, repoName string, desc ocispec.Descr
 		return err
 	}
 	if err := repo.Blobs().Push(ctx, desc, r); err != nil {
-		return classify(err)
+		return Classify(err)
 	}
 	p.pushed.Add(1)
 	p.bytes.Add(desc.Size)
@@ -323,7 +323,7 @@ func (p *pusher) exists(ctx context.Context, repoName, d string) (bool, error) {
 	}
 	ok, err := repo.Blobs().Exists(ctx, ocispec.Descriptor{Digest: digest.Digest(d)})
 	if err != nil {
-		return false, fmt.Errorf("registry %s: checking %s in %s: %w", p.opts.Registry, d, repoName, classify(err))
+		return false, fmt.Errorf("registry %s: checking %s in %s: %w", p.opts.Registry, d, repoName, Classify(err))
 	}
 	if ok {
 		p.markPresent(repoName, d)
@@ -385,7 +385,7 @@ func (p *pusher) finish(ctx context.Context) error {
 				}
 				desc := ocispec.Descriptor{MediaType: mediaType[d], Digest: digest.Digest(d), Size: sizes[d]}
 				if err := repo.Mount(gctx, desc, p.home[d], nil); err != nil {
-					return fmt.Errorf("registry %s: mounting %s from %s into %s: %w", p.opts.Registry, d, p.home[d], t.Repository, classify(err))
+					return fmt.Errorf("registry %s: mounting %s from %s into %s: %w", p.opts.Registry, d, p.home[d], t.Repository, Classify(err))
 				}
 				p.mounted.Add(1)
 				p.markPresent(t.Repository, d)
@@ -412,13 +412,13 @@ func (p *pusher) finish(ctx context.Context) error {
 		for _, d := range append(metas, img.Digest) {
 			desc := ocispec.Descriptor{MediaType: mediaType[d], Digest: digest.Digest(d), Size: sizes[d]}
 			if err := repo.Manifests().Push(ctx, desc, bytes.NewReader(p.meta[d])); err != nil {
-				return fmt.Errorf("registry %s: pushing manifest %s of %s: %w", p.opts.Registry, d, img.Ref, classify(err))
+				return fmt.Errorf("registry %s: pushing manifest %s of %s: %w", p.opts.Registry, d, img.Ref, Classify(err))
 			}
 		}
 		if t.Tag != "" {
 			desc := ocispec.Descriptor{MediaType: img.MediaType, Digest: digest.Digest(img.Digest), Size: sizes[img.Digest]}
 			if err := repo.PushReference(ctx, desc, bytes.NewReader(p.meta[img.Digest]), t.Tag); err != nil {
-				return fmt.Errorf("registry %s: tagging %s: %w", p.opts.Registry, t.Ref(p.opts.Registry, ""), classify(err))
+				return fmt.Errorf("registry %s: tagging %s: %w", p.opts.Registry, t.Ref(p.opts.Registry, ""), Classify(err))
 			}
 		}
 		target := t.Ref(p.opts.Registry, img.Digest)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/installer"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -21,6 +22,7 @@ const (
 	exitVerify      = 5 // signature or bundle content verification failed
 	exitKey         = 6 // key missing, unreadable, wrong password, or would be overwritten
 	exitOutput      = 7 // output cannot be written
+	exitLint        = 8 // air-gap lint: the release would pull from outside the site
 	exitInterrupted = 130
 )
 
@@ -32,6 +34,8 @@ func exitCode(err error) int {
 		return exitInterrupted
 	case isUsage(err) || strings.Contains(err.Error(), "flag provided but not defined") || strings.HasPrefix(err.Error(), "Required flag"):
 		return exitUsage
+	case errors.Is(err, installer.ErrLint):
+		return exitLint
 	case errors.Is(err, bundle.ErrSignature), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported):
 		return exitVerify
 	case errors.Is(err, bundle.ErrKey), errors.Is(err, bundle.ErrExists):
@@ -42,7 +46,7 @@ func exitCode(err error) int {
 	case errors.Is(err, manifests.ErrInvalidChart), errors.Is(err, manifests.ErrNoAppVersion),
 		errors.Is(err, manifests.ErrNoImages), errors.Is(err, manifests.ErrChartTooLarge),
 		errors.Is(err, manifests.ErrInvalidReference), errors.Is(err, manifests.ErrUnmatchedExclude),
-		errors.Is(err, errInput):
+		errors.Is(err, manifests.ErrInvalidValues), errors.Is(err, errInput):
 		return exitInput
 	case errors.Is(err, os.ErrNotExist):
 		return exitInput

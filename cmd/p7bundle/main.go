@@ -56,6 +56,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			verifyCommand(env),
 			inspectCommand(env),
 			pushCommand(env),
+			valuesCommand(env),
+			lintCommand(env),
 			keygenCommand(env),
 			versionCommand(env),
 		},

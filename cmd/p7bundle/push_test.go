@@ -122,6 +122,37 @@ func TestPush(t *testing.T) {
 		t.Errorf("registry tags:\n %v\nwant\n %v", got, want)
 	}
 
+	t.Run("values and lint", func(t *testing.T) {
+		siteFlags := []string{"--registry", reg.Host, "--ca-file", reg.CAFile, "--registry-username", reg.Username, "--registry-password-stdin"}
+		vf := filepath.Join(s.dir, "values.airgap.yaml")
+		r := p7(t, reg.Password+"\n", append([]string{"values", out, "--key", s.pub, "-o", vf}, siteFlags...)...)
+		if r.code != 0 {
+			t.Fatalf("values: %v", r)
+		}
+		st, err := os.Stat(vf)
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("values file: %v %v", st, err)
+		}
+		doc, _ := os.ReadFile(vf)
+		if !strings.Contains(string(doc), "url: "+reg.Host+"/pseven") || strings.Contains(r.stdout+r.stderr, reg.Password) {
+			t.Errorf("values.airgap.yaml:\n%s", doc)
+		}
+		lint := func(extra ...string) result {
+			return p7(t, reg.Password+"\n", append(append([]string{"lint", out}, siteFlags...), extra...)...)
+		}
+		if r := lint(); r.code != 0 || !strings.Contains(r.stdout, "air-gap lint passed: 8 images") {
+			t.Errorf("lint after push: %v", r)
+		}
+		if r := lint("--set", "image.files=quay.io/evil/files:1"); r.code != exitLint || !strings.Contains(r.stderr, "quay.io/evil/files:1 (pseven/templates/files.yaml DaemonSet/pseven-rl-files container files)") {
+			t.Errorf("lint with an outside image: %v", r)
+		}
+		empty := startSiteRegistry(t)
+		r = p7(t, empty.Password+"\n", "lint", out, "--registry", empty.Host, "--ca-file", empty.CAFile, "--registry-username", empty.Username, "--registry-password-stdin")
+		if r.code != exitLint || !strings.Contains(r.stdout, "missing from the site registry") {
+			t.Errorf("lint against an empty registry: %v", r)
+		}
+	})
+
 	t.Run("second push uploads nothing", func(t *testing.T) {
 		r := p7(t, reg.Password+"\n", pushArgs(reg, out, s.pub, "--json")...)
 		var again mirror.PushResult

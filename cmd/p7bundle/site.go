@@ -127,3 +127,104 @@ func pushCommand(env *environment) *cli.Command {
 		},
 	}
 }
+
+func valuesFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "values", Aliases: []string{"f"}, Usage: "admin values `FILE` (repeatable; the first one's comments and order are kept)"},
+		&cli.StringSliceFlag{Name: "set", Usage: "set `KEY=VALUE` (helm syntax, repeatable)"},
+	}
+}
+
+func valuesCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "values",
+		Usage:     "write the site values: every image reference moved to the site registry, registry.* set",
+		ArgsUsage: "BUNDLE",
+		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:2]...), siteRegistryFlags()...), append(valuesFlags(),
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "values.airgap.yaml", Usage: "values `FILE` to write (mode 0600)"})...),
+		Action: func(c *cli.Context) error {
+			path, err := oneArg(c)
+			if err != nil {
+				return err
+			}
+			site, err := parseSiteRegistry(c, env)
+			if err != nil {
+				return err
+			}
+			p, err := installer.Prepare(installer.ValuesOptions{
+				Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
+				SiteRegistry: site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
+				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
+			})
+			if err != nil {
+				return err
+			}
+			if err := installer.WriteSecretFile(c.String("output"), p.Values.Document); err != nil {
+				return fmt.Errorf("%w: %v", errOutput, err)
+			}
+			fmt.Fprintf(env.stdout, "wrote %s (mode 0600): %d image references moved to %s\n", c.String("output"), len(p.Values.Rewritten), manifestsSitePath(site))
+			return nil
+		},
+	}
+}
+
+func lintCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "lint",
+		Usage:     "render the chart with the site values and fail on any image from outside the site registry",
+		ArgsUsage: "BUNDLE",
+		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:2]...), siteRegistryFlags()...), append(valuesFlags(),
+			&cli.StringFlag{Name: "release", Value: "pseven-rl", Usage: "release `NAME` to render with"},
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "pseven-ns", Usage: "`NAMESPACE` to render with"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"})...),
+		Action: func(c *cli.Context) error {
+			path, err := oneArg(c)
+			if err != nil {
+				return err
+			}
+			site, err := parseSiteRegistry(c, env)
+			if err != nil {
+				return err
+			}
+			p, err := installer.Prepare(installer.ValuesOptions{
+				Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
+				SiteRegistry: site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
+				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
+			})
+			if err != nil {
+				return err
+			}
+			client, err := mirror.NewClient(site.options)
+			if err != nil {
+				return err
+			}
+			res, err := installer.Lint(c.Context, p, client, site.host, site.prefix, c.String("release"), c.String("namespace"))
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				if err := printJSON(env.stdout, res); err != nil {
+					return err
+				}
+			} else {
+				for _, img := range res.Images {
+					fmt.Fprintf(env.stdout, "image %s\n", img.Ref)
+				}
+				for _, o := range res.Offenders {
+					fmt.Fprintf(env.stdout, "OFFENDER %s\n", o)
+				}
+				if len(res.Offenders) == 0 {
+					fmt.Fprintf(env.stdout, "air-gap lint passed: %d images, all in %s\n", len(res.Images), manifestsSitePath(site))
+				}
+			}
+			return res.Err()
+		},
+	}
+}
+
+func manifestsSitePath(s *siteRegistry) string {
+	if s.prefix == "" {
+		return s.host
+	}
+	return s.host + "/" + s.prefix
+}
