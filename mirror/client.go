@@ -188,3 +188,14 @@ func Classify(err error) error {
 	}
 	return err
 }
+
+// Ping checks that a registry answers and accepts the credentials.
+func (c *Client) Ping(ctx context.Context, host string) error {
+	reg, err := remote.NewRegistry(c.Endpoint(host))
+	if err != nil {
+		return err
+	}
+	reg.Client = c.client
+	reg.PlainHTTP = c.opts.PlainHTTP
+	return Classify(reg.Ping(ctx))
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
+	"github.com/p7bundle/p7bundle/internal/egress"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -15,14 +16,16 @@ import (
 // Exit codes are part of the CLI contract (README "Exit codes").
 const (
 	exitOK          = 0
-	exitFailure     = 1 // anything not classified below
-	exitUsage       = 2 // bad flags or arguments
-	exitInput       = 3 // chart, image reference or other input is invalid
-	exitRegistry    = 4 // registry: image missing, auth refused, unreachable, platform absent
-	exitVerify      = 5 // signature or bundle content verification failed
-	exitKey         = 6 // key missing, unreadable, wrong password, or would be overwritten
-	exitOutput      = 7 // output cannot be written
-	exitLint        = 8 // air-gap lint: the release would pull from outside the site
+	exitFailure     = 1  // anything not classified below
+	exitUsage       = 2  // bad flags or arguments
+	exitInput       = 3  // chart, image reference or other input is invalid
+	exitRegistry    = 4  // registry: image missing, auth refused, unreachable, platform absent
+	exitVerify      = 5  // signature or bundle content verification failed
+	exitKey         = 6  // key missing, unreadable, wrong password, or would be overwritten
+	exitOutput      = 7  // output cannot be written
+	exitLint        = 8  // air-gap lint: the release would pull from outside the site
+	exitPreflight   = 9  // the cluster is not ready (API, version, namespace, nodes)
+	exitInstall     = 10 // secrets or Helm install/upgrade failed
 	exitInterrupted = 130
 )
 
@@ -36,6 +39,12 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, installer.ErrLint):
 		return exitLint
+	case errors.Is(err, installer.ErrPreflight):
+		return exitPreflight
+	case errors.Is(err, installer.ErrSecrets), errors.Is(err, installer.ErrHelm):
+		return exitInstall
+	case errors.Is(err, egress.ErrDenied):
+		return exitRegistry
 	case errors.Is(err, bundle.ErrSignature), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported):
 		return exitVerify
 	case errors.Is(err, bundle.ErrKey), errors.Is(err, bundle.ErrExists):

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -227,4 +228,60 @@ func manifestsSitePath(s *siteRegistry) string {
 		return s.host
 	}
 	return s.host + "/" + s.prefix
+}
+
+func installCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "install",
+		Usage:     "verify, push, configure and install (or upgrade) pSeven Enterprise at the site",
+		ArgsUsage: "BUNDLE",
+		Flags: append(append(append(verifyFlags(), siteRegistryFlags()...), valuesFlags()...),
+			&cli.StringFlag{Name: "secrets", Usage: "secrets `FILE` (pseven-secrets.yaml) to use as given"},
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "pseven-ns", Usage: "`NAMESPACE` to install into"},
+			&cli.StringFlag{Name: "release", Value: "pseven-rl", Usage: "Helm release `NAME`"},
+			&cli.BoolFlag{Name: "create-namespace", Usage: "create the namespace if it does not exist"},
+			&cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "kubeconfig `FILE`"},
+			&cli.StringFlag{Name: "kube-context", Usage: "kubeconfig `CONTEXT`"},
+			&cli.DurationFlag{Name: "timeout", Value: 60 * time.Minute, Usage: "Helm operation timeout"},
+			&cli.BoolFlag{Name: "wait", Usage: "wait until every resource is ready"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "check and render only: push nothing, install nothing"},
+			&cli.StringFlag{Name: "log-file", Usage: "debug log `FILE` (default pseven-<chart version>.log)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "values.airgap.yaml", Usage: "values `FILE` to write (mode 0600)"},
+			&cli.IntFlag{Name: "jobs", Value: 4, Usage: "concurrent uploads"},
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+		),
+		Action: func(c *cli.Context) error {
+			path, err := oneArg(c)
+			if err != nil {
+				return err
+			}
+			if c.String("key") == "" && !c.Bool("insecure-skip-verify") {
+				return fmt.Errorf("%w: --key is required: a bundle is verified before anything is installed", bundle.ErrKey)
+			}
+			site, err := parseSiteRegistry(c, env)
+			if err != nil {
+				return err
+			}
+			rep, err := installer.Install(c.Context, installer.InstallOptions{
+				Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
+				InsecureSkipVerify: c.Bool("insecure-skip-verify"),
+				SiteRegistry:       site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
+				Registry: site.options, Jobs: c.Int("jobs"),
+				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
+				SecretsFile: c.String("secrets"), ValuesOut: c.String("output"), LogFile: c.String("log-file"),
+				Namespace: c.String("namespace"), Release: c.String("release"), CreateNamespace: c.Bool("create-namespace"),
+				Kubeconfig: c.String("kubeconfig"), KubeContext: c.String("kube-context"),
+				Timeout: c.Duration("timeout"), Wait: c.Bool("wait"), DryRun: c.Bool("dry-run"),
+				Out: env.stdout, Log: env.stderr,
+			})
+			if rep != nil && c.Bool("json") {
+				if jerr := printJSON(env.stdout, rep); jerr != nil && err == nil {
+					err = jerr
+				}
+			} else if err == nil {
+				installer.PrintReport(env.stdout, rep)
+			}
+			return err
+		},
+	}
 }

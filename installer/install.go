@@ -1,0 +1,433 @@
+package installer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/storage/driver"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/p7bundle/p7bundle/internal/egress"
+	"github.com/p7bundle/p7bundle/manifests"
+	"github.com/p7bundle/p7bundle/mirror"
+)
+
+// ErrHelm: Helm could not install or upgrade the release.
+var ErrHelm = errors.New("helm")
+
+// secretsKey is the key of the kept secrets file in the release's Secret.
+const secretsKey = "pseven-secrets.yaml"
+
+// InstallOptions are everything `p7bundle install` needs.
+type InstallOptions struct {
+	Bundle, KeyPath, SigPath string
+	InsecureSkipVerify       bool
+
+	SiteRegistry, Prefix string
+	Username, Password   string
+	// Registry are the site registry client options (TLS, plain HTTP); the
+	// installer adds credentials and the egress guard.
+	Registry mirror.RegistryOptions
+	Jobs     int
+
+	Files       []string
+	Sets        []string
+	SecretsFile string // --secrets: used as given
+	SecretsOut  string // where generated secrets go; default pseven-secrets.yaml
+	ValuesOut   string // default values.airgap.yaml
+	LogFile     string // default pseven-<chart version>.log
+
+	Namespace, Release      string
+	CreateNamespace         bool
+	Kubeconfig, KubeContext string
+	Timeout                 time.Duration
+	Wait                    bool
+	DryRun                  bool
+
+	// Out gets the report, Log progress lines (stderr).
+	Out, Log io.Writer
+}
+
+// Report is the outcome of an install.
+type Report struct {
+	Release     string               `json:"release"`
+	Namespace   string               `json:"namespace"`
+	Revision    int                  `json:"revision"`
+	Status      string               `json:"status"`
+	Action      string               `json:"action"`
+	Pushed      *mirror.PushResult   `json:"pushed,omitempty"`
+	Endpoints   *Endpoints           `json:"endpoints,omitempty"`
+	Filled      []string             `json:"filled,omitempty"`
+	ValuesFile  string               `json:"valuesFile"`
+	SecretsFile string               `json:"secretsFile,omitempty"`
+	LogFile     string               `json:"logFile"`
+	Lint        *LintResult          `json:"lint,omitempty"`
+	Preflight   *Preflight           `json:"-"`
+	Images      []mirror.PushedImage `json:"-"`
+}
+
+// Install runs the whole site-side procedure of the vendor guide, in the
+// order that keeps a failure from leaving a half-changed site: verify,
+// preflight, push, values, lint, secrets, Helm.
+func Install(ctx context.Context, o InstallOptions) (*Report, error) {
+	o.defaults()
+	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
+	p, err := Prepare(ValuesOptions{Bundle: o.Bundle, SiteRegistry: o.SiteRegistry, Prefix: o.Prefix})
+	if err != nil {
+		return nil, err
+	}
+	if o.LogFile == "" {
+		o.LogFile = "pseven-" + p.Manifest.Chart.Version + ".log"
+	}
+	logFile, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("log file %s: %w", o.LogFile, err)
+	}
+	defer logFile.Close()
+	debug := func(format string, args ...any) {
+		fmt.Fprintf(logFile, time.Now().UTC().Format(time.RFC3339)+" "+format+"\n", args...)
+	}
+	step := func(format string, args ...any) {
+		logf(format, args...)
+		debug(format, args...)
+	}
+	rep := &Report{Release: o.Release, Namespace: o.Namespace, ValuesFile: o.ValuesOut, LogFile: o.LogFile}
+
+	// The guard allows exactly the site registry and the API server.
+	apiHost, err := APIEndpoint(o.Kubeconfig, o.KubeContext)
+	if err != nil {
+		return nil, err
+	}
+	guard := egress.New(o.SiteRegistry, apiHost)
+	o.Registry.DialContext = guard.DialContext
+	o.Registry.Username, o.Registry.Password = o.Username, o.Password
+	client, err := mirror.NewClient(o.Registry)
+	if err != nil {
+		return nil, err
+	}
+	cluster, err := Connect(o.Kubeconfig, o.KubeContext, o.Namespace, apiHost, guard.DialContext)
+	if err != nil {
+		return nil, err
+	}
+
+	step("preflight: Kubernetes API %s, site registry %s", cluster.Config.Host, o.SiteRegistry)
+	pf, err := cluster.Check(ctx, o.Namespace, o.CreateNamespace && !o.DryRun)
+	if err != nil {
+		return nil, err
+	}
+	rep.Preflight = pf
+	for _, w := range pf.Warnings {
+		step("WARNING: %s", w)
+	}
+	if err := client.Ping(ctx, o.SiteRegistry); err != nil {
+		return nil, fmt.Errorf("%w: site registry %s: %w", ErrPreflight, o.SiteRegistry, err)
+	}
+	step("preflight passed: Kubernetes %s, %d nodes, namespace %s", pf.ServerVersion, len(pf.Nodes), o.Namespace)
+
+	if !o.DryRun {
+		rep.Pushed, err = Push(ctx, PushOptions{
+			Bundle: o.Bundle, KeyPath: o.KeyPath, SigPath: o.SigPath, InsecureSkipVerify: o.InsecureSkipVerify,
+			Registry: o.SiteRegistry, Prefix: o.Prefix, Jobs: o.Jobs, Client: client, Log: io.MultiWriter(o.Log, logFile),
+		})
+		if err != nil {
+			return nil, err
+		}
+		step("pushed %d images: %d blobs uploaded, %d already present, %d mounted", len(rep.Pushed.Images), rep.Pushed.BlobsPushed, rep.Pushed.BlobsSkipped, rep.Pushed.BlobsMounted)
+	} else if o.KeyPath != "" {
+		if _, err := Prepare(ValuesOptions{Bundle: o.Bundle, KeyPath: o.KeyPath, SigPath: o.SigPath, SiteRegistry: o.SiteRegistry, Prefix: o.Prefix}); err != nil {
+			return nil, err
+		}
+	}
+
+	p, err = Prepare(ValuesOptions{
+		Bundle: o.Bundle, SiteRegistry: o.SiteRegistry, Prefix: o.Prefix, Username: o.Username, Password: o.Password,
+		Files: o.Files, Sets: o.Sets, Sizing: pf.Sizing,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rep.Filled = p.Values.Filled
+	for _, f := range p.Values.Filled {
+		step("filled from the cluster: %s", f)
+	}
+	if err := WriteSecretFile(o.ValuesOut, p.Values.Document); err != nil {
+		return nil, err
+	}
+	step("wrote %s (mode 0600)", o.ValuesOut)
+
+	lint, err := Lint(ctx, p, client, o.SiteRegistry, o.Prefix, o.Release, o.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	rep.Lint = lint
+	if err := lint.Err(); err != nil && !o.DryRun {
+		return rep, err
+	} else if err != nil {
+		step("dry run: %v", err)
+	} else {
+		step("air-gap lint passed: %d images, all in %s", len(lint.Images), manifests.SitePath(o.SiteRegistry, o.Prefix))
+	}
+
+	cfg := new(action.Configuration)
+	if err := cfg.Init(cluster.Flags, o.Namespace, "secret", func(format string, v ...interface{}) { debug("helm: "+format, v...) }); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrHelm, err)
+	}
+	last, err := cfg.Releases.Last(o.Release)
+	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+		return nil, fmt.Errorf("%w: reading release %s: %v", ErrHelm, o.Release, err)
+	}
+	upgrade := last != nil && last.Info.Status == release.StatusDeployed
+	if o.DryRun {
+		rep.Action = map[bool]string{true: "upgrade", false: "install"}[upgrade] + " (dry run)"
+		step("dry run: would %s release %s in %s; nothing was changed", rep.Action, o.Release, o.Namespace)
+		return rep, nil
+	}
+
+	secrets, secretsFile, err := o.secrets(ctx, cluster, cfg, p, last, upgrade, step)
+	if err != nil {
+		return nil, err
+	}
+	rep.SecretsFile = secretsFile
+	vals := p.Values.Values
+	for k, v := range secrets {
+		vals[k] = v
+	}
+
+	var rel *release.Release
+	switch {
+	case upgrade:
+		rep.Action = "upgrade"
+		step("upgrading release %s (revision %d, chart %s) to chart %s", o.Release, last.Version, last.Chart.Metadata.Version, p.Chart.Version)
+		up := action.NewUpgrade(cfg)
+		up.Namespace, up.Timeout, up.Wait, up.WaitForJobs = o.Namespace, o.Timeout, o.Wait, o.Wait
+		rel, err = up.RunWithContext(ctx, o.Release, p.Chart.Chart, vals)
+	default:
+		if last != nil && last.Info.Status != release.StatusUninstalled {
+			// The guide's "ensure a clean environment": a failed or stuck
+			// release is removed. A deployed one never reaches this branch.
+			step("release %s is %s: uninstalling it before installing", o.Release, last.Info.Status)
+			un := action.NewUninstall(cfg)
+			un.Timeout, un.Wait = o.Timeout, true
+			if _, err := un.Run(o.Release); err != nil {
+				return nil, fmt.Errorf("%w: uninstalling %s release %s: %v", ErrHelm, last.Info.Status, o.Release, err)
+			}
+		}
+		rep.Action = "install"
+		step("installing release %s (chart %s %s) into %s", o.Release, p.Chart.Name, p.Chart.Version, o.Namespace)
+		in := action.NewInstall(cfg)
+		in.ReleaseName, in.Namespace, in.Timeout, in.Wait, in.WaitForJobs = o.Release, o.Namespace, o.Timeout, o.Wait, o.Wait
+		in.Replace = last != nil
+		rel, err = in.RunWithContext(ctx, p.Chart.Chart, vals)
+	}
+	if err != nil {
+		return rep, fmt.Errorf("%w: %s of release %s failed (details in %s): %v", ErrHelm, rep.Action, o.Release, o.LogFile, err)
+	}
+	rep.Revision, rep.Status = rel.Version, rel.Info.Status.String()
+	step("release %s revision %d: %s", rel.Name, rel.Version, rel.Info.Status)
+	if e, err := cluster.endpoints(ctx, o.Namespace, o.Release, pf.Nodes); err == nil {
+		rep.Endpoints = e
+	} else {
+		step("WARNING: %v", err)
+	}
+	return rep, nil
+}
+
+func (o *InstallOptions) defaults() {
+	if o.Namespace == "" {
+		o.Namespace = manifests.DefaultNamespace
+	}
+	if o.Release == "" {
+		o.Release = manifests.DefaultReleaseName
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 60 * time.Minute
+	}
+	if o.ValuesOut == "" {
+		o.ValuesOut = "values.airgap.yaml"
+	}
+	if o.SecretsOut == "" {
+		o.SecretsOut = "pseven-secrets.yaml"
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+}
+
+// secrets decides where the deployment secrets come from: --secrets as
+// given; the release's kept secrets on an upgrade or a retried install;
+// else a fresh run of the bundled secretgen image in the cluster.
+func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, cfg *action.Configuration, p *Prepared, last *release.Release, upgrade bool, step func(string, ...any)) (map[string]interface{}, string, error) {
+	if o.SecretsFile != "" {
+		data, err := os.ReadFile(o.SecretsFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: --secrets: %v", ErrSecrets, err)
+		}
+		m, err := parseSecrets(o.SecretsFile, data)
+		if err != nil {
+			return nil, "", err
+		}
+		if err := c.keepSecrets(ctx, o.Namespace, o.Release, data); err != nil {
+			return nil, "", err
+		}
+		step("secrets: using %s", o.SecretsFile)
+		return m, o.SecretsFile, nil
+	}
+	kept, err := c.keptSecrets(ctx, o.Namespace, o.Release)
+	if err != nil {
+		return nil, "", err
+	}
+	if kept != nil {
+		m, err := parseSecrets("secret "+keptSecretName(o.Release), kept)
+		if err != nil {
+			return nil, "", err
+		}
+		step("secrets: reusing the secrets of release %s (Secret %s/%s)", o.Release, o.Namespace, keptSecretName(o.Release))
+		return m, "", nil
+	}
+	if upgrade {
+		// Installed without p7bundle: the secrets are the top-level
+		// values the chart does not define.
+		m := map[string]interface{}{}
+		for k, v := range last.Config {
+			if _, inChart := p.Chart.Chart.Values[k]; !inChart {
+				m[k] = v
+			}
+		}
+		if len(m) == 0 {
+			return nil, "", fmt.Errorf("%w: release %s has no secrets p7bundle can reuse: pass --secrets", ErrSecrets, o.Release)
+		}
+		step("secrets: reusing the deployed release's values %v", keys(m))
+		return m, "", nil
+	}
+	if _, err := os.Lstat(o.SecretsOut); err == nil {
+		return nil, "", fmt.Errorf("%w: %s already exists and is never overwritten: pass it with --secrets, or move it away", ErrSecrets, o.SecretsOut)
+	}
+	t, err := mirror.TargetFor(p.Manifest.Secretgen, o.Prefix)
+	if err != nil {
+		return nil, "", err
+	}
+	image := t.Ref(o.SiteRegistry, "")
+	step("secrets: running %s as a Job in %s", image, o.Namespace)
+	out, err := c.secretgenJob(ctx, o.Namespace, image, o.SiteRegistry, o.Username, o.Password, 10*time.Minute)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := parseSecrets("secretgen output", out)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := writeNewSecretFile(o.SecretsOut, out); err != nil {
+		return nil, "", err
+	}
+	if err := c.keepSecrets(ctx, o.Namespace, o.Release, out); err != nil {
+		return nil, "", err
+	}
+	step("secrets: generated and written to %s (mode 0600). BACK IT UP: it is needed to reinstall this deployment", o.SecretsOut)
+	return m, o.SecretsOut, nil
+}
+
+func keys(m map[string]interface{}) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func parseSecrets(name string, data []byte) (map[string]interface{}, error) {
+	var m map[string]interface{}
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		// The YAML error may quote the content: say only where it is.
+		return nil, fmt.Errorf("%w: %s is not a YAML map of values", ErrSecrets, name)
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("%w: %s holds no values", ErrSecrets, name)
+	}
+	return m, nil
+}
+
+func keptSecretName(release string) string { return release + "-p7bundle-secrets" }
+
+// keepSecrets stores the secrets file in the namespace, beside Helm's own
+// release records, so an upgrade or a retried install reuses it.
+func (c *Cluster) keepSecrets(ctx context.Context, namespace, release string, data []byte) error {
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: keptSecretName(release), Namespace: namespace,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "p7bundle", "p7bundle.io/release": release}},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{secretsKey: data},
+	}
+	api := c.Clientset.CoreV1().Secrets(namespace)
+	_, err := api.Create(ctx, s, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		_, err = api.Update(ctx, s, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("%w: keeping secrets in Secret %s/%s: %v", ErrSecrets, namespace, s.Name, err)
+	}
+	return nil
+}
+
+func (c *Cluster) keptSecrets(ctx context.Context, namespace, release string) ([]byte, error) {
+	s, err := c.Clientset.CoreV1().Secrets(namespace).Get(ctx, keptSecretName(release), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading Secret %s/%s: %v", ErrSecrets, namespace, keptSecretName(release), err)
+	}
+	return s.Data[secretsKey], nil
+}
+
+// writeNewSecretFile writes a complete 0600 file and links it into place,
+// which fails if path exists: an existing secrets file is never replaced.
+func writeNewSecretFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("%w: writing %s: %v", ErrSecrets, path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("%w: writing %s: %v", ErrSecrets, path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		return fmt.Errorf("%w: %s: %v (never overwritten)", ErrSecrets, path, err)
+	}
+	return nil
+}
+
+// PrintReport writes what the guide asks the admin to save.
+func PrintReport(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "\n%s of release %s in namespace %s: revision %d, %s\n", strings.ToUpper(r.Action[:1])+r.Action[1:], r.Release, r.Namespace, r.Revision, r.Status)
+	if e := r.Endpoints; e != nil {
+		fmt.Fprintf(w, "\nSave these (give users the reverse proxy address, not the sign-in URL):\n")
+		fmt.Fprintf(w, "  sign-in URL:   %s\n  admin URL:     %s\n  health check:  %s\n  worker nodes:  %s\n", e.SignInURL, e.AdminURL, e.HealthCheck, strings.Join(e.Nodes, ", "))
+	}
+	fmt.Fprintf(w, "\nBack up: %s", r.ValuesFile)
+	if r.SecretsFile != "" {
+		fmt.Fprintf(w, ", %s", r.SecretsFile)
+	}
+	fmt.Fprintf(w, ", %s\n", r.LogFile)
+}
