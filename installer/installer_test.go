@@ -1,0 +1,119 @@
+package installer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/p7bundle/p7bundle/bundle"
+)
+
+func node(name, ip string, mem, cpu string, controlPlane bool) corev1.Node {
+	n := corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
+	if controlPlane {
+		n.Labels["node-role.kubernetes.io/control-plane"] = ""
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	n.Status.Capacity = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(mem), corev1.ResourceCPU: resource.MustParse(cpu)}
+	return n
+}
+
+func TestNodeSizingFollowsTheGuide(t *testing.T) {
+	// The guide: replicas = workers, memory = half a worker's RAM, cpu = half its CPUs.
+	_, s := nodeSizing([]corev1.Node{
+		node("cp", "10.0.0.1", "8Gi", "4", true),
+		node("w1", "10.0.0.2", "16Gi", "8", false),
+		node("w2", "10.0.0.3", "32Gi", "16", false),
+	})
+	if s.Workers != 2 || s.MemoryMi != 8192 || s.CPUMilli != 4000 {
+		t.Errorf("sizing = %+v, want 2 workers, 8192Mi, 4000m (the smallest worker)", s)
+	}
+	// A single control-plane node (a test site) counts as the worker.
+	nodes, s := nodeSizing([]corev1.Node{node("only", "198.18.0.2", "4Gi", "2", true)})
+	if s.Workers != 1 || s.MemoryMi != 2048 || s.CPUMilli != 1000 || !nodes[0].Worker {
+		t.Errorf("single node sizing = %+v", s)
+	}
+}
+
+func TestParseSecretsNeverQuotesContent(t *testing.T) {
+	secret := "s3cr3t-value-xyz"
+	_, err := parseSecrets("pseven-secrets.yaml", []byte("key: [unclosed "+secret))
+	if !errors.Is(err, ErrSecrets) || strings.Contains(err.Error(), secret) {
+		t.Errorf("parseSecrets = %v", err)
+	}
+	if _, err := parseSecrets("x", []byte("")); !errors.Is(err, ErrSecrets) {
+		t.Errorf("empty secrets accepted: %v", err)
+	}
+	m, err := parseSecrets("x", []byte("secrets:\n  a: b\n"))
+	if err != nil || m["secrets"] == nil {
+		t.Errorf("parseSecrets = %v, %v", m, err)
+	}
+}
+
+func TestWriteNewSecretFileNeverOverwrites(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "pseven-secrets.yaml")
+	if err := writeNewSecretFile(p, []byte("a: 1\n")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", st.Mode().Perm())
+	}
+	if err := writeNewSecretFile(p, []byte("a: 2\n")); !errors.Is(err, ErrSecrets) {
+		t.Errorf("second write = %v", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "a: 1\n" {
+		t.Errorf("file changed to %q", b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".*")); len(left) != 0 {
+		t.Errorf("temp files left: %v", left)
+	}
+}
+
+func TestFileSourceRefusesAChangedFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "b.tar.zst")
+	os.WriteFile(p, []byte("the signed bytes"), 0o644)
+	sum := sha256.Sum256([]byte("the signed bytes"))
+	src := &fileSource{path: p, trusted: sum[:]}
+	defer src.Close()
+	r, _ := src.Open()
+	buf := make([]byte, 4)
+	r.Read(buf)
+	if err := src.Sealed(); err != nil {
+		t.Fatalf("unchanged file: %v", err)
+	}
+	os.WriteFile(p, []byte("swapped after the check"), 0o644)
+	r, _ = src.Open()
+	var sink bytes.Buffer
+	sink.ReadFrom(r)
+	if err := src.Sealed(); !errors.Is(err, bundle.ErrSignature) {
+		t.Errorf("swapped file sealed: %v", err)
+	}
+}
+
+func TestAPIEndpoint(t *testing.T) {
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://198.18.0.2:6443"}}, {name: d, cluster: {server: "https://api.site"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}, {name: d, context: {cluster: d, user: u}}]
+current-context: c
+`), 0o600)
+	for ctx, want := range map[string]string{"": "198.18.0.2:6443", "d": "api.site:443"} {
+		got, err := APIEndpoint(kc, ctx)
+		if err != nil || got != want {
+			t.Errorf("APIEndpoint(context %q) = %q, %v; want %q", ctx, got, err, want)
+		}
+	}
+	if _, err := APIEndpoint(filepath.Join(t.TempDir(), "none"), ""); !errors.Is(err, ErrPreflight) {
+		t.Errorf("missing kubeconfig: %v", err)
+	}
+}
