@@ -199,6 +199,9 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 		return nil, err
 	}
 	rep.SecretsFile = secretsFile
+	if _, err := os.Stat(o.SecretsOut); secretsFile == "" && err == nil {
+		rep.SecretsFile = o.SecretsOut
+	}
 	vals := p.Values.Values
 	for k, v := range secrets {
 		vals[k] = v

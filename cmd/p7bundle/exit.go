@@ -39,8 +39,6 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, installer.ErrLint):
 		return exitLint
-	case errors.Is(err, installer.ErrPreflight):
-		return exitPreflight
 	case errors.Is(err, installer.ErrSecrets), errors.Is(err, installer.ErrHelm):
 		return exitInstall
 	case errors.Is(err, egress.ErrDenied):
@@ -52,6 +50,8 @@ func exitCode(err error) int {
 	case errors.Is(err, mirror.ErrNotFound), errors.Is(err, mirror.ErrUnauthorized),
 		errors.Is(err, mirror.ErrUnreachable), errors.Is(err, mirror.ErrPlatform):
 		return exitRegistry
+	case errors.Is(err, installer.ErrPreflight):
+		return exitPreflight
 	case errors.Is(err, manifests.ErrInvalidChart), errors.Is(err, manifests.ErrNoAppVersion),
 		errors.Is(err, manifests.ErrNoImages), errors.Is(err, manifests.ErrChartTooLarge),
 		errors.Is(err, manifests.ErrInvalidReference), errors.Is(err, manifests.ErrUnmatchedExclude),
