@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -399,26 +398,12 @@ func (c *Cluster) keptSecrets(ctx context.Context, namespace, release string) ([
 // writeNewSecretFile writes a complete 0600 file and links it into place,
 // which fails if path exists: an existing secrets file is never replaced.
 func writeNewSecretFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("%w: writing %s: %v", ErrSecrets, path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("%w: writing %s: %v", ErrSecrets, path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		return fmt.Errorf("%w: %s: %v (never overwritten)", ErrSecrets, path, err)
-	}
-	return nil
+	return writePrivate(path, data, func(tmp string) error {
+		if err := os.Link(tmp, path); err != nil {
+			return fmt.Errorf("%w: %s: %v (never overwritten)", ErrSecrets, path, err)
+		}
+		return nil
+	})
 }
 
 // PrintReport writes what the guide asks the admin to save.

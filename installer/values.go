@@ -82,6 +82,12 @@ func Prepare(opts ValuesOptions) (*Prepared, error) {
 // WriteSecretFile writes data to path with mode 0600 via a temp file and
 // rename, so the file is never readable by others, even half-written.
 func WriteSecretFile(path string, data []byte) error {
+	return writePrivate(path, data, func(tmp string) error { return os.Rename(tmp, path) })
+}
+
+// writePrivate writes data to a 0600 temp file beside path and hands it to
+// commit, which puts it in place; the temp file never outlives the call.
+func writePrivate(path string, data []byte, commit func(tmp string) error) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
@@ -98,7 +104,7 @@ func WriteSecretFile(path string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	return commit(tmp.Name())
 }
 
 // LintResult lists what the release would run and what is wrong with it.

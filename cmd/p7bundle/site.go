@@ -144,19 +144,7 @@ func valuesCommand(env *environment) *cli.Command {
 		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:2]...), siteRegistryFlags()...), append(valuesFlags(),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "values.airgap.yaml", Usage: "values `FILE` to write (mode 0600)"})...),
 		Action: func(c *cli.Context) error {
-			path, err := oneArg(c)
-			if err != nil {
-				return err
-			}
-			site, err := parseSiteRegistry(c, env)
-			if err != nil {
-				return err
-			}
-			p, err := installer.Prepare(installer.ValuesOptions{
-				Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
-				SiteRegistry: site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
-				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
-			})
+			p, site, err := prepareValues(c, env)
 			if err != nil {
 				return err
 			}
@@ -169,6 +157,25 @@ func valuesCommand(env *environment) *cli.Command {
 	}
 }
 
+// prepareValues is the shared start of values and lint: the bundle's chart
+// with the admin's values moved to the site registry.
+func prepareValues(c *cli.Context, env *environment) (*installer.Prepared, *siteRegistry, error) {
+	path, err := oneArg(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	site, err := parseSiteRegistry(c, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := installer.Prepare(installer.ValuesOptions{
+		Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
+		SiteRegistry: site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
+		Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
+	})
+	return p, site, err
+}
+
 func lintCommand(env *environment) *cli.Command {
 	return &cli.Command{
 		Name:      "lint",
@@ -179,19 +186,7 @@ func lintCommand(env *environment) *cli.Command {
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "pseven-ns", Usage: "`NAMESPACE` to render with"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"})...),
 		Action: func(c *cli.Context) error {
-			path, err := oneArg(c)
-			if err != nil {
-				return err
-			}
-			site, err := parseSiteRegistry(c, env)
-			if err != nil {
-				return err
-			}
-			p, err := installer.Prepare(installer.ValuesOptions{
-				Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
-				SiteRegistry: site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
-				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
-			})
+			p, site, err := prepareValues(c, env)
 			if err != nil {
 				return err
 			}

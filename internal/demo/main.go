@@ -1,6 +1,8 @@
 // Command demo runs p7bundle's main job on the built-in fixtures: an
 // upstream registry standing in for registry.pseven.io, a key pair, a
-// build through --mirror, then verify and inspect. `make demo` runs it.
+// build through --mirror, verify and inspect, then an install into an
+// air-gapped test site (registry + Kubernetes, no route out) and teardown.
+// `make demo` runs it.
 package main
 
 import (
@@ -15,21 +17,23 @@ import (
 	"time"
 
 	"github.com/p7bundle/p7bundle/internal/testenv"
+	"github.com/p7bundle/p7bundle/internal/testsite"
 )
 
 func main() {
 	bin := flag.String("bin", "bin/p7bundle", "p7bundle binary to demonstrate")
 	out := flag.String("out", "demo-out", "directory for the key pair and the bundle")
+	noSite := flag.Bool("no-site", false, "stop after build/verify/inspect (no Kubernetes site)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *bin, *out); err != nil {
+	if err := run(ctx, *bin, *out, *noSite); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, bin, out string) error {
+func run(ctx context.Context, bin, out string, skipSite bool) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -78,7 +82,43 @@ func run(ctx context.Context, bin, out string) error {
 	if err := p7("", "inspect", bundlePath); err != nil {
 		return err
 	}
-	fmt.Printf("\ndemo done: %s/%s (+ .sig, .sha256, .sigstore.json)\n", out, bundlePath)
+	fmt.Printf("\nbundle: %s/%s (+ .sig, .sha256, .sigstore.json)\n", out, bundlePath)
+	if skipSite {
+		return nil
+	}
+
+	step("starting the air-gapped site: registry + single-node Kubernetes in a network namespace with no route out")
+	start = time.Now()
+	site, err := testsite.Start(ctx, testsite.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("tearing the site down")
+		if err := site.Stop(); err != nil {
+			fmt.Println("teardown:", err)
+		}
+	}()
+	fmt.Printf("site up in %s: registry %s, API %s\n", time.Since(start).Round(time.Millisecond), site.Registry, site.APIServer)
+
+	step("install, run INSIDE the site (the egress guard lets it dial only the site registry and the API)")
+	args := []string{"install", bundlePath, "--key", "cosign.pub", "--registry", site.Registry, "--ca-file", site.RegistryCAFile,
+		"--registry-username", site.RegistryUsername, "--registry-password-stdin", "--kubeconfig", site.Kubeconfig,
+		"-n", "pseven-ns", "--create-namespace", "--wait", "--timeout", "10m"}
+	fmt.Printf("\n$ p7bundle %s\n", strings.Join(args, " "))
+	cmd := site.Command(ctx, bin, args...)
+	cmd.Dir = out
+	cmd.Stdin = strings.NewReader(site.RegistryPassword + "\n")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("install: %w", err)
+	}
+	pods, err := site.Kubectl(ctx, "get", "pods", "-n", "pseven-ns", "-o", "wide")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n$ kubectl get pods -n pseven-ns -o wide\n%s", pods)
+	fmt.Printf("\ndemo done: %s\n", out)
 	return nil
 }
 
