@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -163,14 +164,17 @@ func VerifySignature(path, sigPath string, v Verifier) ([]byte, error) {
 }
 
 // ReadChart returns the manifest and the chart archive, the chart checked
-// against the manifest's digest. It reads only the head of the bundle.
-func ReadChart(path string) (*Manifest, []byte, error) {
+// against the manifest's digest. With trusted (a digest VerifySignature
+// returned) it also hashes the whole file and fails unless it is still the
+// verified one; without, it reads only the head of the bundle.
+func ReadChart(path string, trusted []byte) (*Manifest, []byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening bundle: %w", err)
 	}
 	defer f.Close()
-	br, err := NewReader(f)
+	h := newHash()
+	br, err := NewReader(io.TeeReader(f, h))
 	if err != nil {
 		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
@@ -182,6 +186,16 @@ func ReadChart(path string) (*Manifest, []byte, error) {
 	data, err := io.ReadAll(io.LimitReader(e, maxChartBytes+1))
 	if err != nil {
 		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
+	}
+	if len(trusted) > 0 {
+		// Close waits for the decoder's reads, so the hash sees every byte once.
+		br.Close()
+		if _, err := io.Copy(h, f); err != nil {
+			return nil, nil, fmt.Errorf("reading bundle %s: %w", path, err)
+		}
+		if !bytes.Equal(h.Sum(nil), trusted) {
+			return nil, nil, fmt.Errorf("%w: bundle %s changed after its signature was checked", ErrSignature, path)
+		}
 	}
 	return br.Manifest(), data, nil
 }

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/internal/egress"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
@@ -82,12 +83,20 @@ type Report struct {
 func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	o.defaults()
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
-	p, err := Prepare(ValuesOptions{Bundle: o.Bundle, SiteRegistry: o.SiteRegistry, Prefix: o.Prefix})
+	// First, before trusting anything in the bundle: its signature.
+	trusted, err := VerifyBundle(o.Bundle, o.KeyPath, o.SigPath, o.InsecureSkipVerify, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	if trusted == nil {
+		trusted = []byte{} // skipped on purpose: do not ask again
+	}
+	m, err := bundle.ReadManifest(o.Bundle)
 	if err != nil {
 		return nil, err
 	}
 	if o.LogFile == "" {
-		o.LogFile = "pseven-" + p.Manifest.Chart.Version + ".log"
+		o.LogFile = "pseven-" + m.Chart.Version + ".log"
 	}
 	logFile, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -134,22 +143,22 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	}
 	step("preflight passed: Kubernetes %s, %d nodes, namespace %s", pf.ServerVersion, len(pf.Nodes), o.Namespace)
 
+	var chartArchive []byte
 	if !o.DryRun {
 		rep.Pushed, err = Push(ctx, PushOptions{
-			Bundle: o.Bundle, KeyPath: o.KeyPath, SigPath: o.SigPath, InsecureSkipVerify: o.InsecureSkipVerify,
+			Bundle: o.Bundle, Trusted: trusted, OnChart: func(a []byte) { chartArchive = a },
 			Registry: o.SiteRegistry, Prefix: o.Prefix, Jobs: o.Jobs, Client: client, Log: io.MultiWriter(o.Log, logFile),
 		})
 		if err != nil {
 			return nil, err
 		}
 		step("pushed %d images: %d blobs uploaded, %d already present, %d mounted", len(rep.Pushed.Images), rep.Pushed.BlobsPushed, rep.Pushed.BlobsSkipped, rep.Pushed.BlobsMounted)
-	} else if o.KeyPath != "" {
-		if _, err := Prepare(ValuesOptions{Bundle: o.Bundle, KeyPath: o.KeyPath, SigPath: o.SigPath, SiteRegistry: o.SiteRegistry, Prefix: o.Prefix}); err != nil {
-			return nil, err
-		}
+	} else if m, chartArchive, err = bundle.ReadChart(o.Bundle, trusted); err != nil {
+		return nil, err
 	}
-
-	p, err = Prepare(ValuesOptions{
+	// The chart comes from the stream the push sealed (or, in a dry run,
+	// from a read checked against the signed digest).
+	p, err := prepareFrom(&Prepared{Trusted: trusted}, m, chartArchive, ValuesOptions{
 		Bundle: o.Bundle, SiteRegistry: o.SiteRegistry, Prefix: o.Prefix, Username: o.Username, Password: o.Password,
 		Files: o.Files, Sets: o.Sets, Sizing: pf.Sizing,
 	})

@@ -20,6 +20,10 @@ type PushOptions struct {
 	KeyPath            string
 	SigPath            string
 	InsecureSkipVerify bool
+	// Trusted is the archive digest already verified by VerifyBundle.
+	Trusted []byte
+	// OnChart receives the chart read from the pushed (sealed) stream.
+	OnChart func(archive []byte)
 
 	// Registry is the site registry HOST[:PORT]; Prefix the repository path under it.
 	Registry string
@@ -30,34 +34,46 @@ type PushOptions struct {
 	Log    io.Writer
 }
 
-// Push verifies the bundle's signature, then streams its blobs into the
-// site registry and tags the images only after the bytes pushed are shown
-// to be the verified ones.
+// VerifyBundle checks the signature of path and returns the verified
+// archive digest; with skip it warns loudly and returns nil.
+func VerifyBundle(path, keyPath, sigPath string, skip bool, log io.Writer) ([]byte, error) {
+	if skip {
+		fmt.Fprintf(log, "WARNING: --insecure-skip-verify: the signature of %s is NOT checked; anyone who could change the file chooses what runs at this site\n", path)
+		return nil, nil
+	}
+	if keyPath == "" {
+		return nil, fmt.Errorf("%w: no --key: refusing to use an unverified bundle (--insecure-skip-verify overrides)", bundle.ErrKey)
+	}
+	v, err := bundle.LoadVerifier(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	trusted, err := bundle.VerifySignature(path, sigPath, v)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "signature of %s verified with %s\n", path, keyPath)
+	return trusted, nil
+}
+
+// Push verifies the bundle's signature (unless Trusted says it was), then
+// streams its blobs into the site registry and tags the images only after
+// the bytes pushed are shown to be the verified ones.
 func Push(ctx context.Context, opts PushOptions) (*mirror.PushResult, error) {
 	log := opts.Log
 	if log == nil {
 		log = io.Discard
 	}
-	var trusted []byte
-	if opts.InsecureSkipVerify {
-		fmt.Fprintf(log, "WARNING: --insecure-skip-verify: the signature of %s is NOT checked; anyone who could change the file chooses what runs at this site\n", opts.Bundle)
-	} else {
-		if opts.KeyPath == "" {
-			return nil, fmt.Errorf("%w: no --key: refusing to push an unverified bundle (--insecure-skip-verify overrides)", bundle.ErrKey)
-		}
-		v, err := bundle.LoadVerifier(opts.KeyPath)
-		if err != nil {
+	trusted := opts.Trusted
+	if trusted == nil {
+		var err error
+		if trusted, err = VerifyBundle(opts.Bundle, opts.KeyPath, opts.SigPath, opts.InsecureSkipVerify, log); err != nil {
 			return nil, err
 		}
-		trusted, err = bundle.VerifySignature(opts.Bundle, opts.SigPath, v)
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(log, "signature of %s verified with %s\n", opts.Bundle, opts.KeyPath)
 	}
 	src := &fileSource{path: opts.Bundle, trusted: trusted}
 	defer src.Close()
-	return opts.Client.PushBundle(ctx, src, mirror.PushOptions{Registry: opts.Registry, Prefix: opts.Prefix, Jobs: opts.Jobs, Log: log})
+	return opts.Client.PushBundle(ctx, src, mirror.PushOptions{Registry: opts.Registry, Prefix: opts.Prefix, Jobs: opts.Jobs, Log: log, OnChart: opts.OnChart})
 }
 
 // fileSource reads the bundle file once per pass and, when sealed, insists
@@ -84,7 +100,7 @@ func (s *fileSource) Sealed() error {
 	if _, err := io.Copy(s.h, s.f); err != nil {
 		return fmt.Errorf("reading bundle %s: %w", s.path, err)
 	}
-	if s.trusted != nil && !bytes.Equal(s.h.Sum(nil), s.trusted) {
+	if len(s.trusted) > 0 && !bytes.Equal(s.h.Sum(nil), s.trusted) {
 		return fmt.Errorf("%w: bundle %s changed after its signature was checked", bundle.ErrSignature, s.path)
 	}
 	return nil

@@ -53,10 +53,16 @@ func Prepare(opts ValuesOptions) (*Prepared, error) {
 			return nil, err
 		}
 	}
-	m, archive, err := bundle.ReadChart(opts.Bundle)
+	m, archive, err := bundle.ReadChart(opts.Bundle, p.Trusted)
 	if err != nil {
 		return nil, err
 	}
+	return prepareFrom(p, m, archive, opts)
+}
+
+// prepareFrom builds the values from a chart archive already read.
+func prepareFrom(p *Prepared, m *bundle.Manifest, archive []byte, opts ValuesOptions) (*Prepared, error) {
+	var err error
 	p.Manifest = m
 	if p.Chart, err = manifests.LoadChartArchive(opts.Bundle+":"+m.Chart.Path, archive); err != nil {
 		return nil, err

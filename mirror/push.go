@@ -46,6 +46,9 @@ type PushOptions struct {
 	Passes int
 	// Log receives one line per image and per pass; nil is silent.
 	Log io.Writer
+	// OnChart receives the chart archive read in the first pass; trust it
+	// only once PushBundle has returned without error (the pass was sealed).
+	OnChart func(archive []byte)
 }
 
 // PushedImage maps a bundle image to where it now lives.
@@ -208,6 +211,15 @@ func (p *pusher) pass(ctx context.Context, src BundleSource, first bool) (map[st
 			g.Wait()
 			return nil, err
 		}
+		if e.Kind == bundle.KindChart && first && p.opts.OnChart != nil {
+			data, err := io.ReadAll(e)
+			if err != nil {
+				g.Wait()
+				return nil, err
+			}
+			p.opts.OnChart(data)
+			continue
+		}
 		if e.Kind != bundle.KindBlob {
 			continue
 		}
@@ -254,6 +266,8 @@ func (p *pusher) pass(ctx context.Context, src BundleSource, first bool) (map[st
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// Close waits for the decoder's reads, so the seal hashes every byte once.
+	br.Close()
 	if err := src.Sealed(); err != nil {
 		return nil, err
 	}
