@@ -7,16 +7,17 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/p7bundle/p7bundle/internal/version.Version=$(VERSION)
 TOOLS_BIN := $(CURDIR)/.cache/tools/bin
 COSIGN_VERSION := v2.6.5
-DEB_PACKAGES := docker-registry skopeo zstd openssl
+DEB_PACKAGES := docker-registry skopeo zstd openssl \
+	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: build test test-deps demo vet clean
+.PHONY: build test test-deps k8s-binaries demo vet clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/p7bundle ./cmd/p7bundle
 
 # Idempotent: installs only missing Debian packages, builds tools only once per version.
-test-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION)
+test-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) k8s-binaries
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -26,6 +27,11 @@ $(TOOLS_BIN)/cosign-$(COSIGN_VERSION):
 	@mkdir -p $(TOOLS_BIN)
 	GOBIN=$(TOOLS_BIN) GOFLAGS=-mod=mod $(GO) install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
 	@touch $@
+
+# Kubernetes binaries for internal/testsite, cached in .cache/k8s/<version>/bin
+# (a no-op when present; about 7 minutes cold on 2 cores).
+k8s-binaries:
+	tools/k8s/build.sh
 
 vet:
 	$(GO) vet ./...

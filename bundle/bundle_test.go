@@ -313,8 +313,11 @@ func TestReaderRejectsHostileArchives(t *testing.T) {
 		{"symlink chart", []tar.Header{mh, {Typeflag: tar.TypeSymlink, Name: f.manifest.Chart.Path, Linkname: "/etc/passwd"}}, [][]byte{mbody, nil}, "not a regular file"},
 		{"duplicate manifest", []tar.Header{mh, mh}, [][]byte{mbody, mbody}, `unexpected entry "p7bundle.json"`},
 		{"huge manifest claim", []tar.Header{{Typeflag: tar.TypeReg, Name: ManifestEntry, Size: 1 << 40}}, [][]byte{nil}, "claims"},
-		{"chart size lie", []tar.Header{mh, {Typeflag: tar.TypeReg, Name: ch.Name, Size: ch.Size + 1}}, [][]byte{mbody, append(cbody, 'x')}, "manifest says"},
+		{"chart size lie", []tar.Header{mh, {Typeflag: tar.TypeReg, Name: ch.Name, Size: ch.Size + 1, Mode: 0o644}}, [][]byte{mbody, append(cbody, 'x')}, "manifest says"},
 		{"missing blobs", []tar.Header{mh, ch}, [][]byte{mbody, cbody}, "archive ends before"},
+		{"chart owned by uid 1000", []tar.Header{mh, {Typeflag: tar.TypeReg, Name: ch.Name, Size: ch.Size, Mode: 0o644, Uid: 1000}}, [][]byte{mbody, cbody}, "non-canonical"},
+		{"hardlink chart", []tar.Header{mh, {Typeflag: tar.TypeLink, Name: ch.Name, Linkname: "p7bundle.json"}}, [][]byte{mbody, nil}, "not a regular file"},
+		{"device file", []tar.Header{mh, {Typeflag: tar.TypeChar, Name: ch.Name, Devmajor: 1, Devminor: 3}}, [][]byte{mbody, nil}, "not a regular file"},
 		{"garbage manifest", []tar.Header{{Typeflag: tar.TypeReg, Name: ManifestEntry, Size: 3}}, [][]byte{[]byte("{{{")}, "p7bundle.json"},
 	}
 	for _, tc := range cases {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -95,6 +96,7 @@ type Reader struct {
 	state    int // 0 chart, 1 oci-layout, 2 blobs, 3 index.json, 4 end
 	blobIdx  int
 	cur      *Entry
+	mtime    time.Time         // every entry's mtime: epoch, or the manifest's created
 	present  map[string]Blob   // blobs read and verified so far
 	meta     map[string][]byte // manifests and indexes, to check image blob lists
 	done     bool
@@ -108,10 +110,20 @@ func NewReader(r io.Reader) (*Reader, error) {
 		return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
 	}
 	br := &Reader{dec: dec, tr: tar.NewReader(dec), present: map[string]Blob{}, meta: map[string][]byte{}}
-	hdr, err := br.header(ManifestEntry, -1, maxManifestBytes)
+	// The manifest's own mtime is checked once its created field is known.
+	br.mtime = time.Unix(0, 0)
+	hdr, err := br.tr.Next()
 	if err != nil {
 		dec.Close()
-		return nil, err
+		return nil, fmt.Errorf("%w: reading entry %s: %v", ErrCorrupt, ManifestEntry, err)
+	}
+	if hdr.Name != ManifestEntry || hdr.Typeflag != tar.TypeReg {
+		dec.Close()
+		return nil, fmt.Errorf("%w: unexpected entry %q where %s belongs", ErrCorrupt, hdr.Name, ManifestEntry)
+	}
+	if hdr.Size < 0 || hdr.Size > maxManifestBytes {
+		dec.Close()
+		return nil, fmt.Errorf("%w: entry %s claims %d bytes (limit %d)", ErrCorrupt, ManifestEntry, hdr.Size, maxManifestBytes)
 	}
 	data, err := io.ReadAll(io.LimitReader(br.tr, hdr.Size))
 	if err != nil {
@@ -124,6 +136,18 @@ func NewReader(r io.Reader) (*Reader, error) {
 		return nil, err
 	}
 	br.manifest = m
+	if m.Created != "" {
+		t, err := time.Parse(time.RFC3339, m.Created)
+		if err != nil {
+			dec.Close()
+			return nil, fmt.Errorf("%w: %s: created %q: %v", ErrCorrupt, ManifestEntry, m.Created, err)
+		}
+		br.mtime = t
+	}
+	if !hdr.ModTime.Equal(br.mtime) || hdr.Mode != 0o644 || hdr.Uid != 0 || hdr.Gid != 0 {
+		dec.Close()
+		return nil, fmt.Errorf("%w: entry %s has non-canonical metadata", ErrCorrupt, ManifestEntry)
+	}
 	return br, nil
 }
 
@@ -197,6 +221,12 @@ func (r *Reader) header(name string, size, limit int64) (*tar.Header, error) {
 	if hdr.Typeflag != tar.TypeReg {
 		return nil, fmt.Errorf("%w: entry %s is not a regular file (type %q)", ErrCorrupt, name, hdr.Typeflag)
 	}
+	// Canonical metadata only (docs/FORMAT.md): nothing a tool could act on
+	// beyond name and size may vary.
+	if hdr.Mode != 0o644 || hdr.Uid != 0 || hdr.Gid != 0 || hdr.Uname != "" || hdr.Gname != "" ||
+		hdr.Linkname != "" || len(hdr.PAXRecords) != 0 || !hdr.ModTime.Equal(r.mtime) {
+		return nil, fmt.Errorf("%w: entry %s has non-canonical metadata (mode %o, uid %d, gid %d, mtime %s)", ErrCorrupt, name, hdr.Mode, hdr.Uid, hdr.Gid, hdr.ModTime.UTC().Format(time.RFC3339))
+	}
 	if size >= 0 && hdr.Size != size {
 		return nil, fmt.Errorf("%w: entry %s has %d bytes, manifest says %d", ErrCorrupt, name, hdr.Size, size)
 	}
@@ -218,9 +248,8 @@ func (r *Reader) finish(e *Entry) error {
 	case KindChart:
 		r.state = 1
 	case KindLayout:
-		var l ocispec.ImageLayout
-		if err := json.Unmarshal(e.keep.Bytes(), &l); err != nil || l.Version != ocispec.ImageLayoutVersion {
-			return fmt.Errorf("%w: %s: not an OCI layout version %s", ErrCorrupt, e.Name, ocispec.ImageLayoutVersion)
+		if !bytes.Equal(e.keep.Bytes(), layoutFile()) {
+			return fmt.Errorf("%w: %s: not exactly %s", ErrCorrupt, e.Name, layoutFile())
 		}
 		r.state = 2
 	case KindBlob:

@@ -165,8 +165,7 @@ func writeEntries(ctx context.Context, tw *tarWriter, opts WriteOptions) error {
 	if err := tw.bytes(m.Chart.Path, opts.Chart); err != nil {
 		return err
 	}
-	layout, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
-	if err := tw.bytes(OCILayoutEntry, layout); err != nil {
+	if err := tw.bytes(OCILayoutEntry, layoutFile()); err != nil {
 		return err
 	}
 	for _, b := range m.Blobs {
@@ -185,6 +184,12 @@ func writeEntries(ctx context.Context, tw *tarWriter, opts WriteOptions) error {
 		return err
 	}
 	return tw.bytes(IndexEntry, idx)
+}
+
+// layoutFile is the oci-layout entry, byte for byte.
+func layoutFile() []byte {
+	b, _ := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
+	return b
 }
 
 // LayoutIndex is the index.json of the bundle's OCI layout: one entry per

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/testsite"
+)
+
+// asCLI makes the test binary act as p7bundle, so a test can run the CLI as
+// a process inside the site's network namespace.
+const asCLI = "P7BUNDLE_TEST_AS_CLI"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asCLI) == "1" {
+		os.Exit(run(context.Background(), os.Args, os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// siteRun runs p7bundle inside the site with stdin, in dir.
+func siteRun(t *testing.T, site *testsite.Site, dir, stdin string, args ...string) result {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := site.Command(ctx, self, append([]string{"p7bundle"}[:0], args...)...)
+	cmd.Env = append(cmd.Env, asCLI+"=1")
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+type podList struct {
+	Items []struct {
+		Metadata struct {
+			Name string `json:"name"`
+		} `json:"metadata"`
+		Spec struct {
+			Containers     []struct{ Image string } `json:"containers"`
+			InitContainers []struct{ Image string } `json:"initContainers"`
+		} `json:"spec"`
+		Status struct {
+			Phase             string `json:"phase"`
+			ContainerStatuses []struct {
+				Image   string `json:"image"`
+				ImageID string `json:"imageID"`
+			} `json:"containerStatuses"`
+		} `json:"status"`
+	} `json:"items"`
+}
+
+func TestInstallIntoAirGappedSite(t *testing.T) {
+	s := startSite(t)
+	bundlePath := filepath.Join(s.dir, "pseven-2023.09.25.tar.zst")
+	if r := s.build(t, bundlePath); r.code != 0 {
+		t.Fatalf("build: %v", r)
+	}
+	var m bundle.Manifest
+	if err := json.Unmarshal([]byte(p7(t, "", "inspect", bundlePath, "--json").stdout), &m); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	site, err := testsite.Start(ctx, testsite.Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { site.Stop() })
+
+	work := filepath.Join(s.dir, "admin")
+	os.MkdirAll(work, 0o755)
+	base := []string{bundlePath, "--key", s.pub, "--registry", site.Registry, "--ca-file", site.RegistryCAFile,
+		"--registry-username", site.RegistryUsername, "--registry-password-stdin", "--kubeconfig", site.Kubeconfig}
+	install := func(extra ...string) result {
+		return siteRun(t, site, work, site.RegistryPassword+"\n", append(append([]string{"install"}, base...), extra...)...)
+	}
+	secretsFile := filepath.Join(work, "pseven-secrets.yaml")
+	logFile := filepath.Join(work, "pseven-2023.09.25.log")
+
+	t.Run("bad input changes nothing", func(t *testing.T) {
+		if r := install("-n", "no-such-ns"); r.code != exitPreflight || !strings.Contains(r.stderr, `namespace "no-such-ns" does not exist`) {
+			t.Errorf("missing namespace: %v", r)
+		}
+		bad := append([]string{"install"}, base...)
+		bad[len(bad)-1] = filepath.Join(work, "unreachable.kubeconfig")
+		os.WriteFile(bad[len(bad)-1], []byte(strings.ReplaceAll(string(mustRead(t, site.Kubeconfig)), site.APIServer, "https://127.0.0.1:1")), 0o600)
+		if r := siteRun(t, site, work, site.RegistryPassword+"\n", bad...); r.code != exitPreflight || !strings.Contains(r.stderr, "127.0.0.1:1") {
+			t.Errorf("unreachable API: %v", r)
+		}
+		if r := siteRun(t, site, work, "wrong\n", append(append([]string{"install"}, base...), "-n", "default")...); r.code != exitRegistry || !strings.Contains(r.stderr, site.Registry) {
+			t.Errorf("wrong registry password: %v", r)
+		}
+		unsigned := filepath.Join(s.dir, "unsigned.tar.zst")
+		os.Link(bundlePath, unsigned)
+		args := append([]string{"install"}, base...)
+		args[1] = unsigned
+		if r := siteRun(t, site, work, site.RegistryPassword+"\n", append(args, "-n", "default")...); r.code != exitVerify || !strings.Contains(r.stderr, "unsigned.tar.zst.sig") {
+			t.Errorf("unsigned bundle: %v", r)
+		}
+		if _, err := os.Stat(secretsFile); err == nil {
+			t.Error("a failed preflight wrote secrets")
+		}
+		// A first install never overwrites a secrets file already there.
+		other := filepath.Join(s.dir, "other-admin")
+		os.MkdirAll(other, 0o755)
+		os.WriteFile(filepath.Join(other, "pseven-secrets.yaml"), []byte("keep: me\n"), 0o600)
+		r := siteRun(t, site, other, site.RegistryPassword+"\n", append(append([]string{"install"}, base...), "-n", "default", "--release", "other")...)
+		if r.code != exitInstall || !strings.Contains(r.stderr, "pseven-secrets.yaml already exists") {
+			t.Errorf("existing secrets file: %v", r)
+		}
+		if got := string(mustRead(t, filepath.Join(other, "pseven-secrets.yaml"))); got != "keep: me\n" {
+			t.Errorf("secrets file changed to %q", got)
+		}
+	})
+
+	// An executor asking for more memory than the node has never schedules:
+	// --wait times out and the release is left failed. The secrets are
+	// generated on this first attempt.
+	failed := install("-n", "pseven-ns", "--create-namespace", "--wait", "--timeout", "20s",
+		"--set", "sizing.htcondorexecuteResources.requests.memory=1000Gi")
+	if failed.code != exitInstall || !strings.Contains(failed.stderr, "running "+site.Registry+"/pseven/pseven-secretgen:6.47.4712 as a Job") {
+		t.Fatalf("install meant to fail after generating secrets: %v", failed)
+	}
+
+	r := install("-n", "pseven-ns", "--wait", "--timeout", "5m")
+	if r.code != 0 {
+		t.Fatalf("install: %v\nlog: %s", r, mustRead(t, logFile))
+	}
+	t.Logf("install output:\n%s%s", r.stderr, r.stdout)
+	for _, want := range []string{"is failed: uninstalling it before installing", "reusing the secrets of release pseven-rl"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("install output lacks %q", want)
+		}
+	}
+	for _, want := range []string{"sign-in URL:   http://" + site.NodeIP + ":30080/", "health check:  http://" + site.NodeIP + ":30001/", "worker nodes:  " + site.NodeIP} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, r.stdout)
+		}
+	}
+
+	// The secretgen Job really ran: its output became pseven-secrets.yaml.
+	st, err := os.Stat(secretsFile)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("secrets file: %v, %v", st, err)
+	}
+	secrets := string(mustRead(t, secretsFile))
+	if !strings.Contains(secrets, "djangoSecretKey") {
+		t.Errorf("secrets file is not secretgen output:\n%d bytes", len(secrets))
+	}
+	// No secret reaches stdout, stderr or the log.
+	var secretValues []string
+	for _, line := range strings.Split(secrets, "\n") {
+		if _, v, ok := strings.Cut(line, ": "); ok && len(strings.TrimSpace(v)) >= 16 {
+			secretValues = append(secretValues, strings.TrimSpace(v))
+		}
+	}
+	logText := string(mustRead(t, logFile))
+	for _, secret := range append(secretValues, site.RegistryPassword, testKeyPassword) {
+		if strings.Contains(r.stdout+r.stderr+failed.stdout+failed.stderr+logText, secret) {
+			t.Errorf("a secret value reached the output or the log")
+		}
+	}
+
+	// Every pod runs, pulled from the site registry with the bundle's digest.
+	digests := map[string]string{}
+	for _, img := range m.Images {
+		digests[site.Registry+"/pseven/"+strings.TrimPrefix(img.Ref, "registry.pseven.io/")] = img.Digest
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		out, err := site.Kubectl(ctx, "get", "pods", "-n", "pseven-ns", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pods podList
+		json.Unmarshal(out, &pods)
+		var problems []string
+		for _, p := range pods.Items {
+			if p.Status.Phase != "Running" && p.Status.Phase != "Succeeded" {
+				problems = append(problems, p.Metadata.Name+" is "+p.Status.Phase)
+			}
+			for _, c := range append(p.Spec.Containers, p.Spec.InitContainers...) {
+				if _, ok := digests[c.Image]; !ok {
+					problems = append(problems, p.Metadata.Name+" runs "+c.Image+", not a bundle image in the site registry")
+				}
+			}
+			for _, cs := range p.Status.ContainerStatuses {
+				if want := digests[cs.Image]; want != "" && !strings.HasSuffix(cs.ImageID, "@"+want) {
+					problems = append(problems, p.Metadata.Name+": image ID "+cs.ImageID+", bundle digest "+want)
+				}
+			}
+		}
+		if len(pods.Items) > 0 && len(problems) == 0 {
+			t.Logf("%d pods running from the site registry", len(pods.Items))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pods not all running from the site registry: %v", problems)
+		}
+		time.Sleep(3 * time.Second)
+	}
+
+	t.Run("dry run changes nothing", func(t *testing.T) {
+		r := install("-n", "pseven-ns", "--dry-run")
+		if r.code != 0 || !strings.Contains(r.stderr, "would upgrade (dry run) release pseven-rl") {
+			t.Errorf("dry run: %v", r)
+		}
+	})
+
+	t.Run("second install upgrades, pushes nothing, keeps secrets", func(t *testing.T) {
+		before := mustRead(t, secretsFile)
+		r := install("-n", "pseven-ns", "--wait", "--timeout", "5m", "--json")
+		if r.code != 0 {
+			t.Fatalf("second install: %v", r)
+		}
+		var rep struct {
+			Action   string `json:"action"`
+			Revision int    `json:"revision"`
+			Pushed   struct {
+				BlobsPushed int `json:"blobsPushed"`
+			} `json:"pushed"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.Action != "upgrade" || rep.Revision != 2 || rep.Pushed.BlobsPushed != 0 {
+			t.Errorf("second install: %+v", rep)
+		}
+		if !bytes.Equal(before, mustRead(t, secretsFile)) || !strings.Contains(r.stderr, "reusing the secrets of release pseven-rl") {
+			t.Errorf("secrets not reused: %s", r.stderr)
+		}
+	})
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
