@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"oras.land/oras-go/v2/registry"
-
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/internal/testregistry"
 	"github.com/p7bundle/p7bundle/mirror"
@@ -104,17 +102,8 @@ func TestPush(t *testing.T) {
 	for _, img := range m.Images {
 		target := reg.Host + "/pseven/" + strings.TrimPrefix(img.Ref, "registry.pseven.io/")
 		want = append(want, strings.TrimPrefix(target, reg.Host+"/"))
-		ref, err := registry.ParseReference(target)
-		if err != nil {
-			t.Fatal(err)
-		}
-		repo, err := client.Repository(ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		desc, err := repo.Resolve(context.Background(), ref.Reference)
-		if err != nil || desc.Digest.String() != img.Digest {
-			t.Errorf("%s resolves to %v (%v), bundle says %s", target, desc.Digest, err, img.Digest)
+		if err := resolveDigest(client, target, img.Digest); err != nil {
+			t.Error(err)
 		}
 	}
 	sort.Strings(want)

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"oras.land/oras-go/v2/registry"
+
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/faultproxy"
+	"github.com/p7bundle/p7bundle/internal/testenv"
+	"github.com/p7bundle/p7bundle/internal/testregistry"
+	"github.com/p7bundle/p7bundle/mirror"
+)
+
+// faultyFront puts a fault-injecting proxy (10 % of requests) in front of reg.
+func faultyFront(t *testing.T, reg *testregistry.Registry, seed int64) *faultproxy.Proxy {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(mustRead(t, reg.CAFile))
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	p, err := faultproxy.Start(faultproxy.Options{Target: reg.URL(), Rate: 0.10, Seed: seed, Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// TestFlakyNetwork: 500/502/503/429 and mid-body resets on ~10 % of
+// requests, for build (pulling) and push; both finish with the right digests.
+func TestFlakyNetwork(t *testing.T) {
+	s := startSite(t)
+	up := faultyFront(t, s.up.Registry, 11)
+	out := filepath.Join(s.dir, "flaky.tar.zst")
+	r := p7(t, s.up.Password+"\n", "build", "--chart", testenv.FixtureChart(), "--key", s.key, "-o", out,
+		"--mirror", "registry.pseven.io="+up.Host, "--plain-http", "--username", s.up.Username, "--password-stdin")
+	if r.code != 0 {
+		t.Fatalf("build through a flaky network: %v", r)
+	}
+	retries := regexp.MustCompile(`(\d+) retries`).FindStringSubmatch(r.stderr)
+	t.Logf("build: %d requests, %d faults injected (%d 5xx, %d 429, %d resets), build reported %v retries",
+		up.Requests.Load(), up.Injected(), up.Status5xx.Load(), up.Status429.Load(), up.Resets.Load(), retries)
+	if up.Injected() == 0 {
+		t.Fatal("no fault was injected")
+	}
+	var m bundle.Manifest
+	if err := json.Unmarshal([]byte(p7(t, "", "inspect", out, "--json").stdout), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range m.Images {
+		want := s.up.Digests[img.Ref]
+		if img.Digest != want && img.SourceDigest != want {
+			t.Errorf("%s: digest %s, upstream %s", img.Ref, img.Digest, want)
+		}
+	}
+	if r := p7(t, "", "verify", out, "--key", s.pub); r.code != 0 {
+		t.Fatalf("verify: %v", r)
+	}
+
+	site := startSiteRegistry(t)
+	front := faultyFront(t, site, 12)
+	r = p7(t, site.Password+"\n", "push", out, "--key", s.pub, "--registry", front.Host, "--plain-http",
+		"--registry-username", site.Username, "--registry-password-stdin", "--json")
+	if r.code != 0 {
+		t.Fatalf("push through a flaky network: %v", r)
+	}
+	var res mirror.PushResult
+	json.Unmarshal([]byte(r.stdout), &res)
+	t.Logf("push: %d requests, %d faults injected (%d 5xx, %d 429, %d resets), %d passes over the bundle",
+		front.Requests.Load(), front.Injected(), front.Status5xx.Load(), front.Status429.Load(), front.Resets.Load(), res.Passes)
+	client, err := mirror.NewClient(mirror.RegistryOptions{CAFile: site.CAFile, Username: site.Username, Password: site.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range res.Images {
+		ref := site.Host + strings.TrimPrefix(img.Target, front.Host)
+		if err := resolveDigest(client, ref, img.Digest); err != nil {
+			t.Error(err)
+		}
+	}
+	if len(res.Images) != len(m.Images) {
+		t.Errorf("pushed %d of %d images", len(res.Images), len(m.Images))
+	}
+}
+
+// TestTamperedBundleNeverTagged: tampered variants fail verify, push and
+// install (which verifies before it talks to the cluster), and the site
+// registry holds no tag afterwards.
+func TestTamperedBundleNeverTagged(t *testing.T) {
+	s := startSite(t)
+	good := filepath.Join(s.dir, "good.tar.zst")
+	if r := s.build(t, good); r.code != 0 {
+		t.Fatalf("build: %v", r)
+	}
+	other := filepath.Join(s.dir, "other.tar.zst")
+	if r := s.build(t, other, "--exclude", "registry.pseven.io/pseven-files:6.47.4712"); r.code != 0 {
+		t.Fatalf("build: %v", r)
+	}
+	otherKey := filepath.Join(s.dir, "mallory")
+	if r := p7(t, "", "keygen", "--output-prefix", otherKey); r.code != 0 {
+		t.Fatal(r)
+	}
+	data, sig := mustRead(t, good), mustRead(t, good+".sig")
+	rng := rand.New(rand.NewSource(5))
+	type variant struct {
+		name      string
+		data, sig []byte
+	}
+	var variants []variant
+	for i := 0; i < 12; i++ {
+		b := append([]byte(nil), data...)
+		off := i * len(b) / 12
+		if i > 0 {
+			off += rng.Intn(len(b) / 12)
+		}
+		b[off] ^= 0x20
+		variants = append(variants, variant{"flip@" + strconv.Itoa(off), b, sig})
+	}
+	variants = append(variants,
+		variant{"last byte", append(append([]byte(nil), data[:len(data)-1]...), data[len(data)-1]^1), sig},
+		variant{"truncated", data[:rng.Intn(len(data))], sig},
+		variant{"appended tail", append(append([]byte(nil), data...), "tail"...), sig},
+		variant{"signature of another bundle", data, mustRead(t, other+".sig")},
+	)
+	// Signed with another key: the bytes are good, the key is not ours.
+	m := filepath.Join(s.dir, "mallory.tar.zst")
+	args := s.buildArgs(m)
+	args[indexOf(args, "--key")+1] = otherKey + ".key"
+	if r := p7(t, s.up.Password+"\n", args...); r.code != 0 {
+		t.Fatalf("build with another key: %v", r)
+	}
+	variants = append(variants, variant{"signed by another key", mustRead(t, m), mustRead(t, m+".sig")})
+
+	reg := startSiteRegistry(t)
+	kubeconfig := filepath.Join(s.dir, "unreachable.kubeconfig")
+	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600)
+	p := filepath.Join(s.dir, "tampered.tar.zst")
+	for _, v := range variants {
+		os.WriteFile(p, v.data, 0o644)
+		os.WriteFile(p+".sig", v.sig, 0o644)
+		if r := p7(t, "", "verify", p, "--key", s.pub); r.code != exitVerify {
+			t.Errorf("%s: verify: %v", v.name, r)
+		}
+		if r := p7(t, reg.Password+"\n", pushArgs(reg, p, s.pub)...); r.code != exitVerify {
+			t.Errorf("%s: push: %v", v.name, r)
+		}
+		ir := p7(t, reg.Password+"\n", "install", p, "--key", s.pub, "--registry", reg.Host, "--ca-file", reg.CAFile,
+			"--registry-username", reg.Username, "--registry-password-stdin", "--kubeconfig", kubeconfig,
+			"-o", filepath.Join(s.dir, "values.yaml"), "--log-file", filepath.Join(s.dir, "install.log"))
+		if ir.code != exitVerify {
+			t.Errorf("%s: install: %v", v.name, ir)
+		}
+	}
+	if tags := allTags(t, reg); len(tags) != 0 {
+		t.Fatalf("tampered bundles left tags: %v", tags)
+	}
+	t.Logf("%d tampered variants rejected by verify, push and install; site registry holds no tag", len(variants))
+}
+
+func resolveDigest(client *mirror.Client, ref, want string) error {
+	r, err := registry.ParseReference(ref)
+	if err != nil {
+		return err
+	}
+	repo, err := client.Repository(r)
+	if err != nil {
+		return err
+	}
+	desc, err := repo.Resolve(context.Background(), r.Reference)
+	if err != nil {
+		return fmt.Errorf("%s: %v", ref, err)
+	}
+	if desc.Digest.String() != want {
+		return fmt.Errorf("%s resolves to %s, bundle says %s", ref, desc.Digest, want)
+	}
+	return nil
+}
