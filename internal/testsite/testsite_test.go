@@ -412,7 +412,7 @@ func TestFullSite(t *testing.T) {
 	})
 	t.Run("job", func(t *testing.T) { runJob(t, s) }) // (b)
 	t.Run("no route out", func(t *testing.T) {        // (c)
-		cmd := s.Command(context.Background(), s.self, "8.8.8.8:443", "1.1.1.1:53", "[2001:4860:4860::8888]:443")
+		cmd := s.Command(context.Background(), s.self, "192.0.2.1:443", "198.51.100.1:53", "[2001:db8::1]:443")
 		cmd.Env = append(cmd.Env, testMode+"=dial")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
