@@ -177,9 +177,16 @@ func Classify(err error) error {
 	case errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden):
 		return fmt.Errorf("%w: %v", ErrUnauthorized, err)
 	}
-	var netErr net.Error
+	// Local disk trouble is not the registry's: syscall.Errno would pass
+	// for a net.Error below.
+	for _, local := range []error{syscall.ENOSPC, syscall.EROFS, syscall.EDQUOT, syscall.EACCES, syscall.EPERM} {
+		if errors.Is(err, local) {
+			return err
+		}
+	}
+	var opErr *net.OpError
 	var dnsErr *net.DNSError
-	if errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &dnsErr) || errors.As(err, &netErr) {
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &dnsErr) || errors.As(err, &opErr) {
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	var certErr *tls.CertificateVerificationError

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
@@ -59,7 +60,8 @@ func exitCode(err error) int {
 		return exitInput
 	case errors.Is(err, os.ErrNotExist):
 		return exitInput
-	case errors.Is(err, errOutput), errors.Is(err, os.ErrPermission):
+	case errors.Is(err, errOutput), errors.Is(err, os.ErrPermission), errors.Is(err, syscall.ENOSPC),
+		errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EDQUOT):
 		return exitOutput
 	}
 	return exitFailure
