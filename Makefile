@@ -11,7 +11,7 @@ DEB_PACKAGES := docker-registry skopeo zstd openssl \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: build test test-deps k8s-binaries demo vet clean
+.PHONY: build test test-deps k8s-binaries demo vet clean fuzz
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/p7bundle ./cmd/p7bundle
@@ -37,7 +37,17 @@ vet:
 	$(GO) vet ./...
 
 test: test-deps vet
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 40m ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+# Fuzz the archive reader and the manifest parser; CI runs a short smoke.
+FUZZTIME ?= 2m
+FUZZ_TARGETS := FuzzReader FuzzReaderTar FuzzDecodeManifest
+fuzz:
+	@for f in $(FUZZ_TARGETS); do \
+		echo "fuzz $$f for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./bundle || exit 1; \
+	done
 
 demo: test-deps build
 	$(GO) run ./internal/demo --bin bin/p7bundle
