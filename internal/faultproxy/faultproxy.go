@@ -5,6 +5,7 @@
 package faultproxy
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"math/rand"
@@ -14,6 +15,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Options configure the proxy.
@@ -26,6 +28,8 @@ type Options struct {
 	Seed int64
 	// Transport reaches the target (TLS settings); default http.DefaultTransport.
 	Transport http.RoundTripper
+	// Delay slows every request down, so a test can interrupt a transfer.
+	Delay time.Duration
 }
 
 // Proxy is a running fault-injecting proxy on loopback.
@@ -34,13 +38,16 @@ type Proxy struct {
 	Host string
 
 	Requests, Status5xx, Status429, Resets atomic.Int64
+	// BytesIn counts request bodies (uploads), BytesOut response bodies.
+	BytesIn, BytesOut atomic.Int64
 
 	srv  *http.Server
 	ln   net.Listener
 	mu   sync.Mutex
 	rng  *rand.Rand
-	rate float64
-	rp   *httputil.ReverseProxy
+	rate  float64
+	delay time.Duration
+	rp    *httputil.ReverseProxy
 }
 
 // Start listens on a free loopback port.
@@ -53,7 +60,7 @@ func Start(opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{Host: ln.Addr().String(), ln: ln, rng: rand.New(rand.NewSource(opts.Seed)), rate: opts.Rate}
+	p := &Proxy{Host: ln.Addr().String(), ln: ln, rng: rand.New(rand.NewSource(opts.Seed)), rate: opts.Rate, delay: opts.Delay}
 	p.rp = httputil.NewSingleHostReverseProxy(u)
 	if opts.Transport != nil {
 		p.rp.Transport = opts.Transport
@@ -86,6 +93,11 @@ func (p *Proxy) fault() int {
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.Requests.Add(1)
+	time.Sleep(p.delay)
+	if r.Body != nil {
+		r.Body = &countingBody{ReadCloser: r.Body, n: &p.BytesIn}
+	}
+	w = &countingWriter{ResponseWriter: w, n: &p.BytesOut}
 	switch f := p.fault(); f {
 	case 1, 2, 3:
 		p.Status5xx.Add(1)
@@ -132,6 +144,38 @@ func hangUp(w http.ResponseWriter) {
 		tc.SetLinger(0) // RST, not FIN
 	}
 	conn.Close()
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *countingBody) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (c *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return c.ResponseWriter.(http.Hijacker).Hijack()
 }
 
 // halfWriter passes headers and the first half of a declared body.
