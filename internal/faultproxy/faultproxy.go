@@ -41,10 +41,10 @@ type Proxy struct {
 	// BytesIn counts request bodies (uploads), BytesOut response bodies.
 	BytesIn, BytesOut atomic.Int64
 
-	srv  *http.Server
-	ln   net.Listener
-	mu   sync.Mutex
-	rng  *rand.Rand
+	srv   *http.Server
+	ln    net.Listener
+	mu    sync.Mutex
+	rng   *rand.Rand
 	rate  float64
 	delay time.Duration
 	rp    *httputil.ReverseProxy
