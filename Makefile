@@ -11,7 +11,7 @@ DEB_PACKAGES := docker-registry skopeo zstd openssl \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: build test test-deps k8s-binaries demo vet clean fuzz
+.PHONY: build test test-deps k8s-binaries demo vet clean fuzz faults
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/p7bundle ./cmd/p7bundle
@@ -39,6 +39,12 @@ vet:
 test: test-deps vet
 	$(GO) test -race -count=1 -timeout 40m ./...
 	$(MAKE) fuzz FUZZTIME=10s
+
+# The fault and tamper suite at 5x the trials CI runs, plus longer fuzzing.
+faults: test-deps
+	P7BUNDLE_FAULT_SCALE=5 $(GO) test -count=1 -timeout 60m -v \
+		-run 'Tamper|Flaky|Crash|ResourceFaults|ZeroEgress|Hostile|Reject' ./bundle ./cmd/p7bundle
+	$(MAKE) fuzz FUZZTIME=1m
 
 # Fuzz the archive reader and the manifest parser; CI runs a short smoke.
 FUZZTIME ?= 2m

@@ -10,6 +10,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -32,7 +33,7 @@ func TestTamperedArchivesFailSignature(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	offsets := []int{0, 1, 2, 3, 4, 5, len(data) - 1, len(data) - 2, len(data) - 3, len(data) - 4}
 	// Stratified: one offset in each of 230 equal slices of the file.
-	const slices = 230
+	slices := 230 * faultScale()
 	for i := 0; i < slices; i++ {
 		lo, hi := i*len(data)/slices, (i+1)*len(data)/slices
 		offsets = append(offsets, lo+rng.Intn(max(hi-lo, 1)))
@@ -156,7 +157,7 @@ func TestTamperedContentFailsEvenWhenResigned(t *testing.T) {
 		if strings.HasSuffix(r.name, ManifestEntry) && strings.HasPrefix(r.name, "data") {
 			continue
 		}
-		for i := 0; i < 8; i++ {
+		for i := 0; i < 8*faultScale(); i++ {
 			off := r.from + rng.Intn(r.to-r.from)
 			if strings.HasPrefix(r.name, "header") && !meaningfulHeaderByte(off-r.from) {
 				continue
@@ -191,4 +192,13 @@ func TestTamperedContentFailsEvenWhenResigned(t *testing.T) {
 // (byte 155) is not interpreted by tar readers.
 func meaningfulHeaderByte(i int) bool {
 	return (i < 155 || i == 156) || (i >= 257 && i < 329)
+}
+
+// faultScale multiplies trial counts: `make faults` sets P7BUNDLE_FAULT_SCALE.
+func faultScale() int {
+	n, err := strconv.Atoi(os.Getenv("P7BUNDLE_FAULT_SCALE"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
 }

@@ -186,6 +186,10 @@ func TestBuildVerifyInspect(t *testing.T) {
 	t.Run("cosign interop", func(t *testing.T) {
 		cosignInterop(t, s, out)
 	})
+
+	// The key password and the upstream password are never written anywhere
+	// (the encrypted key holds neither).
+	assertSecretsContained(t, s.dir, []string{testKeyPassword, s.up.Password}, "htpasswd")
 }
 
 func cosignInterop(t *testing.T, s *site, out string) {
@@ -373,4 +377,40 @@ func sha256File(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return strings.Fields(string(b))[0]
+}
+
+// assertSecretsContained walks dir: files named in holders must be mode
+// 0600; every other file must not contain any of the secrets.
+func assertSecretsContained(t *testing.T, dir string, secrets []string, holders ...string) {
+	t.Helper()
+	allowed := map[string]bool{}
+	for _, h := range holders {
+		allowed[h] = true
+	}
+	checked := 0
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || !info.Mode().IsRegular() || info.Size() > 64<<20 {
+			return nil
+		}
+		if allowed[filepath.Base(p)] {
+			if info.Mode().Perm() != 0o600 {
+				t.Errorf("%s holds secrets with mode %v", p, info.Mode().Perm())
+			}
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		checked++
+		for _, s := range secrets {
+			if s != "" && bytes.Contains(data, []byte(s)) {
+				t.Errorf("%s contains a secret", p)
+			}
+		}
+		return nil
+	})
+	if checked == 0 {
+		t.Errorf("no file checked under %s", dir)
+	}
 }

@@ -43,7 +43,13 @@ func faultyFront(t *testing.T, reg *testregistry.Registry, seed int64) *faultpro
 // requests, for build (pulling) and push; both finish with the right digests.
 func TestFlakyNetwork(t *testing.T) {
 	s := startSite(t)
-	up := faultyFront(t, s.up.Registry, 11)
+	for seed := int64(0); seed < int64(faultScale()); seed++ {
+		t.Run("seed "+strconv.FormatInt(seed, 10), func(t *testing.T) { flakyRun(t, s, seed) })
+	}
+}
+
+func flakyRun(t *testing.T, s *site, seed int64) {
+	up := faultyFront(t, s.up.Registry, 11+seed)
 	out := filepath.Join(s.dir, "flaky.tar.zst")
 	r := p7(t, s.up.Password+"\n", "build", "--chart", testenv.FixtureChart(), "--key", s.key, "-o", out,
 		"--mirror", "registry.pseven.io="+up.Host, "--plain-http", "--username", s.up.Username, "--password-stdin")
@@ -71,7 +77,7 @@ func TestFlakyNetwork(t *testing.T) {
 	}
 
 	site := startSiteRegistry(t)
-	front := faultyFront(t, site, 12)
+	front := faultyFront(t, site, 1000+seed)
 	r = p7(t, site.Password+"\n", "push", out, "--key", s.pub, "--registry", front.Host, "--plain-http",
 		"--registry-username", site.Username, "--registry-password-stdin", "--json")
 	if r.code != 0 {
@@ -193,4 +199,13 @@ func resolveDigest(client *mirror.Client, ref, want string) error {
 		return fmt.Errorf("%s resolves to %s, bundle says %s", ref, desc.Digest, want)
 	}
 	return nil
+}
+
+// faultScale multiplies trial counts: `make faults` sets P7BUNDLE_FAULT_SCALE.
+func faultScale() int {
+	n, err := strconv.Atoi(os.Getenv("P7BUNDLE_FAULT_SCALE"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
 }

@@ -181,6 +181,10 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 		}
 	}
 
+	// Generated secrets live only in pseven-secrets.yaml, the registry
+	// password only in values.airgap.yaml; both 0600.
+	assertSecretsContained(t, work, append(secretValues, site.RegistryPassword, testKeyPassword), "pseven-secrets.yaml", "values.airgap.yaml")
+
 	// Every pod runs, pulled from the site registry with the bundle's digest.
 	digests := map[string]string{}
 	for _, img := range m.Images {
