@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -329,6 +330,34 @@ func TestReaderRejectsHostileArchives(t *testing.T) {
 				t.Fatalf("Verify = %v, want ErrCorrupt containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestZstdBomb: 1 GiB of zeros compresses to a few KB; the reader refuses
+// the entry from its header without inflating it.
+func TestZstdBomb(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bomb.tar.zst")
+	f, _ := os.Create(p)
+	enc, _ := zstd.NewWriter(f)
+	tw := tar.NewWriter(enc)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: ManifestEntry, Size: 1 << 30, Mode: 0o644})
+	zero := make([]byte, 1<<20)
+	for i := 0; i < 1<<10; i++ {
+		tw.Write(zero)
+	}
+	tw.Close()
+	enc.Close()
+	f.Close()
+	st, _ := os.Stat(p)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := Verify(context.Background(), p, VerifyOptions{})
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "claims") {
+		t.Fatalf("Verify of a %d-byte bomb = %v", st.Size(), err)
+	}
+	if grew := int64(after.TotalAlloc) - int64(before.TotalAlloc); grew > 256<<20 {
+		t.Errorf("verifying the bomb allocated %d MiB", grew>>20)
 	}
 }
 

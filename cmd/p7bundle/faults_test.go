@@ -126,13 +126,16 @@ func TestTamperedBundleNeverTagged(t *testing.T) {
 		data, sig []byte
 	}
 	var variants []variant
-	for i := 0; i < 12; i++ {
+	// 200 flips, one in each of 200 equal slices of the file, the first
+	// at byte 0 (the zstd frame header).
+	flips := 200 * faultScale()
+	for i := 0; i < flips; i++ {
 		b := append([]byte(nil), data...)
-		off := i * len(b) / 12
+		off := i * len(b) / flips
 		if i > 0 {
-			off += rng.Intn(len(b) / 12)
+			off += rng.Intn(max(len(b)/flips, 1))
 		}
-		b[off] ^= 0x20
+		b[off] ^= byte(1 << rng.Intn(8))
 		variants = append(variants, variant{"flip@" + strconv.Itoa(off), b, sig})
 	}
 	variants = append(variants,
