@@ -40,7 +40,7 @@ type PushOptions struct {
 	Registry string
 	// Prefix is the repository path under which images land ("pseven"); "" mirrors at the root.
 	Prefix string
-	// Jobs is the number of concurrent uploads (default 4).
+	// Jobs is the number of concurrent uploads (default 8).
 	Jobs int
 	// Passes over the archive when streamed uploads fail (default 3).
 	Passes int
@@ -116,6 +116,7 @@ type pusher struct {
 	mu      sync.Mutex
 	have    map[string]map[string]bool // repository -> blobs known present
 	meta    map[string][]byte          // manifests and indexes, pushed after sealing
+	current map[string]bool            // image ref -> already tagged with its digest
 	res     PushResult
 	pushed  atomic.Int64
 	skipped atomic.Int64
@@ -130,7 +131,7 @@ type pusher struct {
 // after an interruption uploads only what is missing.
 func (c *Client) PushBundle(ctx context.Context, src BundleSource, opts PushOptions) (*PushResult, error) {
 	if opts.Jobs <= 0 {
-		opts.Jobs = 4
+		opts.Jobs = 8
 	}
 	if opts.Passes <= 0 {
 		opts.Passes = 3
@@ -188,6 +189,23 @@ func (p *pusher) pass(ctx context.Context, src BundleSource, first bool) (map[st
 		p.m = br.Manifest()
 		if err := p.plan(ctx); err != nil {
 			return nil, err
+		}
+		if p.allCurrent() {
+			// A re-install: nothing to send. Read only the chart, then seal.
+			if p.opts.OnChart != nil {
+				e, err := br.Next()
+				if err != nil {
+					return nil, err
+				}
+				data, err := io.ReadAll(e)
+				if err != nil {
+					return nil, err
+				}
+				p.opts.OnChart(data)
+			}
+			br.Close()
+			p.logf("every image is already in %s with the bundle's digest", p.opts.Registry)
+			return nil, src.Sealed()
 		}
 	}
 	var mu sync.Mutex
@@ -310,8 +328,19 @@ func (p *pusher) plan(ctx context.Context) error {
 			checks = append(checks, check{p.home[b.Digest], b.Digest})
 		}
 	}
+	p.current = make(map[string]bool, len(p.m.Images))
+	var currentMu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4 * p.opts.Jobs)
+	for _, img := range p.m.Images {
+		g.Go(func() error {
+			ok, err := p.isCurrent(gctx, img)
+			currentMu.Lock()
+			p.current[img.Ref] = ok
+			currentMu.Unlock()
+			return err
+		})
+	}
 	for _, c := range checks {
 		g.Go(func() error {
 			ok, err := p.exists(gctx, c.repo, c.digest)
@@ -325,6 +354,38 @@ func (p *pusher) plan(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// isCurrent reports whether the image is already in its repository under
+// its tag (or digest) with the bundle's digest. The registry accepted that
+// manifest only with all its blobs linked, so the image is complete.
+func (p *pusher) isCurrent(ctx context.Context, img bundle.Image) (bool, error) {
+	t := p.targets[img.Ref]
+	repo, err := p.repo(t.Repository)
+	if err != nil {
+		return false, err
+	}
+	ref := t.Tag
+	if ref == "" {
+		ref = img.Digest
+	}
+	desc, err := repo.Resolve(ctx, ref)
+	if err != nil {
+		if errors.Is(Classify(err), ErrNotFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("registry %s: resolving %s: %w", p.opts.Registry, t.Ref(p.opts.Registry, ""), Classify(err))
+	}
+	return desc.Digest.String() == img.Digest, nil
+}
+
+func (p *pusher) allCurrent() bool {
+	for _, img := range p.m.Images {
+		if !p.current[img.Ref] {
+			return false
+		}
+	}
+	return len(p.m.Images) > 0
 }
 
 func (p *pusher) exists(ctx context.Context, repoName, d string) (bool, error) {
@@ -377,25 +438,36 @@ func (p *pusher) finish(ctx context.Context) error {
 	for _, b := range p.m.Blobs {
 		mediaType[b.Digest], sizes[b.Digest] = b.MediaType, b.Size
 	}
+	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.Jobs)
 	for _, img := range p.m.Images {
 		t := p.targets[img.Ref]
+		target := t.Ref(p.opts.Registry, img.Digest)
+		record := func() {
+			mu.Lock()
+			p.res.Images = append(p.res.Images, PushedImage{Source: img.Ref, Target: target, Digest: img.Digest})
+			mu.Unlock()
+		}
+		if p.current[img.Ref] {
+			record()
+			continue
+		}
 		g.Go(func() error {
+			repo, err := p.repo(t.Repository)
+			if err != nil {
+				return err
+			}
 			for _, d := range img.Blobs {
 				if _, isMeta := p.meta[d]; isMeta {
 					continue
 				}
 				ok, err := p.exists(gctx, t.Repository, d)
-				if err != nil || ok {
-					if err != nil {
-						return err
-					}
-					continue
-				}
-				repo, err := p.repo(t.Repository)
 				if err != nil {
 					return err
+				}
+				if ok {
+					continue
 				}
 				desc := ocispec.Descriptor{MediaType: mediaType[d], Digest: digest.Digest(d), Size: sizes[d]}
 				if err := repo.Mount(gctx, desc, p.home[d], nil); err != nil {
@@ -404,40 +476,33 @@ func (p *pusher) finish(ctx context.Context) error {
 				p.mounted.Add(1)
 				p.markPresent(t.Repository, d)
 			}
+			// Manifests below an index first, then the root by digest, then the tag.
+			var metas []string
+			for _, d := range img.Blobs {
+				if _, ok := p.meta[d]; ok && d != img.Digest {
+					metas = append(metas, d)
+				}
+			}
+			for _, d := range append(metas, img.Digest) {
+				desc := ocispec.Descriptor{MediaType: mediaType[d], Digest: digest.Digest(d), Size: sizes[d]}
+				if err := repo.Manifests().Push(gctx, desc, bytes.NewReader(p.meta[d])); err != nil {
+					return fmt.Errorf("registry %s: pushing manifest %s of %s: %w", p.opts.Registry, d, img.Ref, Classify(err))
+				}
+			}
+			if t.Tag != "" {
+				desc := ocispec.Descriptor{MediaType: img.MediaType, Digest: digest.Digest(img.Digest), Size: sizes[img.Digest]}
+				if err := repo.PushReference(gctx, desc, bytes.NewReader(p.meta[img.Digest]), t.Tag); err != nil {
+					return fmt.Errorf("registry %s: tagging %s: %w", p.opts.Registry, t.Ref(p.opts.Registry, ""), Classify(err))
+				}
+			}
+			record()
+			p.logf("pushed %s -> %s (%s)", img.Ref, target, img.Digest)
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	for _, img := range p.m.Images {
-		t := p.targets[img.Ref]
-		repo, err := p.repo(t.Repository)
-		if err != nil {
-			return err
-		}
-		// Manifests below an index first, then the root by digest, then the tag.
-		var metas []string
-		for _, d := range img.Blobs {
-			if _, ok := p.meta[d]; ok && d != img.Digest {
-				metas = append(metas, d)
-			}
-		}
-		for _, d := range append(metas, img.Digest) {
-			desc := ocispec.Descriptor{MediaType: mediaType[d], Digest: digest.Digest(d), Size: sizes[d]}
-			if err := repo.Manifests().Push(ctx, desc, bytes.NewReader(p.meta[d])); err != nil {
-				return fmt.Errorf("registry %s: pushing manifest %s of %s: %w", p.opts.Registry, d, img.Ref, Classify(err))
-			}
-		}
-		if t.Tag != "" {
-			desc := ocispec.Descriptor{MediaType: img.MediaType, Digest: digest.Digest(img.Digest), Size: sizes[img.Digest]}
-			if err := repo.PushReference(ctx, desc, bytes.NewReader(p.meta[img.Digest]), t.Tag); err != nil {
-				return fmt.Errorf("registry %s: tagging %s: %w", p.opts.Registry, t.Ref(p.opts.Registry, ""), Classify(err))
-			}
-		}
-		target := t.Ref(p.opts.Registry, img.Digest)
-		p.res.Images = append(p.res.Images, PushedImage{Source: img.Ref, Target: target, Digest: img.Digest})
-		p.logf("pushed %s -> %s (%s)", img.Ref, target, img.Digest)
-	}
+	sort.Slice(p.res.Images, func(i, j int) bool { return p.res.Images[i].Source < p.res.Images[j].Source })
 	return nil
 }

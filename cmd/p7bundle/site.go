@@ -91,7 +91,7 @@ func pushCommand(env *environment) *cli.Command {
 		Usage:     "verify a bundle and push its images into the site registry (no cluster needed)",
 		ArgsUsage: "BUNDLE",
 		Flags: append(append(verifyFlags(), siteRegistryFlags()...),
-			&cli.IntFlag{Name: "jobs", Value: 4, Usage: "concurrent uploads"},
+			&cli.IntFlag{Name: "jobs", Value: 8, Usage: "concurrent uploads (registries answer each request slowly; more in flight hides that)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 		),
 		Action: func(c *cli.Context) error {
@@ -242,7 +242,7 @@ func installCommand(env *environment) *cli.Command {
 			&cli.BoolFlag{Name: "dry-run", Usage: "check and render only: push nothing, install nothing"},
 			&cli.StringFlag{Name: "log-file", Usage: "debug log `FILE` (default pseven-<chart version>.log)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "values.airgap.yaml", Usage: "values `FILE` to write (mode 0600)"},
-			&cli.IntFlag{Name: "jobs", Value: 4, Usage: "concurrent uploads"},
+			&cli.IntFlag{Name: "jobs", Value: 8, Usage: "concurrent uploads (registries answer each request slowly; more in flight hides that)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 		),
 		Action: func(c *cli.Context) error {
