@@ -110,9 +110,11 @@ func run(ctx context.Context, bin, out string, skipSite bool) error {
 	cmd.Dir = out
 	cmd.Stdin = strings.NewReader(site.RegistryPassword + "\n")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	start = time.Now()
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
+	fmt.Printf("install took %s\n", time.Since(start).Round(time.Millisecond))
 	pods, err := site.Kubectl(ctx, "get", "pods", "-n", "pseven-ns", "-o", "wide")
 	if err != nil {
 		return err
