@@ -168,6 +168,9 @@ func prepareValues(c *cli.Context, env *environment) (*installer.Prepared, *site
 	if err != nil {
 		return nil, nil, err
 	}
+	if c.String("key") == "" {
+		fmt.Fprintf(env.stderr, "note: no --key: the chart in %s is used without checking its signature\n", path)
+	}
 	p, err := installer.Prepare(installer.ValuesOptions{
 		Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
 		SiteRegistry: site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
