@@ -7,7 +7,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/p7bundle/p7bundle/internal/version.Version=$(VERSION)
 TOOLS_BIN := $(CURDIR)/.cache/tools/bin
 COSIGN_VERSION := v2.6.5
-DEB_PACKAGES := docker-registry skopeo zstd openssl \
+CRANE_VERSION := v0.22.1
+ORAS_VERSION := v1.3.6
+DEB_PACKAGES := docker-registry skopeo zstd openssl time \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
 
@@ -17,7 +19,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/p7bundle ./cmd/p7bundle
 
 # Idempotent: installs only missing Debian packages, builds tools only once per version.
-test-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) k8s-binaries
+test-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/crane-$(CRANE_VERSION) $(TOOLS_BIN)/oras-$(ORAS_VERSION) k8s-binaries
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -60,3 +62,35 @@ demo: test-deps build
 
 clean:
 	rm -rf bin .cache
+
+# Benchmark (issue 6): p7bundle against crane/tar/zstd/oras/openssl/cosign on a generated
+# workload; writes bench/results/latest.{md,json}. See bench/README.md.
+BENCH_SIZE ?= 2G
+BENCH_DEB_PACKAGES := docker-registry zstd openssl time
+.PHONY: bench bench-smoke bench-profile bench-deps
+
+bench: bench-deps build
+	$(GO) run ./bench/cmd/p7bench --bin bin/p7bundle --size $(BENCH_SIZE) --out bench/results
+
+# One round at 64M (CI runs the same harness at 32M through TestSmoke in `make test`).
+bench-smoke: bench-deps build
+	$(GO) run ./bench/cmd/p7bench --bin bin/p7bundle --size 64M --rss-size 128M --runs 1 --out .cache/bench/smoke
+
+bench-profile: bench-deps
+	$(GO) run ./bench/cmd/p7prof --size $(BENCH_SIZE) --out .cache/bench/profile
+
+bench-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/crane-$(CRANE_VERSION) $(TOOLS_BIN)/oras-$(ORAS_VERSION)
+	@missing=""; for p in $(BENCH_DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(TOOLS_BIN)/crane-$(CRANE_VERSION):
+	@mkdir -p $(TOOLS_BIN)
+	GOBIN=$(TOOLS_BIN) GOFLAGS=-mod=mod CGO_ENABLED=0 $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
+	@touch $@
+
+$(TOOLS_BIN)/oras-$(ORAS_VERSION):
+	@mkdir -p $(TOOLS_BIN)
+	GOBIN=$(TOOLS_BIN) GOFLAGS=-mod=mod CGO_ENABLED=0 $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
+	@touch $@

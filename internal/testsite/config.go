@@ -43,12 +43,12 @@ state = "{{.Dir}}/containerd/state"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{{.Dir}}/cni/net.d"
+  # The site CA only (hosts.toml), NO credentials: containerd would use them
+  # for every image of the registry, and pods without (or with wrong)
+  # imagePullSecrets would pull all the same. The sandbox image is imported
+  # (see importPause), never pulled.
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{{.Dir}}/containerd/certs.d"
-  # The sandbox image is pulled without the kubelet's credentials.
-  [plugins."io.containerd.grpc.v1.cri".registry.configs."{{.Registry}}".auth]
-    username = "{{.RegistryUsername}}"
-    password = "{{.RegistryPassword}}"
 {{end}}
 
 {{define "hosts.toml"}}server = "https://{{.Registry}}"

@@ -24,7 +24,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -66,12 +65,11 @@ func init() {
 type pushRequest struct {
 	Registry, Username, Password, CAFile string
 	Wait                                 time.Duration // for the registry to answer
-	PauseBinary, PauseRef                string        // optional
 	Fixture                              []string      // fixture "repo:tag"s
 }
 
-// helperPush pushes the pause image and/or fixture images and writes the
-// digests (ref => digest) as JSON to stdout.
+// helperPush pushes fixture images and writes the digests (ref => digest)
+// as JSON to stdout.
 func helperPush() error {
 	var req pushRequest
 	if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {
@@ -93,13 +91,6 @@ func helperPush() error {
 		return err
 	}
 	digests := map[string]string{}
-	if req.PauseRef != "" {
-		d, err := pushPause(ctx, req, tr)
-		if err != nil {
-			return fmt.Errorf("push %s: %w", req.PauseRef, err)
-		}
-		digests[req.PauseRef] = d
-	}
 	if len(req.Fixture) > 0 {
 		m, err := fixture.PushImages(ctx, fixture.Options{
 			Registry: req.Registry, Username: req.Username, Password: req.Password, CAFile: req.CAFile,
@@ -137,51 +128,48 @@ func waitRegistry(ctx context.Context, c *http.Client, host string, timeout time
 	}
 }
 
-// pushPause pushes a one-layer image holding the pause binary as /pause.
-func pushPause(ctx context.Context, req pushRequest, tr http.RoundTripper) (string, error) {
-	bin, err := os.ReadFile(req.PauseBinary)
+// writePauseArchive writes a docker archive (`docker save` format) of a
+// one-layer image holding the pause binary as /pause, tagged ref, for
+// `ctr images import`.
+func writePauseArchive(bin, ref, path string) error {
+	b, err := os.ReadFile(bin)
 	if err != nil {
-		return "", err
+		return err
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg}); err != nil {
-		return "", err
+	if err := tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+		return err
 	}
-	tw.Write(bin)
+	tw.Write(b)
 	if err := tw.Close(); err != nil {
-		return "", err
+		return err
 	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
 	})
 	if err != nil {
-		return "", err
+		return err
 	}
 	img, err := mutate.AppendLayers(empty.Image, layer)
 	if err != nil {
-		return "", err
+		return err
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return "", err
+		return err
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", runtime.GOARCH
 	cf.Config.Entrypoint = []string{"/pause"}
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return "", err
+		return err
 	}
-	ref, err := name.ParseReference(req.PauseRef)
+	tag, err := name.NewTag(ref)
 	if err != nil {
-		return "", err
+		return err
 	}
-	auth := authn.FromConfig(authn.AuthConfig{Username: req.Username, Password: req.Password})
-	if err := remote.Write(ref, img, remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(tr)); err != nil {
-		return "", err
-	}
-	d, err := img.Digest()
-	return d.String(), err
+	return tarball.WriteToFile(path, tag, img)
 }
 
 // helperReap runs argv as a child subreaper: containerd daemonizes its shims,

@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,7 +70,9 @@ type Site struct {
 	APIServer  string // https://IP:6443 as seen inside
 	NodeIP     string // e.g. 198.18.0.2
 	// Registry is "NODEIP:PORT" of the site docker-registry (TLS + htpasswd),
-	// reachable inside only. Empty for control-plane-only sites.
+	// reachable inside only. Empty for control-plane-only sites. containerd
+	// trusts its CA but holds no credentials for it: a pod pulls from it only
+	// with an imagePullSecret that matches (the pause image is preloaded).
 	Registry                                           string
 	RegistryCAFile, RegistryUsername, RegistryPassword string
 
@@ -159,14 +162,16 @@ func (s *Site) up(ctx context.Context) error {
 		return err
 	}
 	full := !s.opts.ControlPlaneOnly
-	var pause string
 	if full {
 		if err := s.writeConfigs(); err != nil {
 			return err
 		}
-		var err error
-		if pause, err = buildPause(ctx); err != nil {
+		pause, err := buildPause(ctx)
+		if err != nil {
 			return err
+		}
+		if err := writePauseArchive(pause, s.pauseImage(), s.pauseArchive()); err != nil {
+			return fmt.Errorf("pause image: %w", err)
 		}
 		// Build the fixture binary here: the helper inside finds it cached.
 		if _, err := fixture.BuildBinary(ctx, ""); err != nil {
@@ -194,7 +199,7 @@ func (s *Site) up(ctx context.Context) error {
 		"--initial-cluster=p7site=http://127.0.0.1:2380", "--listen-metrics-urls=http://127.0.0.1:2381"); err != nil {
 		return err
 	}
-	pushed := make(chan error, 1)
+	imported := make(chan error, 1)
 	if full {
 		if err := s.startDaemon("registry", "/usr/bin/docker-registry", "serve", s.path("registry.yml")); err != nil {
 			return err
@@ -205,8 +210,11 @@ func (s *Site) up(ctx context.Context) error {
 			return err
 		}
 		go func() {
-			_, err := s.push(ctx, pushRequest{PauseBinary: pause, PauseRef: s.pauseImage(), Wait: 30 * time.Second})
-			pushed <- err
+			err := s.importPause(ctx, 30*time.Second)
+			if err == nil { // and the registry answers (nothing to push)
+				_, err = s.push(ctx, pushRequest{Wait: 30 * time.Second})
+			}
+			imported <- err
 		}()
 	}
 	pki := s.path("pki")
@@ -282,9 +290,9 @@ func (s *Site) up(ctx context.Context) error {
 	}
 	s.logf("node Ready")
 	select {
-	case err := <-pushed:
+	case err := <-imported:
 		if err != nil {
-			return fmt.Errorf("pause image: %w", err)
+			return err
 		}
 	case <-ctx.Done():
 		return ctx.Err()
@@ -310,7 +318,7 @@ func (s *Site) checkPrereqs() error {
 	need := []string{s.bin("kube-apiserver"), s.bin("kubectl"), "/usr/bin/etcd", "/usr/bin/nsenter", "/usr/bin/unshare"}
 	if !s.opts.ControlPlaneOnly {
 		need = append(need, s.bin("kube-controller-manager"), s.bin("kube-scheduler"), s.bin("kubelet"),
-			"/usr/bin/containerd", "/usr/sbin/runc", "/usr/bin/docker-registry", "/usr/lib/cni/bridge")
+			"/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/usr/bin/docker-registry", "/usr/lib/cni/bridge")
 	}
 	for _, p := range need {
 		if _, err := os.Stat(p); err != nil {
@@ -333,6 +341,7 @@ func repoRoot() string {
 func (s *Site) bin(name string) string { return filepath.Join(s.binDir, name) }
 func (s *Site) path(p string) string   { return filepath.Join(s.Dir, p) }
 func (s *Site) pauseImage() string     { return s.Registry + "/p7site/pause:1" }
+func (s *Site) pauseArchive() string   { return s.path("containerd/pause.tar") }
 func (s *Site) logf(f string, a ...any) {
 	if s.opts.Logf != nil {
 		s.opts.Logf("testsite %s [%5.2fs] "+f, append([]any{s.NetNS, time.Since(s.start).Seconds()}, a...)...)
@@ -542,6 +551,53 @@ func (s *Site) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 		return out, fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return out, nil
+}
+
+// importPause loads the pause (sandbox) image from its archive straight into
+// containerd's k8s.io namespace, where the CRI plugin finds it and never
+// pulls it. containerd holds no registry credentials: every image from the
+// site registry needs the pod's imagePullSecrets, as on a real cluster. It
+// waits up to timeout for containerd's socket. (It runs beside the start-up
+// steps, so it must not use waitFor.)
+func (s *Site) importPause(ctx context.Context, timeout time.Duration) error {
+	t0 := time.Now()
+	sock := s.path("containerd.sock")
+	ctr := func(args ...string) ([]byte, error) {
+		args = append([]string{"--address", sock, "--namespace", "k8s.io", "--connect-timeout", "10s"}, args...)
+		cmd := s.Command(ctx, "ctr", args...)
+		cmd.Dir = s.Dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+		}
+		return out, err
+	}
+	for {
+		_, err := os.Stat(sock)
+		if err == nil {
+			_, err = ctr("images", "import", "--snapshotter", "overlayfs", s.pauseArchive())
+		}
+		if err == nil {
+			break
+		}
+		if time.Since(t0) > timeout {
+			return fmt.Errorf("pause image: import into containerd after %s: %w\n%s", timeout, err, s.logTail("containerd"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	out, err := ctr("images", "list", "--quiet")
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(strings.Fields(string(out)), s.pauseImage()) {
+		return fmt.Errorf("pause image: %s not in containerd after import; images: %q", s.pauseImage(), out)
+	}
+	s.logf("pause image imported into containerd in %.2fs", time.Since(t0).Seconds())
+	return nil
 }
 
 // PushImages builds runnable fixture images (see package fixture) for refs

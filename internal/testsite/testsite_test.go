@@ -108,6 +108,78 @@ spec:
 	kubectl(t, s, "wait", "--for=condition=Ready", "pod/hello", "--timeout=120s")
 }
 
+// pullSecretRequired proves that containerd holds no registry credentials of
+// its own, so a test that installs pods proves their imagePullSecrets: a
+// Pod without imagePullSecrets fails to pull a site image with an auth
+// error, the same Pod with a pull secret of the site credentials runs.
+func pullSecretRequired(t *testing.T, s *Site) {
+	conf, err := os.ReadFile(s.path("containerd/config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := string(conf); strings.Contains(c, s.RegistryPassword) || strings.Contains(c, ".auth]") {
+		t.Errorf("containerd config carries registry credentials:\n%s", c)
+	}
+
+	const image = "p7test/secret-only:1" // never pulled on this node before
+	if _, err := s.PushImages(context.Background(), []string{image}); err != nil {
+		t.Fatal(err)
+	}
+	pod := func(secret string) string {
+		m := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: pull-auth}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: app, image: %s/%s, imagePullPolicy: Always}
+`, s.Registry, image)
+		if secret != "" {
+			m += "  imagePullSecrets: [{name: " + secret + "}]\n"
+		}
+		return m
+	}
+
+	// Without imagePullSecrets: an auth error within 30 s, never Running.
+	t0 := time.Now()
+	apply(t, s, pod(""))
+	var reason, msg string
+	for {
+		out := kubectl(t, s, "get", "pod", "pull-auth", "-o", `jsonpath={.status.containerStatuses[0].state.running.startedAt}{"|"}`+
+			`{.status.containerStatuses[0].state.waiting.reason}{"|"}{.status.containerStatuses[0].state.waiting.message}`)
+		f := strings.SplitN(out, "|", 3)
+		if len(f) == 3 && f[0] != "" {
+			t.Fatalf("pod without imagePullSecrets is running (started %s): containerd pulled without credentials", f[0])
+		}
+		if len(f) == 3 && (f[1] == "ErrImagePull" || f[1] == "ImagePullBackOff") {
+			reason, msg = f[1], f[2]
+			break
+		}
+		if time.Since(t0) > 30*time.Second {
+			t.Fatalf("pod without imagePullSecrets: no pull error after 30s; state %q\n%s", out,
+				kubectl(t, s, "get", "events", "--field-selector", "involvedObject.name=pull-auth"))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	took := time.Since(t0)
+	events := kubectl(t, s, "get", "events", "--field-selector", "involvedObject.name=pull-auth,reason=Failed",
+		"-o", "jsonpath={.items[*].message}")
+	t.Logf("without imagePullSecrets: %s after %.1fs: %s", reason, took.Seconds(), msg)
+	if all := strings.ToLower(msg + "\n" + events); !strings.Contains(all, "401 unauthorized") {
+		t.Errorf("pull failed, but not for want of credentials:\nstatus: %s\nevents: %s", msg, events)
+	}
+
+	// The same Pod with a pull secret of the site credentials runs.
+	kubectl(t, s, "create", "secret", "docker-registry", "pull-auth", "--docker-server="+s.Registry,
+		"--docker-username="+s.RegistryUsername, "--docker-password="+s.RegistryPassword)
+	kubectl(t, s, "delete", "pod", "pull-auth", "--wait=true", "--timeout=60s")
+	t0 = time.Now()
+	apply(t, s, pod("pull-auth"))
+	kubectl(t, s, "wait", "--for=condition=Ready", "pod/pull-auth", "--timeout=120s")
+	t.Logf("with imagePullSecrets: Running after %.1fs", time.Since(t0).Seconds())
+	kubectl(t, s, "delete", "pod", "pull-auth", "--wait=false")
+}
+
 func runJob(t *testing.T, s *Site) {
 	t.Helper()
 	apply(t, s, fmt.Sprintf(`apiVersion: batch/v1
@@ -410,8 +482,9 @@ func TestFullSite(t *testing.T) {
 		procs := siteProcs(s)
 		t.Logf("memory with a pod running: %.0f MiB RSS in %d processes", rssMiB(procs), len(procs))
 	})
-	t.Run("job", func(t *testing.T) { runJob(t, s) }) // (b)
-	t.Run("no route out", func(t *testing.T) {        // (c)
+	t.Run("pull secret required", func(t *testing.T) { pullSecretRequired(t, s) }) // (a')
+	t.Run("job", func(t *testing.T) { runJob(t, s) })                              // (b)
+	t.Run("no route out", func(t *testing.T) {                                     // (c)
 		cmd := s.Command(context.Background(), s.self, "192.0.2.1:443", "198.51.100.1:53", "[2001:db8::1]:443")
 		cmd.Env = append(cmd.Env, testMode+"=dial")
 		out, err := cmd.CombinedOutput()

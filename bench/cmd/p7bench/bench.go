@@ -1,0 +1,603 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/p7bundle/p7bundle/bench/internal/workload"
+	"github.com/p7bundle/p7bundle/internal/testregistry"
+)
+
+// Config is one benchmark run.
+type Config struct {
+	Size    int64 // unique workload bytes of the timed runs
+	RSSSize int64 // second size, for peak RSS flatness (0 skips it)
+	Runs    int
+	Seed    uint64
+	Bin     string // p7bundle binary
+	Tools   string // dir with crane, oras, cosign
+	Out     string // directory for latest.md and latest.json ("" writes nothing)
+	Work    string // scratch dir (default a temp dir, removed at the end)
+	Keep    bool   // keep Work
+	Log     io.Writer
+}
+
+const keyPassword = "p7bench-throwaway"
+
+// Bench holds the state of one run.
+type Bench struct {
+	cfg   Config
+	r     *runner
+	res   *Result
+	tools map[string]string // name -> path
+	key   string            // key prefix
+	regs  []*testregistry.Registry
+	start time.Time
+}
+
+// Run measures everything and writes the results.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Runs <= 0 {
+		cfg.Runs = 3
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	b := &Bench{cfg: cfg, start: time.Now(), tools: map[string]string{}}
+	var err error
+	if b.cfg.Bin, err = filepath.Abs(cfg.Bin); err != nil {
+		return nil, err
+	}
+	if err := b.findTools(); err != nil {
+		return nil, err
+	}
+	if b.cfg.Work == "" {
+		if b.cfg.Work, err = os.MkdirTemp("", "p7bench-"); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(b.cfg.Work, 0o755); err != nil {
+		return nil, err
+	}
+	b.cfg.Work, _ = filepath.Abs(b.cfg.Work)
+	defer func() {
+		for _, reg := range b.regs {
+			reg.Stop()
+		}
+		if !b.cfg.Keep {
+			os.RemoveAll(b.cfg.Work)
+		}
+	}()
+	if err := b.checkDisk(); err != nil {
+		return nil, err
+	}
+	dockerCfg := filepath.Join(b.cfg.Work, "docker-config")
+	os.MkdirAll(dockerCfg, 0o700)
+	b.r = &runner{
+		timeBin: b.tools["time"],
+		work:    b.cfg.Work,
+		// No credentials or proxies from the environment: loopback, plain HTTP.
+		env: []string{"COSIGN_PASSWORD=" + keyPassword, "DOCKER_CONFIG=" + dockerCfg,
+			"HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=", "NO_PROXY=*"},
+		log: b.logf,
+	}
+	b.res = newResult(b.cfg)
+	b.res.WorkDir = b.cfg.Work
+	b.res.Dir, _ = os.Getwd()
+	b.res.Machine = machineFacts(b.cfg.Work)
+	b.res.Tools = b.toolVersions(ctx)
+
+	b.key = filepath.Join(b.cfg.Work, "cosign")
+	if _, err := b.r.run(ctx, cmdSpec{Argv: []string{b.cfg.Bin, "keygen", "--output-prefix", b.key}}); err != nil {
+		return nil, err
+	}
+	if err := b.mainSize(ctx); err != nil {
+		return nil, err
+	}
+	if b.cfg.RSSSize > 0 {
+		if err := b.secondSize(ctx); err != nil {
+			return nil, err
+		}
+	}
+	b.res.Machine.LoadAfter = loadAvg()
+	b.res.finish(time.Since(b.start))
+	if b.cfg.Out != "" {
+		if err := b.res.write(b.cfg.Out); err != nil {
+			return nil, err
+		}
+		b.logf("wrote %s and %s", filepath.Join(b.cfg.Out, "latest.md"), filepath.Join(b.cfg.Out, "latest.json"))
+	}
+	return b.res, nil
+}
+
+func (b *Bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.cfg.Log, "[%6.1fs] %s\n", time.Since(b.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (b *Bench) findTools() error {
+	for _, t := range []struct{ name, path string }{
+		{"crane", filepath.Join(b.cfg.Tools, "crane")},
+		{"oras", filepath.Join(b.cfg.Tools, "oras")},
+		{"cosign", filepath.Join(b.cfg.Tools, "cosign")},
+		{"zstd", "zstd"}, {"tar", "tar"}, {"openssl", "openssl"}, {"sha256sum", "sha256sum"},
+		{"docker-registry", testregistry.DefaultBinary},
+	} {
+		p, err := exec.LookPath(t.path)
+		if err == nil {
+			p, err = filepath.Abs(p)
+		}
+		if err != nil {
+			return fmt.Errorf("%s not found (%s): run \"make bench-deps\"", t.name, t.path)
+		}
+		b.tools[t.name] = p
+	}
+	if _, err := os.Stat(b.cfg.Bin); err != nil {
+		return fmt.Errorf("p7bundle binary %s: %w (run \"make build\")", b.cfg.Bin, err)
+	}
+	if p, err := exec.LookPath("/usr/bin/time"); err == nil {
+		b.tools["time"] = p
+	}
+	return nil
+}
+
+// checkDisk fails early when the scratch filesystem cannot hold a round:
+// about 5x the workload at the main size and 3.5x at the second size.
+func (b *Bench) checkDisk() error {
+	need := max(5*b.cfg.Size, 7*b.cfg.RSSSize/2) + 1<<30
+	if free := freeBytes(b.cfg.Work); free < need {
+		return fmt.Errorf("%s has %s free, the benchmark needs about %s", b.cfg.Work, human(free), human(need))
+	}
+	return nil
+}
+
+// startRegistry starts a fresh, empty docker-registry in dir.
+func (b *Bench) startRegistry(ctx context.Context, dir string) (*testregistry.Registry, error) {
+	reg, err := testregistry.Start(ctx, testregistry.Options{Dir: dir})
+	if err != nil {
+		return nil, err
+	}
+	b.regs = append(b.regs, reg)
+	b.r.addRegistry(reg.PID())
+	return reg, nil
+}
+
+func (b *Bench) stopRegistry(reg *testregistry.Registry) {
+	b.r.removeRegistry(reg.PID())
+	reg.Stop()
+	os.RemoveAll(reg.Dir)
+	for i, r := range b.regs {
+		if r == reg {
+			b.regs = append(b.regs[:i], b.regs[i+1:]...)
+			break
+		}
+	}
+}
+
+// source starts a registry holding the workload of size bytes and writes the chart.
+func (b *Bench) source(ctx context.Context, dir string, size int64) (*testregistry.Registry, *workload.Workload, string, error) {
+	reg, err := b.startRegistry(ctx, filepath.Join(dir, "source-registry"))
+	if err != nil {
+		return nil, nil, "", err
+	}
+	w := workload.Plan(b.cfg.Seed, size)
+	start := time.Now()
+	last := time.Now()
+	err = w.Generate(ctx, reg.Host, 2, func(done, total int64) {
+		if time.Since(last) > 5*time.Second {
+			last = time.Now()
+			b.logf("  generated %s of %s", human(done), human(total))
+		}
+	})
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("generating the workload: %w", err)
+	}
+	b.logf("workload %s: %d images, %d blobs, %s unique (%s summed over images), %.0f%% random, generated in %.1fs",
+		human(size), len(w.Images), w.Blobs, human(w.UniqueBytes), human(w.ImageBytes),
+		100*float64(w.RandomBytes)/float64(w.UniqueBytes), time.Since(start).Seconds())
+	chart := filepath.Join(dir, "chart")
+	if err := w.WriteChart(chart); err != nil {
+		return nil, nil, "", err
+	}
+	return reg, w, chart, nil
+}
+
+// measure runs spec and records the sample under id.
+func (b *Bench) measure(ctx context.Context, id string, spec cmdSpec) (Sample, error) {
+	s, err := b.r.run(ctx, spec)
+	if err != nil {
+		return s, fmt.Errorf("%s: %w", id, err)
+	}
+	b.record(id, spec.String(), s)
+	return s, nil
+}
+
+// record adds a sample under id and logs it.
+func (b *Bench) record(id, command string, s Sample) {
+	m := b.res.measurement(id)
+	m.Command = command
+	m.Samples = append(m.Samples, s)
+	extra := ""
+	if s.Background >= 0.25 {
+		extra = fmt.Sprintf(", other load %.1f cores", s.Background)
+	}
+	if s.Kernel >= 0.25 {
+		extra += fmt.Sprintf(", kernel threads %.1f cores", s.Kernel)
+	}
+	rss := ""
+	if s.MaxRSSKiB > 0 {
+		rss = "  RSS " + human(s.MaxRSSKiB<<10)
+	}
+	b.logf("  %-28s %7.2fs%s%s", id, s.Wall, rss, extra)
+}
+
+// composite records the sum of parts (one sample per round) under id.
+func (b *Bench) composite(id string, parts ...Sample) {
+	var s Sample
+	var bg, kt float64
+	for _, p := range parts {
+		kt += p.Kernel * p.Wall
+		s.Wall += p.Wall
+		s.User += p.User
+		s.Sys += p.Sys
+		s.RegistryCPU += p.RegistryCPU
+		s.MaxRSSKiB = max(s.MaxRSSKiB, p.MaxRSSKiB)
+		bg += p.Background * p.Wall
+	}
+	if s.Wall > 0 {
+		s.Background, s.Kernel = bg/s.Wall, kt/s.Wall
+	}
+	m := b.res.measurement(id)
+	m.Samples = append(m.Samples, s)
+	b.logf("  %-28s %7.2fs", id, s.Wall)
+}
+
+func (b *Bench) mainSize(ctx context.Context) error {
+	dir := filepath.Join(b.cfg.Work, "main")
+	b.logf("generating the %s workload (seed %d)", human(b.cfg.Size), b.cfg.Seed)
+	src, w, chart, err := b.source(ctx, dir, b.cfg.Size)
+	if err != nil {
+		return err
+	}
+	b.res.Workload = summarize(w)
+	var bundleDigests []string
+	for round := 1; round <= b.cfg.Runs; round++ {
+		b.logf("round %d of %d", round, b.cfg.Runs)
+		rd := filepath.Join(dir, fmt.Sprintf("round-%d", round))
+		if err := os.MkdirAll(rd, 0o755); err != nil {
+			return err
+		}
+		p7First := round%2 == 1
+		bundle := filepath.Join(rd, "p7", workload.ChartName+"-"+workload.ChartVersion+".tar.zst")
+
+		// 1. Build.
+		buildP7 := func() error {
+			os.MkdirAll(filepath.Dir(bundle), 0o755)
+			_, err := b.measure(ctx, "build.p7bundle", b.p7Build(chart, bundle, src.Host, filepath.Dir(bundle)))
+			return err
+		}
+		layout := filepath.Join(rd, "script", "layout")
+		scriptBundle := filepath.Join(rd, "script", "images.tar.zst")
+		buildScript := func() error {
+			os.MkdirAll(filepath.Dir(layout), 0o755)
+			pull, err := b.measure(ctx, "build.script.pull", b.cranePull(w, src.Host, layout))
+			if err != nil {
+				return err
+			}
+			comp, err := b.measure(ctx, "build.script.tar-zstd", cmdSpec{Script: fmt.Sprintf(
+				"tar -C %s -cf - . | zstd -T0 -3 -q -o %s", q(layout), q(scriptBundle))})
+			if err != nil {
+				return err
+			}
+			sum, err := b.measure(ctx, "build.script.sha256sum", cmdSpec{Script: fmt.Sprintf(
+				"sha256sum %s > %s.sha256", q(scriptBundle), q(scriptBundle))})
+			if err != nil {
+				return err
+			}
+			b.composite("build.script", pull, comp, sum)
+			return nil
+		}
+		if err := alternate(p7First, buildP7, buildScript); err != nil {
+			return err
+		}
+		// The floor: zstd over the same bytes, already on disk as one tar.
+		layoutTar := filepath.Join(rd, "script", "layout.tar")
+		if _, err := b.r.run(ctx, cmdSpec{Script: fmt.Sprintf("tar -C %s -cf %s .", q(layout), q(layoutTar))}); err != nil {
+			return err
+		}
+		os.RemoveAll(layout)
+		os.Remove(scriptBundle)
+		if _, err := b.measure(ctx, "build.floor.zstd", cmdSpec{Script: fmt.Sprintf(
+			"zstd -T0 -3 -q -f %s -o %s.zst", q(layoutTar), q(layoutTar))}); err != nil {
+			return err
+		}
+		os.RemoveAll(filepath.Join(rd, "script"))
+		digest, err := fileDigest(bundle)
+		if err != nil {
+			return err
+		}
+		bundleDigests = append(bundleDigests, digest)
+		if st, err := os.Stat(bundle); err == nil {
+			b.res.Workload.BundleBytes = st.Size()
+		}
+
+		// 2+3. Install, re-install.
+		installP7 := func() error { return b.installP7(ctx, rd, bundle, w, true) }
+		extracted := filepath.Join(rd, "extracted")
+		installScript := func() error { return b.installScript(ctx, rd, bundle, extracted, w) }
+		if err := alternate(p7First, installP7, installScript); err != nil {
+			return err
+		}
+		if err := b.ceiling(ctx, rd, extracted, w); err != nil {
+			return err
+		}
+		os.RemoveAll(extracted)
+		if _, err := b.measure(ctx, "install.floor.zstd-d", cmdSpec{Script: fmt.Sprintf("zstd -d -q -c %s > /dev/null", q(bundle))}); err != nil {
+			return err
+		}
+
+		// 4. Verify.
+		verifyP7 := func() error {
+			_, err := b.measure(ctx, "verify.p7bundle", cmdSpec{Argv: []string{b.cfg.Bin, "verify", bundle, "--key", b.key + ".pub"}})
+			return err
+		}
+		verifyScript := func() error {
+			dg, err := b.measure(ctx, "verify.script.openssl", cmdSpec{Argv: []string{b.tools["openssl"], "dgst", "-sha256", bundle}})
+			if err != nil {
+				return err
+			}
+			cs, err := b.measure(ctx, "verify.script.cosign", cmdSpec{Argv: []string{b.tools["cosign"], "verify-blob",
+				"--key", b.key + ".pub", "--signature", bundle + ".sig", "--insecure-ignore-tlog", bundle}})
+			if err != nil {
+				return err
+			}
+			b.composite("verify.script", dg, cs)
+			return nil
+		}
+		if err := alternate(p7First, verifyP7, verifyScript); err != nil {
+			return err
+		}
+		os.RemoveAll(rd)
+	}
+	b.res.check("bundle reproducible across rounds", allEqual(bundleDigests), strings.Join(unique(bundleDigests), ", "))
+	b.stopRegistry(src)
+	os.RemoveAll(dir)
+	return nil
+}
+
+func alternate(firstA bool, a, c func() error) error {
+	if !firstA {
+		a, c = c, a
+	}
+	if err := a(); err != nil {
+		return err
+	}
+	return c()
+}
+
+func (b *Bench) p7Build(chart, out, srcHost, dir string) cmdSpec {
+	return cmdSpec{Dir: dir, Argv: []string{b.cfg.Bin, "build", "--chart", chart, "--key", b.key + ".key", "-o", out,
+		"--mirror", workload.SourceHost + "=" + srcHost, "--plain-http"}}
+}
+
+func (b *Bench) cranePull(w *workload.Workload, srcHost, layout string) cmdSpec {
+	argv := []string{b.tools["crane"], "pull", "--insecure", "--format", "oci", "--annotate-ref"}
+	for _, img := range w.Images {
+		argv = append(argv, srcHost+"/"+img.Name+":"+workload.AppVersion)
+	}
+	return cmdSpec{Argv: append(argv, layout)}
+}
+
+// pushResult is the part of `p7bundle push --json` the benchmark checks.
+type pushResult struct {
+	Images       []json.RawMessage `json:"images"`
+	BlobsPushed  int64             `json:"blobsPushed"`
+	BlobsSkipped int64             `json:"blobsSkipped"`
+	BlobsMounted int64             `json:"blobsMounted"`
+	BytesPushed  int64             `json:"bytesPushed"`
+	Passes       int               `json:"passes"`
+}
+
+func (b *Bench) p7Push(ctx context.Context, id, bundle, regHost, scratch, regStorage string) (*pushResult, error) {
+	os.MkdirAll(scratch, 0o755)
+	out := filepath.Join(b.cfg.Work, id+".json")
+	_, err := b.measure(ctx, id, cmdSpec{
+		Argv:   []string{b.cfg.Bin, "push", bundle, "--key", b.key + ".pub", "--registry", regHost, "--plain-http", "--json"},
+		Dir:    scratch,
+		Env:    []string{"TMPDIR=" + scratch},
+		Stdout: out,
+		Watch:  &diskWatch{Scratch: scratch, Registry: regStorage},
+	})
+	if err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		return nil, err
+	}
+	var pr pushResult
+	if err := json.Unmarshal(raw, &pr); err != nil {
+		return nil, fmt.Errorf("%s: parsing --json output: %w", id, err)
+	}
+	return &pr, nil
+}
+
+func (b *Bench) installP7(ctx context.Context, rd, bundle string, w *workload.Workload, reinstall bool) error {
+	reg, err := b.startRegistry(ctx, filepath.Join(rd, "site-p7"))
+	if err != nil {
+		return err
+	}
+	defer b.stopRegistry(reg)
+	first, err := b.p7Push(ctx, "install.p7bundle", bundle, reg.Host, filepath.Join(rd, "scratch"), reg.Dir)
+	if err != nil {
+		return err
+	}
+	if err := b.checkSite(ctx, reg, w, "p7bundle push"); err != nil {
+		return err
+	}
+	b.res.check("p7bundle push uploads every blob into an empty registry", first.BlobsPushed > 0 && len(first.Images) == len(w.Images),
+		fmt.Sprintf("%d images, %d blobs pushed, %d mounted, %s, %d pass(es) over the bundle", len(first.Images), first.BlobsPushed, first.BlobsMounted, human(first.BytesPushed), first.Passes))
+	if first.Passes > 1 {
+		b.logf("  note: p7bundle push needed %d passes (an upload failed and was retried)", first.Passes)
+	}
+	if !reinstall {
+		return nil
+	}
+	again, err := b.p7Push(ctx, "reinstall.p7bundle", bundle, reg.Host, filepath.Join(rd, "scratch"), reg.Dir)
+	if err != nil {
+		return err
+	}
+	b.res.check("re-install uploads nothing", again.BlobsPushed == 0 && again.BytesPushed == 0,
+		fmt.Sprintf("%d blobs pushed, %d skipped, %s", again.BlobsPushed, again.BlobsSkipped, human(again.BytesPushed)))
+	return nil
+}
+
+// checkSite insists every image arrived with its tag.
+func (b *Bench) checkSite(ctx context.Context, reg *testregistry.Registry, w *workload.Workload, who string) error {
+	for _, img := range w.Images {
+		tags, err := reg.Tags(ctx, "pseven/"+img.Name)
+		if err != nil {
+			return fmt.Errorf("after %s: %w", who, err)
+		}
+		if len(tags) != 1 || tags[0] != workload.AppVersion {
+			return fmt.Errorf("after %s: pseven/%s has tags %v, want [%s]", who, img.Name, tags, workload.AppVersion)
+		}
+	}
+	return nil
+}
+
+// orasScript is what an admin would run per image after extracting the bundle.
+func (b *Bench) orasLines(w *workload.Workload, layout, regHost string) []string {
+	var lines []string
+	for _, img := range w.Images {
+		lines = append(lines, fmt.Sprintf("%s cp --from-oci-layout %s@%s %s/pseven/%s:%s --to-plain-http",
+			q(b.tools["oras"]), q(layout), img.Digest, regHost, img.Name, workload.AppVersion))
+	}
+	return lines
+}
+
+func (b *Bench) installScript(ctx context.Context, rd, bundle, extracted string, w *workload.Workload) error {
+	reg, err := b.startRegistry(ctx, filepath.Join(rd, "site-script"))
+	if err != nil {
+		return err
+	}
+	defer b.stopRegistry(reg)
+	os.RemoveAll(extracted)
+	os.MkdirAll(extracted, 0o755)
+	ex, err := b.measure(ctx, "install.script.extract", cmdSpec{Script: fmt.Sprintf("zstd -d -q -c %s | tar -x -C %s", q(bundle), q(extracted))})
+	if err != nil {
+		return err
+	}
+	b.res.Workload.ExtractedBytes = dirSize(extracted)
+	lines := b.orasLines(w, filepath.Join(extracted, "oci"), reg.Host)
+	script := filepath.Join(rd, "oras-push.sh")
+	if err := os.WriteFile(script, []byte("set -euo pipefail\n"+strings.Join(lines, " >/dev/null\n")+" >/dev/null\n"), 0o644); err != nil {
+		return err
+	}
+	push, err := b.measure(ctx, "install.script.oras", cmdSpec{Argv: []string{"bash", script}})
+	b.res.measurement("install.script.oras").Command = fmt.Sprintf("bash oras-push.sh, 30 lines like: %s", lines[0])
+	if err != nil {
+		return err
+	}
+	b.composite("install.script", ex, push)
+	return b.checkSite(ctx, reg, w, "oras cp")
+}
+
+// ceiling pushes the extracted layout into a fresh registry with a minimal
+// client: every distinct blob streamed from its file once, four at a time,
+// nothing hashed on the client. That is what the registry itself ingests.
+func (b *Bench) ceiling(ctx context.Context, rd, extracted string, w *workload.Workload) error {
+	reg, err := b.startRegistry(ctx, filepath.Join(rd, "site-ceiling"))
+	if err != nil {
+		return err
+	}
+	defer b.stopRegistry(reg)
+	s, err := b.r.runFunc(func() error {
+		return workload.Ingest(ctx, reg.Host, filepath.Join(extracted, "oci"), "pseven", w, 4)
+	})
+	if err != nil {
+		return fmt.Errorf("install.ceiling.raw-x4: %w", err)
+	}
+	b.record("install.ceiling.raw-x4", "(in-process) workload.Ingest: HTTP blob uploads from the extracted layout, 4 at a time, then mounts, manifests, tags", s)
+	return b.checkSite(ctx, reg, w, "raw ingest")
+}
+
+// secondSize builds, pushes and verifies once at the second size, for peak RSS.
+func (b *Bench) secondSize(ctx context.Context) error {
+	dir := filepath.Join(b.cfg.Work, "second")
+	b.logf("generating the %s workload for the peak-RSS runs", human(b.cfg.RSSSize))
+	src, w, chart, err := b.source(ctx, dir, b.cfg.RSSSize)
+	if err != nil {
+		return err
+	}
+	b.res.SecondWorkload = summarize(w)
+	bundle := filepath.Join(dir, "p7", workload.ChartName+"-"+workload.ChartVersion+".tar.zst")
+	os.MkdirAll(filepath.Dir(bundle), 0o755)
+	if _, err := b.measure(ctx, "second.build.p7bundle", b.p7Build(chart, bundle, src.Host, filepath.Dir(bundle))); err != nil {
+		return err
+	}
+	if st, err := os.Stat(bundle); err == nil {
+		b.res.SecondWorkload.BundleBytes = st.Size()
+	}
+	b.stopRegistry(src) // free its disk before the push
+	reg, err := b.startRegistry(ctx, filepath.Join(dir, "site"))
+	if err != nil {
+		return err
+	}
+	pr, err := b.p7Push(ctx, "second.install.p7bundle", bundle, reg.Host, filepath.Join(dir, "scratch"), reg.Dir)
+	if err != nil {
+		return err
+	}
+	if err := b.checkSite(ctx, reg, w, "p7bundle push"); err != nil {
+		return err
+	}
+	b.res.check(fmt.Sprintf("p7bundle push at %s uploads every image", human(b.cfg.RSSSize)), len(pr.Images) == len(w.Images),
+		fmt.Sprintf("%d images, %d blobs, %s", len(pr.Images), pr.BlobsPushed, human(pr.BytesPushed)))
+	b.stopRegistry(reg)
+	if _, err := b.measure(ctx, "second.verify.p7bundle", cmdSpec{Argv: []string{b.cfg.Bin, "verify", bundle, "--key", b.key + ".pub"}}); err != nil {
+		return err
+	}
+	os.RemoveAll(dir)
+	return nil
+}
+
+func fileDigest(path string) (string, error) {
+	b, err := os.ReadFile(path + ".sha256")
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "", fmt.Errorf("%s.sha256 is empty", path)
+	}
+	return "sha256:" + f[0], nil
+}
+
+func allEqual(s []string) bool {
+	for _, x := range s {
+		if x != s[0] {
+			return false
+		}
+	}
+	return len(s) > 0
+}
+
+func unique(s []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// q quotes a path for bash.
+func q(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

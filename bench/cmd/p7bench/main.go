@@ -1,0 +1,131 @@
+// Command p7bench measures p7bundle against the tools an admin would
+// otherwise script (crane, tar, zstd, sha256sum, oras, openssl, cosign) on a
+// generated pSeven-like workload served by a local docker-registry, and
+// writes bench/results/latest.md and latest.json. `make bench` runs it; see
+// bench/README.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	env := func(k, def string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	size := flag.String("size", env("BENCH_SIZE", "2G"), "workload size (unique blob bytes): 64M, 2G, 8G, … ($BENCH_SIZE)")
+	rssSize := flag.String("rss-size", env("BENCH_RSS_SIZE", ""), "second size for peak RSS, one build+push+verify; 0 skips (default 4× -size) ($BENCH_RSS_SIZE)")
+	runs := flag.Int("runs", atoi(env("BENCH_RUNS", "3")), "rounds; medians over them ($BENCH_RUNS)")
+	seed := flag.Uint64("seed", uint64(atoi(env("BENCH_SEED", "1"))), "workload seed ($BENCH_SEED)")
+	bin := flag.String("bin", "bin/p7bundle", "p7bundle binary")
+	tools := flag.String("tools", env("P7BUNDLE_TOOLS_BIN", ".cache/tools/bin"), "directory with crane, oras and cosign")
+	out := flag.String("out", "bench/results", "directory for latest.md and latest.json")
+	work := flag.String("work", env("BENCH_WORK", ""), "scratch directory (default: a temporary one) ($BENCH_WORK)")
+	keep := flag.Bool("keep", false, "keep the scratch directory")
+	render := flag.String("render", "", "only rewrite latest.md from this latest.json (after a change to the report layout)")
+	flag.Parse()
+	if *render != "" {
+		if err := rerender(*render); err != nil {
+			fatal(err)
+		}
+		return
+	}
+
+	cfg := Config{Runs: *runs, Seed: *seed, Bin: *bin, Tools: *tools, Out: *out, Work: *work, Keep: *keep, Log: os.Stderr}
+	var err error
+	if cfg.Size, err = parseSize(*size); err != nil || cfg.Size <= 0 {
+		fatal(fmt.Errorf("-size %q: want e.g. 64M, 2G", *size))
+	}
+	cfg.RSSSize = 4 * cfg.Size
+	if *rssSize != "" {
+		if cfg.RSSSize, err = parseSize(*rssSize); err != nil {
+			fatal(fmt.Errorf("-rss-size %q: want e.g. 8G, or 0", *rssSize))
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		fatal(err)
+	}
+	fmt.Println()
+	for _, t := range res.Targets {
+		v := "met   "
+		if !t.Met {
+			v = "MISSED"
+		}
+		fmt.Printf("%s  %-26s %s (goal %s)\n", v, t.Name, t.Actual, t.Goal)
+	}
+	for _, c := range res.Checks {
+		if !c.OK {
+			fatal(fmt.Errorf("check failed: %s: %s", c.Name, c.Detail))
+		}
+	}
+}
+
+func rerender(path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r Result
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	r.Pairs, r.Targets = nil, nil
+	r.finish(time.Duration(r.ElapsedSeconds * float64(time.Second)))
+	return r.write(filepath.Dir(path))
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "p7bench:", err)
+	os.Exit(1)
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		fatal(fmt.Errorf("%q is not a number", s))
+	}
+	return n
+}
+
+// parseSize reads 64M, 2G, 1.5G, 512K or plain bytes (binary units).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I")
+	mult := int64(1)
+	if s != "" {
+		switch s[len(s)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:len(s)-1]
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return int64(f * float64(mult)), nil
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSmoke runs the whole benchmark at a tiny size, one round, so that
+// `make test` (and so CI) keeps the harness working. Timings are not checked:
+// only that every measurement ran and every correctness check held.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds p7bundle, crane and oras and runs registries")
+	}
+	root := repoRoot()
+	tools := os.Getenv("P7BUNDLE_TOOLS_BIN")
+	if tools == "" {
+		tools = filepath.Join(root, ".cache", "tools", "bin")
+	}
+	if _, err := os.Stat(filepath.Join(tools, "cosign")); err != nil {
+		t.Fatalf("cosign not in %s: run \"make test-deps\"", tools)
+	}
+	ensureTool(t, root, tools, "crane", "github.com/google/go-containerregistry/cmd/crane", "CRANE_VERSION", "v0.22.1")
+	ensureTool(t, root, tools, "oras", "oras.land/oras/cmd/oras", "ORAS_VERSION", "v1.3.6")
+
+	bin := filepath.Join(t.TempDir(), "p7bundle")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/p7bundle")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/p7bundle: %v\n%s", err, out)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	out := t.TempDir()
+	res, err := Run(ctx, Config{Size: 32 << 20, RSSSize: 48 << 20, Runs: 1, Seed: 1, Bin: bin, Tools: tools,
+		Out: out, Work: filepath.Join(t.TempDir(), "work"), Log: logWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range res.Checks {
+		if !c.OK {
+			t.Errorf("check %q failed: %s", c.Name, c.Detail)
+		}
+	}
+	for _, id := range []string{"build.p7bundle", "build.script", "build.floor.zstd", "install.p7bundle", "reinstall.p7bundle",
+		"install.script", "install.ceiling.raw-x4", "install.floor.zstd-d", "verify.p7bundle", "verify.script",
+		"second.build.p7bundle", "second.install.p7bundle", "second.verify.p7bundle"} {
+		m := res.get(id)
+		if m == nil || len(m.Samples) != 1 || m.Samples[0].Wall <= 0 {
+			t.Errorf("measurement %s missing or empty: %+v", id, m)
+		}
+	}
+	if len(res.Pairs) < 5 || len(res.Targets) != 6 {
+		t.Errorf("%d pairs, %d targets; want ≥ 5 pairs and the 6 targets of issue 6", len(res.Pairs), len(res.Targets))
+	}
+	if w := res.Workload; w.Images != 30 || w.BundleBytes == 0 || w.RandomFraction < 0.3 || w.RandomFraction > 0.7 {
+		t.Errorf("workload %+v", w)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "latest.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Targets", "| build |", "| install |", "| re-install |", "| verify |", "peak RSS", "extra disk"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("latest.md lacks %q", want)
+		}
+	}
+	var back Result
+	raw, err := os.ReadFile(filepath.Join(out, "latest.json"))
+	if err == nil {
+		err = json.Unmarshal(raw, &back)
+	}
+	if err != nil || len(back.Measurements) != len(res.Measurements) {
+		t.Errorf("latest.json does not round-trip: %v", err)
+	}
+}
+
+// ensureTool installs a Go tool into dir unless it is there, at the version
+// the Makefile pins (variable makeVar), like `make bench-deps` does.
+func ensureTool(t *testing.T, root, dir, name, module, makeVar, fallback string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+		return
+	}
+	version := fallback
+	if mk, err := os.ReadFile(filepath.Join(root, "Makefile")); err == nil {
+		if m := regexp.MustCompile(`(?m)^` + makeVar + `\s*:?=\s*(\S+)`).FindSubmatch(mk); m != nil {
+			version = string(m[1])
+		}
+	}
+	t.Logf("installing %s@%s into %s", module, version, dir)
+	cmd := exec.Command("go", "install", module+"@"+version)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=-mod=mod", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go install %s@%s: %v\n%s", module, version, err, out)
+	}
+	os.WriteFile(filepath.Join(dir, name+"-"+version), nil, 0o644)
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
