@@ -1,7 +1,6 @@
 package bundle
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -136,10 +135,19 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// VerifySignature hashes the archive file and checks sigPath (default
-// path.sig) over it; it returns the verified SHA-256 so that later readers
-// can insist they read these very bytes.
-func VerifySignature(path, sigPath string, v Verifier) ([]byte, error) {
+// Verified is what one signature-checking pass over a bundle yields: the
+// signed digest, and the manifest and chart decoded from those very bytes.
+type Verified struct {
+	Digest   []byte
+	Manifest *Manifest
+	Chart    []byte
+}
+
+// VerifySignature hashes the archive file once, decoding its head on the
+// way, and checks sigPath (default path.sig) over it. The manifest and
+// chart it returns are covered by the signature; later readers compare
+// what they read against Digest or Manifest.
+func VerifySignature(path, sigPath string, v Verifier) (*Verified, error) {
 	if sigPath == "" {
 		sigPath = path + ".sig"
 	}
@@ -153,6 +161,7 @@ func VerifySignature(path, sigPath string, v Verifier) ([]byte, error) {
 		return nil, fmt.Errorf("%w: reading signature %s: %v", ErrSignature, sigPath, err)
 	}
 	h := newHash()
+	m, chart, headErr := readHead(io.TeeReader(f, h))
 	if _, err := io.Copy(h, f); err != nil {
 		return nil, fmt.Errorf("reading bundle %s: %w", path, err)
 	}
@@ -160,42 +169,44 @@ func VerifySignature(path, sigPath string, v Verifier) ([]byte, error) {
 	if err := v.VerifyDigest(sum, string(sig)); err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
-	return sum, nil
+	if headErr != nil {
+		return nil, fmt.Errorf("bundle %s: %w", path, headErr)
+	}
+	return &Verified{Digest: sum, Manifest: m, Chart: chart}, nil
 }
 
-// ReadChart returns the manifest and the chart archive, the chart checked
-// against the manifest's digest. With trusted (a digest VerifySignature
-// returned) it also hashes the whole file and fails unless it is still the
-// verified one; without, it reads only the head of the bundle.
-func ReadChart(path string, trusted []byte) (*Manifest, []byte, error) {
+// readHead decodes the manifest and the chart (checked against its digest)
+// and closes the decoder, which waits for its reads: the caller can then
+// go on reading r's source without racing it.
+func readHead(r io.Reader) (*Manifest, []byte, error) {
+	br, err := NewReader(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer br.Close()
+	e, err := br.Next()
+	if err != nil {
+		return nil, nil, err
+	}
+	chart, err := io.ReadAll(io.LimitReader(e, maxChartBytes+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	return br.Manifest(), chart, nil
+}
+
+// ReadChart returns the manifest and the chart archive of an unverified
+// bundle, the chart checked against the manifest's digest. It reads only
+// the head of the bundle.
+func ReadChart(path string) (*Manifest, []byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening bundle: %w", err)
 	}
 	defer f.Close()
-	h := newHash()
-	br, err := NewReader(io.TeeReader(f, h))
+	m, chart, err := readHead(f)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
-	defer br.Close()
-	e, err := br.Next()
-	if err != nil {
-		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
-	}
-	data, err := io.ReadAll(io.LimitReader(e, maxChartBytes+1))
-	if err != nil {
-		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
-	}
-	if len(trusted) > 0 {
-		// Close waits for the decoder's reads, so the hash sees every byte once.
-		br.Close()
-		if _, err := io.Copy(h, f); err != nil {
-			return nil, nil, fmt.Errorf("reading bundle %s: %w", path, err)
-		}
-		if !bytes.Equal(h.Sum(nil), trusted) {
-			return nil, nil, fmt.Errorf("%w: bundle %s changed after its signature was checked", ErrSignature, path)
-		}
-	}
-	return br.Manifest(), data, nil
+	return m, chart, nil
 }

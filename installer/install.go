@@ -84,17 +84,19 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	o.defaults()
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
 	// First, before trusting anything in the bundle: its signature.
-	trusted, err := VerifyBundle(o.Bundle, o.KeyPath, o.SigPath, o.InsecureSkipVerify, o.Log)
+	// The manifest and chart come from that same pass over the bytes.
+	verified, err := VerifyBundle(o.Bundle, o.KeyPath, o.SigPath, o.InsecureSkipVerify, o.Log)
 	if err != nil {
 		return nil, err
 	}
-	if trusted == nil {
-		trusted = []byte{} // skipped on purpose: do not ask again
+	if verified == nil { // --insecure-skip-verify
+		m, chart, err := bundle.ReadChart(o.Bundle)
+		if err != nil {
+			return nil, err
+		}
+		verified = &bundle.Verified{Manifest: m, Chart: chart}
 	}
-	m, err := bundle.ReadManifest(o.Bundle)
-	if err != nil {
-		return nil, err
-	}
+	m := verified.Manifest
 	if o.LogFile == "" {
 		o.LogFile = "pseven-" + m.Chart.Version + ".log"
 	}
@@ -143,22 +145,17 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	}
 	step("preflight passed: Kubernetes %s, %d nodes, namespace %s", pf.ServerVersion, len(pf.Nodes), o.Namespace)
 
-	var chartArchive []byte
 	if !o.DryRun {
 		rep.Pushed, err = Push(ctx, PushOptions{
-			Bundle: o.Bundle, Trusted: trusted, OnChart: func(a []byte) { chartArchive = a },
+			Bundle: o.Bundle, Verified: verified,
 			Registry: o.SiteRegistry, Prefix: o.Prefix, Jobs: o.Jobs, Client: client, Log: io.MultiWriter(o.Log, logFile),
 		})
 		if err != nil {
 			return nil, err
 		}
 		step("pushed %d images: %d blobs uploaded, %d already present, %d mounted", len(rep.Pushed.Images), rep.Pushed.BlobsPushed, rep.Pushed.BlobsSkipped, rep.Pushed.BlobsMounted)
-	} else if m, chartArchive, err = bundle.ReadChart(o.Bundle, trusted); err != nil {
-		return nil, err
 	}
-	// The chart comes from the stream the push sealed (or, in a dry run,
-	// from a read checked against the signed digest).
-	p, err := prepareFrom(&Prepared{Trusted: trusted}, m, chartArchive, ValuesOptions{
+	p, err := prepareFrom(&Prepared{Verified: verified}, m, verified.Chart, ValuesOptions{
 		Bundle: o.Bundle, SiteRegistry: o.SiteRegistry, Prefix: o.Prefix, Username: o.Username, Password: o.Password,
 		Files: o.Files, Sets: o.Sets, Sizing: pf.Sizing,
 	})

@@ -20,10 +20,8 @@ type PushOptions struct {
 	KeyPath            string
 	SigPath            string
 	InsecureSkipVerify bool
-	// Trusted is the archive digest already verified by VerifyBundle.
-	Trusted []byte
-	// OnChart receives the chart read from the pushed (sealed) stream.
-	OnChart func(archive []byte)
+	// Verified is the outcome of VerifyBundle, when the caller ran it.
+	Verified *bundle.Verified
 
 	// Registry is the site registry HOST[:PORT]; Prefix the repository path under it.
 	Registry string
@@ -34,9 +32,9 @@ type PushOptions struct {
 	Log    io.Writer
 }
 
-// VerifyBundle checks the signature of path and returns the verified
-// archive digest; with skip it warns loudly and returns nil.
-func VerifyBundle(path, keyPath, sigPath string, skip bool, log io.Writer) ([]byte, error) {
+// VerifyBundle checks the signature of path and returns what it verified
+// (digest, manifest, chart); with skip it warns loudly and returns nil.
+func VerifyBundle(path, keyPath, sigPath string, skip bool, log io.Writer) (*bundle.Verified, error) {
 	if skip {
 		fmt.Fprintf(log, "WARNING: --insecure-skip-verify: the signature of %s is NOT checked; anyone who could change the file chooses what runs at this site\n", path)
 		return nil, nil
@@ -48,15 +46,15 @@ func VerifyBundle(path, keyPath, sigPath string, skip bool, log io.Writer) ([]by
 	if err != nil {
 		return nil, err
 	}
-	trusted, err := bundle.VerifySignature(path, sigPath, v)
+	verified, err := bundle.VerifySignature(path, sigPath, v)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(log, "signature of %s verified with %s\n", path, keyPath)
-	return trusted, nil
+	return verified, nil
 }
 
-// Push verifies the bundle's signature (unless Trusted says it was), then
+// Push verifies the bundle's signature (unless the caller did), then
 // streams its blobs into the site registry and tags the images only after
 // the bytes pushed are shown to be the verified ones.
 func Push(ctx context.Context, opts PushOptions) (*mirror.PushResult, error) {
@@ -64,16 +62,20 @@ func Push(ctx context.Context, opts PushOptions) (*mirror.PushResult, error) {
 	if log == nil {
 		log = io.Discard
 	}
-	trusted := opts.Trusted
-	if trusted == nil {
+	verified := opts.Verified
+	if verified == nil {
 		var err error
-		if trusted, err = VerifyBundle(opts.Bundle, opts.KeyPath, opts.SigPath, opts.InsecureSkipVerify, log); err != nil {
+		if verified, err = VerifyBundle(opts.Bundle, opts.KeyPath, opts.SigPath, opts.InsecureSkipVerify, log); err != nil {
 			return nil, err
 		}
 	}
-	src := &fileSource{path: opts.Bundle, trusted: trusted}
+	src := &fileSource{path: opts.Bundle}
+	po := mirror.PushOptions{Registry: opts.Registry, Prefix: opts.Prefix, Jobs: opts.Jobs, Log: log}
+	if verified != nil {
+		src.trusted, po.Manifest = verified.Digest, verified.Manifest
+	}
 	defer src.Close()
-	return opts.Client.PushBundle(ctx, src, mirror.PushOptions{Registry: opts.Registry, Prefix: opts.Prefix, Jobs: opts.Jobs, Log: log, OnChart: opts.OnChart})
+	return opts.Client.PushBundle(ctx, src, po)
 }
 
 // fileSource reads the bundle file once per pass and, when sealed, insists

@@ -37,8 +37,8 @@ type Prepared struct {
 	Manifest *bundle.Manifest
 	Chart    *manifests.Chart
 	Values   *manifests.AirgapValues
-	// Trusted is the verified archive digest (nil when no key was given).
-	Trusted []byte
+	// Verified is the signature check's outcome (nil when no key was given).
+	Verified *bundle.Verified
 }
 
 // Prepare reads the chart from the bundle and builds the air-gap values.
@@ -49,11 +49,12 @@ func Prepare(opts ValuesOptions) (*Prepared, error) {
 		if err != nil {
 			return nil, err
 		}
-		if p.Trusted, err = bundle.VerifySignature(opts.Bundle, opts.SigPath, v); err != nil {
+		if p.Verified, err = bundle.VerifySignature(opts.Bundle, opts.SigPath, v); err != nil {
 			return nil, err
 		}
+		return prepareFrom(p, p.Verified.Manifest, p.Verified.Chart, opts)
 	}
-	m, archive, err := bundle.ReadChart(opts.Bundle, p.Trusted)
+	m, archive, err := bundle.ReadChart(opts.Bundle)
 	if err != nil {
 		return nil, err
 	}

@@ -46,9 +46,9 @@ type PushOptions struct {
 	Passes int
 	// Log receives one line per image and per pass; nil is silent.
 	Log io.Writer
-	// OnChart receives the chart archive read in the first pass; trust it
-	// only once PushBundle has returned without error (the pass was sealed).
-	OnChart func(archive []byte)
+	// Manifest, when set, is the bundle manifest from the signature check;
+	// the stream must carry exactly it.
+	Manifest *bundle.Manifest
 }
 
 // PushedImage maps a bundle image to where it now lives.
@@ -187,25 +187,21 @@ func (p *pusher) pass(ctx context.Context, src BundleSource, first bool) (map[st
 	defer br.Close()
 	if first {
 		p.m = br.Manifest()
+		if want := p.opts.Manifest; want != nil {
+			a, _ := p.m.Encode()
+			b, _ := want.Encode()
+			if !bytes.Equal(a, b) {
+				return nil, fmt.Errorf("%w: the bundle changed after its signature was checked", bundle.ErrSignature)
+			}
+		}
 		if err := p.plan(ctx); err != nil {
 			return nil, err
 		}
 		if p.allCurrent() {
-			// A re-install: nothing to send. Read only the chart, then seal.
-			if p.opts.OnChart != nil {
-				e, err := br.Next()
-				if err != nil {
-					return nil, err
-				}
-				data, err := io.ReadAll(e)
-				if err != nil {
-					return nil, err
-				}
-				p.opts.OnChart(data)
-			}
-			br.Close()
+			// A re-install: every image is tagged with its digest already.
+			// Nothing is sent or tagged, so nothing needs sealing.
 			p.logf("every image is already in %s with the bundle's digest", p.opts.Registry)
-			return nil, src.Sealed()
+			return nil, nil
 		}
 	}
 	var mu sync.Mutex
@@ -228,15 +224,6 @@ func (p *pusher) pass(ctx context.Context, src BundleSource, first bool) (map[st
 		if err != nil {
 			g.Wait()
 			return nil, err
-		}
-		if e.Kind == bundle.KindChart && first && p.opts.OnChart != nil {
-			data, err := io.ReadAll(e)
-			if err != nil {
-				g.Wait()
-				return nil, err
-			}
-			p.opts.OnChart(data)
-			continue
 		}
 		if e.Kind != bundle.KindBlob {
 			continue
