@@ -56,7 +56,9 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (*Report, erro
 		}
 		sig = string(b)
 	}
-	h := newHash()
+	// The file hash runs on its own core while this one decompresses and
+	// hashes blobs.
+	h := newParallelHash()
 	raw := &countReader{r: io.TeeReader(f, h)}
 	contentErr := walk(ctx, raw, rep)
 	// Hash the rest even after a content error, so the signature verdict
