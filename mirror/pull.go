@@ -74,6 +74,9 @@ type PullOptions struct {
 	Attempts int
 	// Progress receives events; nil is silent.
 	Progress Progress
+	// MetadataOnly fetches manifests, indexes and configs but not layers;
+	// Prefetch brings those while the bundle is being written.
+	MetadataOnly bool
 }
 
 // Progress observes a pull. Implementations must be safe for concurrent use.
@@ -210,6 +213,9 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 	}
 	p := &Pulled{Ref: refStr}
 	copyOpts := oras.CopyGraphOptions{Concurrency: 3, MaxMetadataBytes: maxMetadataBytes}
+	if opts.MetadataOnly {
+		copyOpts.FindSuccessors = metadataSuccessors
+	}
 	if opts.Progress != nil {
 		copyOpts.PostCopy = func(_ context.Context, d ocispec.Descriptor) error {
 			opts.Progress.BlobDone(refStr, d, false)
@@ -286,6 +292,23 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 	}
 	p.Blobs, err = graph(ctx, cache.storage, p.Root)
 	return p, err
+}
+
+// metadataSuccessors is content.Successors without layers: an image
+// manifest leads only to its config, an index to its manifests.
+func metadataSuccessors(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	if !bundle.IsManifest(desc.MediaType) {
+		return content.Successors(ctx, f, desc)
+	}
+	raw, err := content.FetchAll(ctx, f, desc)
+	if err != nil {
+		return nil, err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	return []ocispec.Descriptor{m.Config}, nil
 }
 
 // manifestPlatform reads the platform from an image's config.

@@ -122,6 +122,7 @@ type pusher struct {
 	skipped atomic.Int64
 	bytes   atomic.Int64
 	mounted atomic.Int64
+	logMu   sync.Mutex
 }
 
 // PushBundle streams every blob of the bundle into the site registry
@@ -169,6 +170,8 @@ func (c *Client) PushBundle(ctx context.Context, src BundleSource, opts PushOpti
 
 func (p *pusher) logf(format string, args ...any) {
 	if p.opts.Log != nil {
+		p.logMu.Lock()
+		defer p.logMu.Unlock()
 		fmt.Fprintf(p.opts.Log, format+"\n", args...)
 	}
 }

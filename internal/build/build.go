@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/p7bundle/p7bundle/bundle"
@@ -133,7 +134,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	progress := newProgress(log, opts.TTY, len(refs))
-	pulled, err := client.Pull(ctx, cache, refs, mirror.PullOptions{Platforms: platforms, Jobs: opts.Jobs, Progress: progress})
+	// Manifests and configs first: the bundle manifest, which leads the
+	// archive, needs every digest. Layers follow while the archive is written.
+	pulled, err := client.Pull(ctx, cache, refs, mirror.PullOptions{Platforms: platforms, Jobs: opts.Jobs, Progress: progress, MetadataOnly: true})
 	if err != nil {
 		return nil, err
 	}
@@ -172,10 +175,18 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	sort.Slice(m.Blobs, func(i, j int) bool { return m.Blobs[i].Digest < m.Blobs[j].Digest })
 
+	m.Normalize()
+	order := make([]ocispec.Descriptor, 0, len(m.Blobs))
+	for _, b := range m.Blobs {
+		order = append(order, ocispec.Descriptor{MediaType: b.MediaType, Digest: digest.Digest(b.Digest), Size: b.Size})
+	}
+	jobs := max(opts.Jobs, 1)
+	prefetch := client.Prefetch(ctx, cache, order, blobSources(pulled), jobs, 2*jobs, progress)
+	defer prefetch.Close()
 	res, err := bundle.Write(ctx, output, bundle.WriteOptions{
 		Manifest: m,
 		Chart:    ch.Archive,
-		Blobs:    cache.Open,
+		Blobs:    prefetch.Open,
 		Signer:   signer,
 		ModTime:  opts.Created,
 		Level:    opts.Level,
@@ -190,6 +201,19 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		res.Path, m.Totals.Images, m.Totals.Blobs, HumanBytes(res.UncompressedSize), HumanBytes(res.Size),
 		100*float64(res.Size)/float64(max(res.UncompressedSize, 1)), res.Digest, out.Retries, out.Elapsed.Round(time.Millisecond))
 	return out, nil
+}
+
+// blobSources names, for each blob, an image that has it: where to fetch it.
+func blobSources(pulled []*mirror.Pulled) map[string]string {
+	src := map[string]string{}
+	for _, p := range pulled {
+		for _, b := range p.Blobs {
+			if _, ok := src[b.Digest.String()]; !ok {
+				src[b.Digest.String()] = p.Ref
+			}
+		}
+	}
+	return src
 }
 
 func parsePlatforms(in []string) ([]ocispec.Platform, error) {

@@ -45,7 +45,7 @@ func (p *progress) BlobDone(_ string, d ocispec.Descriptor, cached bool) {
 	} else {
 		p.fetched += d.Size
 	}
-	p.draw(fmt.Sprintf("pulling: %d/%d images, %d blobs, %s fetched, %s already cached",
+	p.draw(fmt.Sprintf("fetching: %d/%d images resolved, %d blobs, %s fetched, %s already cached",
 		p.imagesDone, p.images, p.blobs, HumanBytes(p.fetched), HumanBytes(p.cached)))
 }
 
@@ -58,14 +58,15 @@ func (p *progress) ImageDone(ref string, img *mirror.Pulled) {
 		size += b.Size
 	}
 	p.clear()
-	fmt.Fprintf(p.w, "pulled %s %s (%v, %d blobs, %s)\n", ref, img.Root.Digest, img.Platforms, len(img.Blobs), HumanBytes(size))
+	fmt.Fprintf(p.w, "resolved %s %s (%v, %d blobs, %s)\n", ref, img.Root.Digest, img.Platforms, len(img.Blobs), HumanBytes(size))
 }
 
 func (p *progress) pullDone() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.clear()
-	fmt.Fprintf(p.w, "pulled %d images: %s fetched, %s from cache\n", p.imagesDone, HumanBytes(p.fetched), HumanBytes(p.cached))
+	fmt.Fprintf(p.w, "resolved %d images (manifests and configs: %s fetched, %s from cache); layers are fetched while the bundle is written\n", p.imagesDone, HumanBytes(p.fetched), HumanBytes(p.cached))
+	p.fetched, p.cached = 0, 0
 }
 
 func (p *progress) written(m *bundle.Manifest) func(int64) {
@@ -81,6 +82,7 @@ func (p *progress) writeDone() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.clear()
+	fmt.Fprintf(p.w, "blobs: %s fetched, %s from cache\n", HumanBytes(p.fetched), HumanBytes(p.cached))
 }
 
 func (p *progress) draw(line string) {

@@ -1,0 +1,140 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+)
+
+// Prefetcher fetches blobs into the cache in the order a consumer will
+// open them, a bounded number ahead, so downloading overlaps with what the
+// consumer does (compressing the bundle) and the disk holds whole blobs only.
+type Prefetcher struct {
+	c      *Client
+	cache  *Cache
+	ref    map[string]string // digest -> an image reference that has it
+	ready  map[string]chan struct{}
+	errs   sync.Map // digest -> error
+	slots  chan struct{}
+	cancel context.CancelFunc
+	prog   Progress
+}
+
+// Prefetch starts fetching order's blobs that are not cached yet, from the
+// repository of sources[digest], up to ahead blobs beyond the last one
+// opened, jobs at a time.
+func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Descriptor, sources map[string]string, jobs, ahead int, prog Progress) *Prefetcher {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &Prefetcher{c: c, cache: cache, ref: sources, ready: map[string]chan struct{}{}, slots: make(chan struct{}, max(ahead, 1)), cancel: cancel, prog: prog}
+	var todo []ocispec.Descriptor
+	for _, d := range order {
+		ch := make(chan struct{})
+		p.ready[d.Digest.String()] = ch
+		if ok, _ := cache.storage.Exists(ctx, d); ok {
+			close(ch)
+			if prog != nil {
+				prog.BlobDone(sources[d.Digest.String()], d, true)
+			}
+			continue
+		}
+		todo = append(todo, d)
+	}
+	go func() {
+		sem := make(chan struct{}, max(jobs, 1))
+		for _, d := range todo {
+			select {
+			case p.slots <- struct{}{}: // released when the consumer opens an earlier blob
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				defer func() { <-sem }()
+				if err := p.fetch(ctx, d); err != nil {
+					p.errs.Store(d.Digest.String(), err)
+				}
+				close(p.ready[d.Digest.String()])
+			}()
+		}
+	}()
+	return p
+}
+
+func (p *Prefetcher) fetch(ctx context.Context, d ocispec.Descriptor) error {
+	src := p.ref[d.Digest.String()]
+	ref, _, err := splitRef(src)
+	if err != nil {
+		return err
+	}
+	repo, err := p.c.Repository(ref)
+	if err != nil {
+		return err
+	}
+	for attempt := 1; ; attempt++ {
+		err = p.fetchOnce(ctx, repo, d)
+		if err == nil || errors.Is(err, errdef.ErrAlreadyExists) {
+			if p.prog != nil {
+				p.prog.BlobDone(src, d, false)
+			}
+			return nil
+		}
+		if attempt >= 4 || !transient(err) || ctx.Err() != nil {
+			return fmt.Errorf("image %s: blob %s: %w", src, d.Digest, Classify(err))
+		}
+		if p.c.opts.Retries != nil {
+			p.c.opts.Retries.Add(1)
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (p *Prefetcher) fetchOnce(ctx context.Context, repo interface {
+	Blobs() registry.BlobStore
+}, d ocispec.Descriptor) error {
+	rc, err := repo.Blobs().Fetch(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	// The cache verifies size and digest before the blob becomes visible.
+	return p.cache.storage.Push(ctx, d, rc)
+}
+
+// Open waits for blob d and opens it from the cache. Opening a blob frees
+// room for the prefetcher to go one blob further.
+func (p *Prefetcher) Open(ctx context.Context, d string) (io.ReadCloser, error) {
+	ch, ok := p.ready[d]
+	if !ok {
+		return nil, fmt.Errorf("blob %s was not planned", d)
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-p.slots:
+	default:
+	}
+	if err, ok := p.errs.Load(d); ok {
+		return nil, err.(error)
+	}
+	return p.cache.Open(ctx, d)
+}
+
+// Close stops fetching.
+func (p *Prefetcher) Close() { p.cancel() }
