@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -77,6 +78,9 @@ func buildCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
+			// The encoder's buffers are most of the heap; a tighter GC target
+			// keeps build's RSS near 200 MiB for a little CPU.
+			debug.SetGCPercent(50)
 			_, err = build.Run(c.Context, build.Options{
 				Chart:          c.String("chart"),
 				Output:         c.String("output"),
