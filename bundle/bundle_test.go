@@ -454,3 +454,18 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+func TestFreshBlobsKeepTheSizeCheck(t *testing.T) {
+	f := newFixture(t)
+	d := f.manifest.Blobs[0].Digest
+	f.blobs[d] = f.blobs[d][:len(f.blobs[d])-1]
+	out := filepath.Join(t.TempDir(), "b.tar.zst")
+	_, err := Write(context.Background(), out, WriteOptions{Manifest: f.manifest, Chart: f.chart, Blobs: f.open,
+		Fresh: func(string) bool { return true }})
+	if err == nil || !strings.Contains(err.Error(), "expected") {
+		t.Fatalf("Write with a short fresh blob = %v, want a size error", err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("output left after a failed write")
+	}
+}

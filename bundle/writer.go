@@ -27,6 +27,10 @@ type WriteOptions struct {
 	Manifest *Manifest // normalized by Write
 	Chart    []byte    // the chart .tgz, Manifest.Chart describes it
 	Blobs    BlobOpener
+	// Fresh, when set, names blobs the caller verified against their digest
+	// in this run (fetched into its cache); the writer checks only their
+	// size instead of hashing them a second time.
+	Fresh func(digest string) bool
 	// Signer signs the archive digest; nil writes no .sig.
 	Signer Signer
 	// ModTime stamps every entry; zero means the Unix epoch.
@@ -180,7 +184,7 @@ func writeEntries(ctx context.Context, tw *tarWriter, opts WriteOptions) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := tw.blob(ctx, b, opts.Blobs); err != nil {
+		if err := tw.blob(ctx, b, opts.Blobs, opts.Fresh != nil && opts.Fresh(b.Digest)); err != nil {
 			return err
 		}
 	}
@@ -245,9 +249,9 @@ func (t *tarWriter) bytes(name string, data []byte) error {
 	return err
 }
 
-// blob copies one blob, hashing as it goes, so a corrupt cache never ends
-// up in a signed bundle.
-func (t *tarWriter) blob(ctx context.Context, b Blob, open BlobOpener) error {
+// blob copies one blob, hashing as it goes (unless fresh), so a corrupt
+// cache never ends up in a signed bundle.
+func (t *tarWriter) blob(ctx context.Context, b Blob, open BlobOpener, fresh bool) error {
 	rc, err := open(ctx, b.Digest)
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", b.Digest, err)
@@ -257,14 +261,18 @@ func (t *tarWriter) blob(ctx context.Context, b Blob, open BlobOpener) error {
 		return err
 	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(t.tw, h), io.LimitReader(rc, b.Size))
+	var w io.Writer = io.MultiWriter(t.tw, h)
+	if fresh {
+		w = t.tw
+	}
+	n, err := io.Copy(w, io.LimitReader(rc, b.Size))
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", b.Digest, err)
 	}
 	if n != b.Size {
 		return fmt.Errorf("blob %s: read %d bytes, expected %d", b.Digest, n, b.Size)
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != b.Digest {
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); !fresh && got != b.Digest {
 		return fmt.Errorf("blob %s: source content has digest %s", b.Digest, got)
 	}
 	return nil

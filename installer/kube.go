@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
@@ -37,9 +38,8 @@ var (
 
 // Kubernetes versions the vendor guide supports.
 const (
-	minKubeMinor    = 22
-	testedKubeMinor = 25
-	testedKubePatch = 2
+	minKube    = "1.22.0"
+	testedKube = "1.25.2"
 )
 
 // Cluster is the site's Kubernetes API, reached only through the dialer given.
@@ -135,13 +135,15 @@ func (c *Cluster) Check(ctx context.Context, namespace string, create bool) (*Pr
 		return nil, fmt.Errorf("%w: Kubernetes API %s: %v", ErrPreflight, c.Config.Host, err)
 	}
 	pf.ServerVersion = v.GitVersion
-	major, _ := strconv.Atoi(strings.TrimRight(v.Major, "+"))
-	minor, _ := strconv.Atoi(strings.TrimRight(v.Minor, "+"))
-	if major < 1 || (major == 1 && minor < minKubeMinor) {
-		return nil, fmt.Errorf("%w: Kubernetes %s is older than 1.%d, the oldest pSeven Enterprise supports", ErrPreflight, v.GitVersion, minKubeMinor)
+	server, err := version.ParseGeneric(v.GitVersion)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Kubernetes API %s reports version %q: %v", ErrPreflight, c.Config.Host, v.GitVersion, err)
 	}
-	if major > 1 || minor > testedKubeMinor || (minor == testedKubeMinor && patchOf(v.GitVersion) > testedKubePatch) {
-		pf.Warnings = append(pf.Warnings, fmt.Sprintf("Kubernetes %s is newer than 1.%d.%d, the newest version the vendor tested", v.GitVersion, testedKubeMinor, testedKubePatch))
+	if server.LessThan(version.MustParseGeneric(minKube)) {
+		return nil, fmt.Errorf("%w: Kubernetes %s is older than %s, the oldest pSeven Enterprise supports", ErrPreflight, v.GitVersion, minKube)
+	}
+	if server.GreaterThan(version.MustParseGeneric(testedKube)) {
+		pf.Warnings = append(pf.Warnings, fmt.Sprintf("Kubernetes %s is newer than %s, the newest version the vendor tested", v.GitVersion, testedKube))
 	}
 	nodes, err := c.Clientset.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -165,19 +167,6 @@ func (c *Cluster) Check(ctx context.Context, namespace string, create bool) (*Pr
 		return nil, fmt.Errorf("%w: namespace %q: %v", ErrPreflight, namespace, err)
 	}
 	return pf, nil
-}
-
-func patchOf(gitVersion string) int {
-	parts := strings.SplitN(strings.TrimPrefix(gitVersion, "v"), ".", 3)
-	if len(parts) < 3 {
-		return 0
-	}
-	digits := strings.FieldsFunc(parts[2], func(r rune) bool { return r < '0' || r > '9' })
-	if len(digits) == 0 {
-		return 0
-	}
-	n, _ := strconv.Atoi(digits[0])
-	return n
 }
 
 // nodeSizing applies the guide: one executor per worker node, each asking

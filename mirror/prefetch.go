@@ -22,6 +22,7 @@ type Prefetcher struct {
 	ref    map[string]string // digest -> an image reference that has it
 	ready  map[string]chan struct{}
 	errs   sync.Map // digest -> error
+	fresh  sync.Map // digest -> struct{}: fetched and verified in this run
 	slots  chan struct{}
 	cancel context.CancelFunc
 	prog   Progress
@@ -83,6 +84,9 @@ func (p *Prefetcher) fetch(ctx context.Context, d ocispec.Descriptor) error {
 	}
 	for attempt := 1; ; attempt++ {
 		err = p.fetchOnce(ctx, repo, d)
+		if err == nil {
+			p.fresh.Store(d.Digest.String(), struct{}{})
+		}
 		if err == nil || errors.Is(err, errdef.ErrAlreadyExists) {
 			if p.prog != nil {
 				p.prog.BlobDone(src, d, false)
@@ -134,6 +138,14 @@ func (p *Prefetcher) Open(ctx context.Context, d string) (io.ReadCloser, error) 
 		return nil, err.(error)
 	}
 	return p.cache.Open(ctx, d)
+}
+
+// Fresh reports whether blob d was fetched in this run: its digest was
+// verified on the way into the cache, so a reader need not hash it again.
+// Blobs that were already cached are not fresh.
+func (p *Prefetcher) Fresh(d string) bool {
+	_, ok := p.fresh.Load(d)
+	return ok
 }
 
 // Close stops fetching.

@@ -187,6 +187,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		Manifest: m,
 		Chart:    ch.Archive,
 		Blobs:    prefetch.Open,
+		Fresh:    prefetch.Fresh,
 		Signer:   signer,
 		ModTime:  opts.Created,
 		Level:    opts.Level,

@@ -124,7 +124,7 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 		}
 		r.Host = fmt.Sprintf("127.0.0.1:%d", port)
 		cfg := filepath.Join(r.Dir, "config.yml")
-		if err := os.WriteFile(cfg, []byte(config(r.Dir, r.Host, htpasswd, certFile, keyFile)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(Config(r.Dir, r.Host, htpasswd, certFile, keyFile)), 0o600); err != nil {
 			return fail(err)
 		}
 		if lastErr = r.launch(ctx, bin, cfg); lastErr == nil {
@@ -137,7 +137,10 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 	return fail(lastErr)
 }
 
-func config(dir, addr, htpasswd, cert, key string) string {
+// Config renders a docker-registry configuration: filesystem storage under
+// dir/storage, listening on addr, with TLS when cert is set and htpasswd
+// auth when htpasswd is set. The test site writes its registry's with it.
+func Config(dir, addr, htpasswd, cert, key string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `version: 0.1
 log:

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"text/template"
+
+	"github.com/p7bundle/p7bundle/internal/testregistry"
 )
 
 // Configuration of the site's daemons. Each blocker of the reference recipe
@@ -56,31 +58,6 @@ state = "{{.Dir}}/containerd/state"
 [host."https://{{.Registry}}"]
   capabilities = ["pull", "resolve"]
   ca = ["{{.RegistryCAFile}}"]
-{{end}}
-
-{{define "registry"}}version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {{.Dir}}/registry
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: {{.Registry}}
-  secret: p7site-{{.NetNS}}
-  tls:
-    certificate: {{.Dir}}/pki/registry.crt
-    key: {{.Dir}}/pki/registry.key
-auth:
-  htpasswd:
-    realm: p7site
-    path: {{.Dir}}/pki/htpasswd
 {{end}}
 
 {{define "kubelet"}}apiVersion: kubelet.config.k8s.io/v1beta1
@@ -159,7 +136,6 @@ func (s *Site) writeConfigs() error {
 	files := []struct{ tmpl, path string }{
 		{"containerd", "containerd/config.toml"},
 		{"hosts.toml", "containerd/certs.d/" + s.Registry + "/hosts.toml"},
-		{"registry", "registry.yml"},
 		{"kubelet", "kubelet/config.yaml"},
 		{"cni", "cni/net.d/10-p7site.conflist"},
 	}
@@ -175,6 +151,10 @@ func (s *Site) writeConfigs() error {
 		if err := os.WriteFile(p, b.Bytes(), 0o600); err != nil {
 			return err
 		}
+	}
+	reg := testregistry.Config(s.path("registry"), s.Registry, s.path("pki/htpasswd"), s.path("pki/registry.crt"), s.path("pki/registry.key"))
+	if err := os.WriteFile(s.path("registry.yml"), []byte(reg), 0o600); err != nil {
+		return err
 	}
 	// Lookups from pods fail at once instead of timing out on the host's resolver.
 	return os.WriteFile(filepath.Join(s.Dir, "resolv.conf"), []byte("nameserver 127.0.0.1\n"), 0o644)

@@ -4,11 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	_ "embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -260,40 +258,5 @@ var pauseSource []byte
 // buildPause compiles the pause program as a static binary, cached under the
 // user cache dir keyed by the source and the Go version.
 func buildPause(ctx context.Context) (string, error) {
-	base, err := os.UserCacheDir()
-	if err != nil {
-		base = os.TempDir()
-	}
-	dir := filepath.Join(base, "p7bundle-testsite")
-	ver, err := exec.CommandContext(ctx, "go", "version").Output()
-	if err != nil {
-		return "", fmt.Errorf("testsite: go version: %w", err)
-	}
-	h := sha256.New()
-	h.Write(pauseSource)
-	h.Write(ver)
-	out := filepath.Join(dir, "pause-"+hex.EncodeToString(h.Sum(nil))[:16])
-	if _, err := os.Stat(out); err == nil {
-		return out, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	work, err := os.MkdirTemp(dir, "build-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(work)
-	os.WriteFile(filepath.Join(work, "go.mod"), []byte("module pause\n\ngo 1.22\n"), 0o644)
-	if err := os.WriteFile(filepath.Join(work, "main.go"), pauseSource, 0o644); err != nil {
-		return "", err
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", "pause", ".")
-	cmd.Dir = work
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GOWORK=off", "GOTOOLCHAIN=local")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("testsite: build pause: %w\n%s", err, b)
-	}
-	// Rename is atomic: concurrent builders are safe.
-	return out, os.Rename(filepath.Join(work, "pause"), out)
+	return fixture.BuildStatic(ctx, "", "pause", pauseSource)
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/p7bundle/p7bundle/bench/internal/workload"
+	"github.com/p7bundle/p7bundle/internal/build"
 )
 
 // Result is everything a run measured; latest.json is its JSON form.
@@ -539,18 +540,8 @@ func abbreviate(s string) string {
 	return s
 }
 
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// human renders byte counts as p7bundle does.
+var human = build.HumanBytes
 
 func sizeLabel(n int64) string {
 	switch {
