@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
-	"helm.sh/helm/v3/pkg/release"
-	"helm.sh/helm/v3/pkg/storage/driver"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,8 +50,14 @@ type InstallOptions struct {
 	CreateNamespace         bool
 	Kubeconfig, KubeContext string
 	Timeout                 time.Duration
-	Wait                    bool
-	DryRun                  bool
+	// NoWait skips waiting for resources and Jobs (the guide installs with --wait).
+	NoWait bool
+	DryRun bool
+	// Recover rolls a release stuck in pending-* back to its last
+	// deployed revision (or removes a never-deployed one) before going on.
+	Recover bool
+	// AllowDowngrade installs a chart older than the running one.
+	AllowDowngrade bool
 
 	// Out gets the report, Log progress lines (stderr).
 	Out, Log io.Writer
@@ -143,7 +147,22 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	if err := client.Ping(ctx, o.SiteRegistry); err != nil {
 		return nil, fmt.Errorf("%w: site registry %s: %w", ErrPreflight, o.SiteRegistry, err)
 	}
-	step("preflight passed: Kubernetes %s, %d nodes, namespace %s", pf.ServerVersion, len(pf.Nodes), o.Namespace)
+	cfg := new(action.Configuration)
+	if err := cfg.Init(cluster.Flags, o.Namespace, "secret", func(format string, v ...interface{}) { debug("helm: "+format, v...) }); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrHelm, err)
+	}
+	state, err := ReadRelease(cfg, o.Release)
+	if err != nil {
+		return nil, err
+	}
+	helmStep, err := state.Plan(o.Recover)
+	if err != nil {
+		return nil, err
+	}
+	if err := state.CheckDowngrade(m.Chart.Version, o.AllowDowngrade); err != nil {
+		return nil, err
+	}
+	step("preflight passed: Kubernetes %s, %d nodes, namespace %s, release %s: %s", pf.ServerVersion, len(pf.Nodes), o.Namespace, o.Release, state.describe())
 
 	if !o.DryRun {
 		rep.Pushed, err = Push(ctx, PushOptions{
@@ -184,22 +203,13 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 		step("air-gap lint passed: %d images, all in %s", len(lint.Images), manifests.SitePath(o.SiteRegistry, o.Prefix))
 	}
 
-	cfg := new(action.Configuration)
-	if err := cfg.Init(cluster.Flags, o.Namespace, "secret", func(format string, v ...interface{}) { debug("helm: "+format, v...) }); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrHelm, err)
-	}
-	last, err := cfg.Releases.Last(o.Release)
-	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
-		return nil, fmt.Errorf("%w: reading release %s: %v", ErrHelm, o.Release, err)
-	}
-	upgrade := last != nil && last.Info.Status == release.StatusDeployed
 	if o.DryRun {
-		rep.Action = map[bool]string{true: "upgrade", false: "install"}[upgrade] + " (dry run)"
+		rep.Action = string(helmStep) + " (dry run)"
 		step("dry run: would %s release %s in %s; nothing was changed", rep.Action, o.Release, o.Namespace)
 		return rep, nil
 	}
 
-	secrets, secretsFile, err := o.secrets(ctx, cluster, cfg, p, last, upgrade, step)
+	secrets, secretsFile, err := o.secrets(ctx, cluster, p, state, step)
 	if err != nil {
 		return nil, err
 	}
@@ -212,32 +222,9 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 		vals[k] = v
 	}
 
-	var rel *release.Release
-	switch {
-	case upgrade:
-		rep.Action = "upgrade"
-		step("upgrading release %s (revision %d, chart %s) to chart %s", o.Release, last.Version, last.Chart.Metadata.Version, p.Chart.Version)
-		up := action.NewUpgrade(cfg)
-		up.Namespace, up.Timeout, up.Wait, up.WaitForJobs = o.Namespace, o.Timeout, o.Wait, o.Wait
-		rel, err = up.RunWithContext(ctx, o.Release, p.Chart.Chart, vals)
-	default:
-		if last != nil && last.Info.Status != release.StatusUninstalled {
-			// The guide's "ensure a clean environment": a failed or stuck
-			// release is removed. A deployed one never reaches this branch.
-			step("release %s is %s: uninstalling it before installing", o.Release, last.Info.Status)
-			un := action.NewUninstall(cfg)
-			un.Timeout, un.Wait = o.Timeout, true
-			if _, err := un.Run(o.Release); err != nil {
-				return nil, fmt.Errorf("%w: uninstalling %s release %s: %v", ErrHelm, last.Info.Status, o.Release, err)
-			}
-		}
-		rep.Action = "install"
-		step("installing release %s (chart %s %s) into %s", o.Release, p.Chart.Name, p.Chart.Version, o.Namespace)
-		in := action.NewInstall(cfg)
-		in.ReleaseName, in.Namespace, in.Timeout, in.Wait, in.WaitForJobs = o.Release, o.Namespace, o.Timeout, o.Wait, o.Wait
-		in.Replace = last != nil
-		rel, err = in.RunWithContext(ctx, p.Chart.Chart, vals)
-	}
+	rep.Action = string(helmStep)
+	h := &helmRun{cfg: cfg, namespace: o.Namespace, release: o.Release, timeout: o.Timeout, wait: !o.NoWait, step: step}
+	rel, err := h.apply(ctx, state, helmStep, p.Chart.Chart, vals)
 	if err != nil {
 		return rep, fmt.Errorf("%w: %s of release %s failed (details in %s): %v", ErrHelm, rep.Action, o.Release, o.LogFile, err)
 	}
@@ -278,7 +265,7 @@ func (o *InstallOptions) defaults() {
 // secrets decides where the deployment secrets come from: --secrets as
 // given; the release's kept secrets on an upgrade or a retried install;
 // else a fresh run of the bundled secretgen image in the cluster.
-func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, cfg *action.Configuration, p *Prepared, last *release.Release, upgrade bool, step func(string, ...any)) (map[string]interface{}, string, error) {
+func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, p *Prepared, state *ReleaseState, step func(string, ...any)) (map[string]interface{}, string, error) {
 	if o.SecretsFile != "" {
 		data, err := os.ReadFile(o.SecretsFile)
 		if err != nil {
@@ -306,11 +293,11 @@ func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, cfg *action.Co
 		step("secrets: reusing the secrets of release %s (Secret %s/%s)", o.Release, o.Namespace, keptSecretName(o.Release))
 		return m, "", nil
 	}
-	if upgrade {
+	if state.EverDeployed() {
 		// Installed without p7bundle: the secrets are the top-level
 		// values the chart does not define.
 		m := map[string]interface{}{}
-		for k, v := range last.Config {
+		for k, v := range state.Current.Config {
 			if _, inChart := p.Chart.Chart.Values[k]; !inChart {
 				m[k] = v
 			}

@@ -147,7 +147,7 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 		t.Fatalf("install: %v\nlog: %s", r, mustRead(t, logFile))
 	}
 	t.Logf("install output:\n%s%s", r.stderr, r.stdout)
-	for _, want := range []string{"is failed: uninstalling it before installing", "reusing the secrets of release pseven-rl", "Kubernetes v1.37.0 is newer than 1.25.2"} {
+	for _, want := range []string{"no revision was ever deployed (last: revision 1, failed): uninstalling the failed installation", "reusing the secrets of release pseven-rl", "Kubernetes v1.37.0 is newer than 1.25.2"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("install output lacks %q", want)
 		}

@@ -241,7 +241,10 @@ func installCommand(env *environment) *cli.Command {
 			&cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "kubeconfig `FILE`"},
 			&cli.StringFlag{Name: "kube-context", Usage: "kubeconfig `CONTEXT`"},
 			&cli.DurationFlag{Name: "timeout", Value: 60 * time.Minute, Usage: "Helm operation timeout"},
-			&cli.BoolFlag{Name: "wait", Usage: "wait until every resource is ready"},
+			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until every resource and Job is ready (the default, as in the guide)"},
+			&cli.BoolFlag{Name: "no-wait", Usage: "do not wait for resources and Jobs to be ready"},
+			&cli.BoolFlag{Name: "recover", Usage: "roll a release stuck in pending-* (an interrupted run) back to its last deployed revision, then go on"},
+			&cli.BoolFlag{Name: "allow-downgrade", Usage: "install a chart older than the one the release runs"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "check and render only: push nothing, install nothing"},
 			&cli.StringFlag{Name: "log-file", Usage: "debug log `FILE` (default pseven-<chart version>.log)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "values.airgap.yaml", Usage: "values `FILE` to write (mode 0600)"},
@@ -269,7 +272,8 @@ func installCommand(env *environment) *cli.Command {
 				SecretsFile: c.String("secrets"), ValuesOut: c.String("output"), LogFile: c.String("log-file"),
 				Namespace: c.String("namespace"), Release: c.String("release"), CreateNamespace: c.Bool("create-namespace"),
 				Kubeconfig: c.String("kubeconfig"), KubeContext: c.String("kube-context"),
-				Timeout: c.Duration("timeout"), Wait: c.Bool("wait"), DryRun: c.Bool("dry-run"),
+				Timeout: c.Duration("timeout"), NoWait: c.Bool("no-wait") || !c.Bool("wait"), DryRun: c.Bool("dry-run"),
+				Recover: c.Bool("recover"), AllowDowngrade: c.Bool("allow-downgrade"),
 				Out: env.stdout, Log: env.stderr,
 			})
 			if rep != nil && c.Bool("json") {

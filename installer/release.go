@@ -1,0 +1,212 @@
+package installer
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/storage/driver"
+)
+
+// ErrReleaseState: the release's history forbids going on (a stuck
+// revision, a downgrade); nothing was changed.
+var ErrReleaseState = errors.New("release state")
+
+// Step is what install does with the Helm release.
+type Step string
+
+const (
+	// StepInstall: no release of that name holds anything.
+	StepInstall Step = "install"
+	// StepCleanInstall: only revisions that never deployed exist (a failed
+	// first install); they are uninstalled first, the guide's "clean
+	// environment". Never chosen once any revision was deployed.
+	StepCleanInstall Step = "clean install"
+	// StepUpgrade: some revision was deployed; Helm upgrades in place, also
+	// from a failed last revision.
+	StepUpgrade Step = "upgrade"
+)
+
+// ReleaseState is a release's whole history, oldest first, and what it
+// allows. The last revision alone cannot tell a failed first install from
+// a failed upgrade of a running site; the history can.
+type ReleaseState struct {
+	Name    string
+	History []*release.Release
+	// Current is the revision whose workloads run: the newest deployed
+	// one, else the newest superseded one. Nil when none ever deployed.
+	Current *release.Release
+}
+
+// Last is the newest revision, or nil.
+func (s *ReleaseState) Last() *release.Release {
+	if len(s.History) == 0 {
+		return nil
+	}
+	return s.History[len(s.History)-1]
+}
+
+// EverDeployed says whether any revision was ever deployed; if so, the
+// release is production and p7bundle never uninstalls it.
+func (s *ReleaseState) EverDeployed() bool { return s.Current != nil }
+
+// ReadRelease loads the whole history of a release.
+func ReadRelease(cfg *action.Configuration, name string) (*ReleaseState, error) {
+	h, err := cfg.Releases.History(name)
+	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+		return nil, fmt.Errorf("%w: reading the history of release %s: %v", ErrHelm, name, err)
+	}
+	sort.Slice(h, func(i, j int) bool { return h[i].Version < h[j].Version })
+	s := &ReleaseState{Name: name, History: h}
+	for _, r := range h {
+		switch r.Info.Status {
+		case release.StatusDeployed:
+			s.Current = r
+		case release.StatusSuperseded:
+			if s.Current == nil || s.Current.Info.Status != release.StatusDeployed {
+				s.Current = r
+			}
+		}
+	}
+	return s, nil
+}
+
+// Plan decides the Helm step. A pending last revision (a run that was
+// killed, or one still running) is an error unless recover is set; then
+// Recover must run before the step.
+func (s *ReleaseState) Plan(recover bool) (Step, error) {
+	last := s.Last()
+	switch {
+	case last == nil:
+		return StepInstall, nil
+	case last.Info.Status.IsPending() && !recover:
+		return "", s.pendingError(last)
+	case last.Info.Status == release.StatusUninstalled: // nothing runs
+		return StepInstall, nil
+	case s.EverDeployed():
+		return StepUpgrade, nil
+	default:
+		return StepCleanInstall, nil
+	}
+}
+
+func (s *ReleaseState) pendingError(last *release.Release) error {
+	fix := fmt.Sprintf("rerun with --recover to uninstall the never-deployed release %s first", s.Name)
+	if s.EverDeployed() {
+		fix = fmt.Sprintf("rerun with --recover to roll back to revision %d (the last deployed) and upgrade, or run: helm rollback %s %d -n %s",
+			s.Current.Version, s.Name, s.Current.Version, last.Namespace)
+	}
+	return fmt.Errorf("%w: release %s revision %d is %s: a p7bundle or helm run was interrupted (or is still running); if none is running, %s",
+		ErrReleaseState, s.Name, last.Version, last.Info.Status, fix)
+}
+
+// CheckDowngrade refuses a chart older than the running one.
+func (s *ReleaseState) CheckDowngrade(newVersion string, allow bool) error {
+	if s.Current == nil || s.Current.Chart == nil || s.Current.Chart.Metadata == nil || allow {
+		return nil
+	}
+	old := s.Current.Chart.Metadata.Version
+	if compareVersions(newVersion, old) < 0 {
+		return fmt.Errorf("%w: chart %s is older than %s, which release %s runs (revision %d): refusing to downgrade (--allow-downgrade overrides)",
+			ErrReleaseState, newVersion, old, s.Name, s.Current.Version)
+	}
+	return nil
+}
+
+// compareVersions orders chart versions such as 2023.09.25 or 1.2.3-rc1
+// by their numeric fields first; semver's no-leading-zeros rule would
+// refuse the vendor's dates.
+func compareVersions(a, b string) int {
+	fa, fb := versionFields(a), versionFields(b)
+	for i := 0; i < len(fa) || i < len(fb); i++ {
+		var x, y string
+		if i < len(fa) {
+			x = fa[i]
+		}
+		if i < len(fb) {
+			y = fb[i]
+		}
+		if c := compareField(x, y); c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+func versionFields(v string) []string {
+	v = strings.TrimPrefix(v, "v")
+	v, _, _ = strings.Cut(v, "+") // build metadata does not order
+	var fields []string
+	start := 0
+	for i, r := range v + "." {
+		switch {
+		case r == '.' || r == '-':
+		case i > start && unicode.IsDigit(r) != unicode.IsDigit(rune(v[i-1])): // rc10 -> rc, 10
+		default:
+			continue
+		}
+		if i > start {
+			fields = append(fields, v[start:i])
+		}
+		start = i
+		if r == '.' || r == '-' {
+			start = i + 1
+		}
+	}
+	return fields
+}
+
+func compareField(x, y string) int {
+	nx, errx := strconv.ParseUint(x, 10, 64)
+	ny, erry := strconv.ParseUint(y, 10, 64)
+	switch {
+	case x == y:
+		return 0
+	case x == "": // 1.0 < 1.0.1, but 1.0 > 1.0-rc1
+		if isDigits(y) {
+			return -1
+		}
+		return 1
+	case y == "":
+		return -compareField(y, x)
+	case errx == nil && erry == nil:
+		return cmpInt(nx, ny)
+	case errx == nil: // numbers sort before words
+		return -1
+	case erry == nil:
+		return 1
+	}
+	return strings.Compare(x, y)
+}
+
+func isDigits(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return !unicode.IsDigit(r) }) < 0
+}
+
+func cmpInt(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (s *ReleaseState) describe() string {
+	last := s.Last()
+	switch {
+	case last == nil:
+		return "not installed"
+	case s.Current == nil:
+		return fmt.Sprintf("revision %d %s, never deployed", last.Version, last.Info.Status)
+	case s.Current == last:
+		return fmt.Sprintf("revision %d %s (chart %s)", last.Version, last.Info.Status, last.Chart.Metadata.Version)
+	}
+	return fmt.Sprintf("revision %d runs (chart %s), revision %d is %s", s.Current.Version, s.Current.Chart.Metadata.Version, last.Version, last.Info.Status)
+}
