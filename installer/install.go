@@ -58,6 +58,9 @@ type InstallOptions struct {
 	Recover bool
 	// AllowDowngrade installs a chart older than the running one.
 	AllowDowngrade bool
+	// ResetValues starts an upgrade from the chart's defaults instead of
+	// the running release's values.
+	ResetValues bool
 
 	// Out gets the report, Log progress lines (stderr).
 	Out, Log io.Writer
@@ -65,20 +68,23 @@ type InstallOptions struct {
 
 // Report is the outcome of an install.
 type Report struct {
-	Release     string               `json:"release"`
-	Namespace   string               `json:"namespace"`
-	Revision    int                  `json:"revision"`
-	Status      string               `json:"status"`
-	Action      string               `json:"action"`
-	Pushed      *mirror.PushResult   `json:"pushed,omitempty"`
-	Endpoints   *Endpoints           `json:"endpoints,omitempty"`
-	Filled      []string             `json:"filled,omitempty"`
-	ValuesFile  string               `json:"valuesFile"`
-	SecretsFile string               `json:"secretsFile,omitempty"`
-	LogFile     string               `json:"logFile"`
-	Lint        *LintResult          `json:"lint,omitempty"`
-	Preflight   *Preflight           `json:"-"`
-	Images      []mirror.PushedImage `json:"-"`
+	Release     string             `json:"release"`
+	Namespace   string             `json:"namespace"`
+	Revision    int                `json:"revision"`
+	Status      string             `json:"status"`
+	Action      string             `json:"action"`
+	Pushed      *mirror.PushResult `json:"pushed,omitempty"`
+	Endpoints   *Endpoints         `json:"endpoints,omitempty"`
+	Filled      []string           `json:"filled,omitempty"`
+	ValuesFile  string             `json:"valuesFile"`
+	SecretsFile string             `json:"secretsFile,omitempty"`
+	LogFile     string             `json:"logFile"`
+	Lint        *LintResult        `json:"lint,omitempty"`
+	// ValuesDiff lists what an upgrade changes in the release's values.
+	ValuesDiff []string              `json:"valuesDiff,omitempty"`
+	Repointed  []manifests.Repointed `json:"repointed,omitempty"`
+	Preflight  *Preflight            `json:"-"`
+	Images     []mirror.PushedImage  `json:"-"`
 }
 
 // Install runs the whole site-side procedure of the vendor guide, in the
@@ -174,9 +180,31 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 		}
 		step("pushed %d images: %d blobs uploaded, %d already present, %d mounted", len(rep.Pushed.Images), rep.Pushed.BlobsPushed, rep.Pushed.BlobsSkipped, rep.Pushed.BlobsMounted)
 	}
+	// registry.username/password are what this run pulls with, docker
+	// config credentials included: never blanked.
+	username, password := o.Username, o.Password
+	if username == "" {
+		if username, password, err = client.Credential(ctx, o.SiteRegistry); err != nil {
+			return nil, err
+		}
+	}
+	kept, err := cluster.keptSecrets(ctx, o.Namespace, o.Release)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := manifests.LoadChartArchive(o.Bundle+":"+m.Chart.Path, verified.Chart)
+	if err != nil {
+		return nil, err
+	}
+	secretKeys := state.secretKeys(kept, ch.Chart.Values)
+	var carried map[string]interface{}
+	if helmStep == StepUpgrade && !o.ResetValues {
+		carried = state.userValues(ch, m.SourceRegistry, manifests.SitePath(o.SiteRegistry, o.Prefix), secretKeys)
+		step("values: starting from the %d top-level keys the admin set in revision %d (--reset-values starts from the chart's defaults)", len(carried), state.Current.Version)
+	}
 	p, err := prepareFrom(&Prepared{Verified: verified}, m, verified.Chart, ValuesOptions{
-		Bundle: o.Bundle, SiteRegistry: o.SiteRegistry, Prefix: o.Prefix, Username: o.Username, Password: o.Password,
-		Files: o.Files, Sets: o.Sets, Sizing: pf.Sizing,
+		Bundle: o.Bundle, SiteRegistry: o.SiteRegistry, Prefix: o.Prefix, Username: username, Password: password,
+		Files: o.Files, Sets: o.Sets, Sizing: pf.Sizing, Carried: carried,
 	})
 	if err != nil {
 		return nil, err
@@ -184,6 +212,17 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	rep.Filled = p.Values.Filled
 	for _, f := range p.Values.Filled {
 		step("filled from the cluster: %s", f)
+	}
+	rep.Repointed = p.Values.Repointed
+	for _, r := range p.Values.Repointed {
+		step("values: %s moved to this bundle: %s -> %s", r.Path, r.From, r.To)
+	}
+	if state.Current != nil && helmStep == StepUpgrade {
+		rep.ValuesDiff = manifests.DiffValues(state.Current.Config, p.Values.Values, secretKeys...)
+		step("values: %d changes from revision %d%s", len(rep.ValuesDiff), state.Current.Version, map[bool]string{true: ":", false: ""}[len(rep.ValuesDiff) > 0])
+		for _, d := range rep.ValuesDiff {
+			step("  %s", d)
+		}
 	}
 	if err := WriteSecretFile(o.ValuesOut, p.Values.Document); err != nil {
 		return nil, err
@@ -209,7 +248,7 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 		return rep, nil
 	}
 
-	secrets, secretsFile, err := o.secrets(ctx, cluster, p, state, step)
+	secrets, secretsFile, err := o.secrets(ctx, cluster, p, state, kept, username, password, step)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +304,7 @@ func (o *InstallOptions) defaults() {
 // secrets decides where the deployment secrets come from: --secrets as
 // given; the release's kept secrets on an upgrade or a retried install;
 // else a fresh run of the bundled secretgen image in the cluster.
-func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, p *Prepared, state *ReleaseState, step func(string, ...any)) (map[string]interface{}, string, error) {
+func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, p *Prepared, state *ReleaseState, kept []byte, username, password string, step func(string, ...any)) (map[string]interface{}, string, error) {
 	if o.SecretsFile != "" {
 		data, err := os.ReadFile(o.SecretsFile)
 		if err != nil {
@@ -280,10 +319,6 @@ func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, p *Prepared, s
 		}
 		step("secrets: using %s", o.SecretsFile)
 		return m, o.SecretsFile, nil
-	}
-	kept, err := c.keptSecrets(ctx, o.Namespace, o.Release)
-	if err != nil {
-		return nil, "", err
 	}
 	if kept != nil {
 		m, err := parseSecrets("secret "+keptSecretName(o.Release), kept)
@@ -317,7 +352,7 @@ func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, p *Prepared, s
 	}
 	image := t.Ref(o.SiteRegistry, "")
 	step("secrets: running %s as a Job in %s", image, o.Namespace)
-	out, err := c.secretgenJob(ctx, o.Namespace, image, o.SiteRegistry, o.Username, o.Password, 10*time.Minute)
+	out, err := c.secretgenJob(ctx, o.Namespace, image, o.SiteRegistry, username, password, 10*time.Minute)
 	if err != nil {
 		return nil, "", err
 	}

@@ -9,8 +9,12 @@ import (
 	"unicode"
 
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
+	"sigs.k8s.io/yaml"
+
+	"github.com/p7bundle/p7bundle/manifests"
 )
 
 // ErrReleaseState: the release's history forbids going on (a stuck
@@ -209,4 +213,39 @@ func (s *ReleaseState) describe() string {
 		return fmt.Sprintf("revision %d %s (chart %s)", last.Version, last.Info.Status, last.Chart.Metadata.Version)
 	}
 	return fmt.Sprintf("revision %d runs (chart %s), revision %d is %s", s.Current.Version, s.Current.Chart.Metadata.Version, last.Version, last.Info.Status)
+}
+
+// secretKeys are the top-level value keys that hold the deployment
+// secrets: those of the kept secrets file, else (a release installed
+// without p7bundle) the running values no chart defines.
+func (s *ReleaseState) secretKeys(kept []byte, chartValues map[string]interface{}) []string {
+	var keys []string
+	if kept != nil {
+		var m map[string]interface{}
+		if yaml.Unmarshal(kept, &m) == nil {
+			for k := range m {
+				keys = append(keys, k)
+			}
+		}
+	} else if s.Current != nil {
+		for k := range s.Current.Config {
+			_, inNew := chartValues[k]
+			_, inOld := s.Current.Chart.Values[k]
+			if !inNew && !inOld {
+				keys = append(keys, k)
+			}
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// userValues is what the admin chose for the running revision, without
+// secrets or what p7bundle itself wrote.
+func (s *ReleaseState) userValues(ch *manifests.Chart, sourceRegistry, sitePath string, secretKeys []string) map[string]interface{} {
+	defaults := []map[string]interface{}{s.Current.Chart.Values}
+	if d, err := chartutil.CoalesceValues(ch.Chart, map[string]interface{}{}); err == nil {
+		defaults = append(defaults, d.AsMap())
+	}
+	return manifests.UserValues(s.Current.Config, defaults, sourceRegistry, sitePath, secretKeys...)
 }

@@ -30,6 +30,8 @@ type ValuesOptions struct {
 	Files                []string // -f, in order
 	Sets                 []string // --set, in order
 	Sizing               *manifests.Sizing
+	// Carried are the running release's user values an upgrade starts from.
+	Carried map[string]interface{}
 }
 
 // Prepared is a bundle's chart with the values an install would use.
@@ -79,11 +81,21 @@ func prepareFrom(p *Prepared, m *bundle.Manifest, archive []byte, opts ValuesOpt
 	p.Values, err = manifests.AirgapValuesFor(p.Chart, files, opts.Sets, manifests.ValuesOptions{
 		SourceRegistry: m.SourceRegistry, SiteRegistry: opts.SiteRegistry, Prefix: opts.Prefix,
 		Username: opts.Username, Password: opts.Password, Sizing: opts.Sizing,
+		Carried: opts.Carried, BundleImages: bundleImages(m),
 	})
 	if err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// bundleImages are the manifest's references, each with its digest.
+func bundleImages(m *bundle.Manifest) []string {
+	var refs []string
+	for _, img := range m.Images {
+		refs = append(refs, img.Ref+"@"+img.Digest)
+	}
+	return refs
 }
 
 // WriteSecretFile writes data to path with mode 0600 via a temp file and
@@ -127,6 +139,7 @@ func Lint(ctx context.Context, p *Prepared, client *mirror.Client, site, prefix,
 	sitePath := manifests.SitePath(site, prefix)
 	images, offenders, err := manifests.AirgapLint(p.Chart, p.Values.Values, manifests.LintOptions{
 		SourceRegistry: p.Manifest.SourceRegistry, SitePath: sitePath, ReleaseName: release, Namespace: namespace,
+		BundleImages: bundleImages(p.Manifest),
 	})
 	if err != nil {
 		return nil, err

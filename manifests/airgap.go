@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,6 +40,13 @@ type ValuesOptions struct {
 	Username, Password string // site registry credentials for registry.*
 	// Sizing, when set, fills the sizing.* values the admin left unset.
 	Sizing *Sizing
+	// Carried are the running release's user values (see UserValues): an
+	// upgrade starts from them, under the admin's -f files and --set.
+	Carried map[string]interface{}
+	// BundleImages are the bundle's source references: an image value under
+	// the site registry with another tag of one of their repositories is
+	// moved to the bundle's tag.
+	BundleImages []string
 }
 
 // AirgapValues is the outcome of AirgapValuesFor.
@@ -53,6 +61,8 @@ type AirgapValues struct {
 	Rewritten []string
 	// Filled lists sizing values derived from the cluster ("path=value").
 	Filled []string
+	// Repointed lists site-registry image values moved to this bundle's tags.
+	Repointed []Repointed
 }
 
 // SitePath is where the images live: HOST[:PORT][/PREFIX].
@@ -76,7 +86,7 @@ func AirgapValuesFor(c *Chart, files []ValuesFile, sets []string, opts ValuesOpt
 	if opts.SourceRegistry == "" {
 		opts.SourceRegistry = DefaultSourceRegistry
 	}
-	doc, admin, err := adminDocument(c, files, sets)
+	doc, admin, err := adminDocument(c, files, sets, opts.Carried)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +123,23 @@ func AirgapValuesFor(c *Chart, files []ValuesFile, sets []string, opts ValuesOpt
 	})
 	if walkErr != nil {
 		return nil, walkErr
+	}
+	if len(opts.BundleImages) > 0 {
+		var rewritten map[string]interface{}
+		if err := decodeNode(doc, &rewritten); err != nil {
+			return nil, err
+		}
+		now, err := chartutil.CoalesceValues(c.Chart, rewritten)
+		if err != nil {
+			return nil, fmt.Errorf("%w: merging with chart defaults: %v", ErrInvalidValues, err)
+		}
+		sets, moved := repointSite(now.AsMap(), site, newBundleTags(opts.BundleImages, opts.SourceRegistry))
+		for _, s := range sets {
+			if err := setPath(root, s.path, s.value); err != nil {
+				return nil, err
+			}
+		}
+		out.Repointed = moved
 	}
 	sets2 := []struct {
 		path  []interface{}
@@ -166,7 +193,7 @@ func AirgapValuesFor(c *Chart, files []ValuesFile, sets []string, opts ValuesOpt
 // adminDocument returns the base document (first -f file, else the chart's
 // values.yaml) with the other files and --set merged in, and a document
 // of only what the admin set.
-func adminDocument(c *Chart, files []ValuesFile, sets []string) (doc, admin *yaml.Node, err error) {
+func adminDocument(c *Chart, files []ValuesFile, sets []string, carried map[string]interface{}) (doc, admin *yaml.Node, err error) {
 	parse := func(name string, data []byte) (*yaml.Node, error) {
 		var n yaml.Node
 		if err := yaml.Unmarshal(data, &n); err != nil {
@@ -204,6 +231,22 @@ func adminDocument(c *Chart, files []ValuesFile, sets []string) (doc, admin *yam
 		if doc, err = parse(c.FileName+":values.yaml", base); err != nil {
 			return nil, nil, err
 		}
+	}
+	if len(carried) > 0 {
+		var n yaml.Node
+		if err := n.Encode(carried); err != nil {
+			return nil, nil, err
+		}
+		if len(files) > 0 {
+			underlayNode(doc.Content[0], &n) // every -f file outranks them
+		} else {
+			mergeNode(doc.Content[0], &n) // they outrank the chart's defaults
+		}
+		var n2 yaml.Node
+		if err := n2.Encode(carried); err != nil {
+			return nil, nil, err
+		}
+		underlayNode(admin.Content[0], &n2)
 	}
 	setMap := map[string]interface{}{}
 	for _, s := range sets {
@@ -251,6 +294,21 @@ func mergeNode(dst, src *yaml.Node) {
 			continue
 		}
 		dst.Content = append(dst.Content, k, v)
+	}
+}
+
+// underlayNode adds to mapping dst what of src it lacks, recursively:
+// src is the weaker layer.
+func underlayNode(dst, src *yaml.Node) {
+	for i := 0; i+1 < len(src.Content); i += 2 {
+		k, v := src.Content[i], src.Content[i+1]
+		j := keyIndex(dst, k.Value)
+		switch {
+		case j < 0:
+			dst.Content = append(dst.Content, k, v)
+		case dst.Content[j+1].Kind == yaml.MappingNode && v.Kind == yaml.MappingNode:
+			underlayNode(dst.Content[j+1], v)
+		}
 	}
 }
 
@@ -414,6 +472,10 @@ type LintOptions struct {
 	SitePath       string // HOST[:PORT][/PREFIX]
 	ReleaseName    string
 	Namespace      string
+	// BundleImages, when set, are the bundle's source references: a
+	// rendered image under SitePath that is not one of them is an
+	// offender (an older release's image still in the registry).
+	BundleImages []string
 }
 
 // AirgapLint renders the chart with vals exactly as the install will and
@@ -445,6 +507,27 @@ func AirgapLint(c *Chart, vals map[string]interface{}, opts LintOptions) ([]Imag
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidValues, err)
 	}
+	if len(opts.BundleImages) > 0 {
+		bt := newBundleTags(opts.BundleImages, opts.SourceRegistry)
+		for _, img := range images {
+			rel, under := strings.CutPrefix(img.Ref, opts.SitePath+"/")
+			if !under {
+				continue
+			}
+			repo, tag, dgst := splitRef(rel)
+			if slices.Contains(bt[repo], tag) || (dgst != "" && slices.Contains(bt[repo], dgst)) {
+				continue
+			}
+			where := pinnedBy(merged.AsMap(), opts.SitePath+"/"+repo, tag)
+			problem := "not an image of this bundle"
+			if len(where) > 0 {
+				problem += ", pinned by values " + strings.Join(where, ", ")
+			}
+			for _, src := range img.Sources {
+				offenders = append(offenders, Offender{What: img.Ref, Where: strings.TrimPrefix(src, "template:"), Problem: problem})
+			}
+		}
+	}
 	re := hostPattern(opts.SourceRegistry)
 	walkValues(merged.AsMap(), nil, func(path []interface{}, s string) {
 		if re.MatchString(s) {
@@ -455,6 +538,41 @@ func AirgapLint(c *Chart, vals map[string]interface{}, opts LintOptions) ([]Imag
 }
 
 // copyValues deep-copies through YAML so rendering cannot alter the caller's map.
+// pinnedBy names the value paths that write repo (HOST/PATH) with tag:
+// strings holding it, or {registry?, repository, tag} maps.
+func pinnedBy(vals map[string]interface{}, repo, tag string) []string {
+	var out []string
+	var walk func(v interface{}, path []interface{})
+	walk = func(v interface{}, path []interface{}) {
+		switch t := v.(type) {
+		case map[string]interface{}:
+			if r, _ := t["repository"].(string); r != "" {
+				full := r
+				if reg, _ := t["registry"].(string); reg != "" {
+					full = strings.TrimRight(reg, "/") + "/" + r
+				}
+				if got, _ := scalarString(t["tag"]); full == repo && got == tag {
+					out = append(out, pathString(path))
+				}
+			}
+			for k, e := range t {
+				walk(e, append(append([]interface{}{}, path...), k))
+			}
+		case []interface{}:
+			for i, e := range t {
+				walk(e, append(append([]interface{}{}, path...), i))
+			}
+		case string:
+			if strings.Contains(t, repo) && (tag == "" || strings.Contains(t, repo+":"+tag)) {
+				out = append(out, pathString(path))
+			}
+		}
+	}
+	walk(vals, nil)
+	sort.Strings(out)
+	return out
+}
+
 func copyValues(v map[string]interface{}) map[string]interface{} {
 	b, err := sigsyaml.Marshal(v)
 	if err != nil {

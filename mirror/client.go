@@ -206,3 +206,17 @@ func (c *Client) Ping(ctx context.Context, host string) error {
 	reg.PlainHTTP = c.opts.PlainHTTP
 	return Classify(reg.Ping(ctx))
 }
+
+// Credential is what the client sends to host: the given username and
+// password, or what docker config (and its helpers) hold for it.
+func (c *Client) Credential(ctx context.Context, host string) (username, password string, err error) {
+	cred, err := c.client.Credential(ctx, host)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: credentials for %s: %v", ErrUnauthorized, host, err)
+	}
+	if cred.RefreshToken != "" && cred.Password == "" {
+		// A token is not a username/password pair Kubernetes can pull with.
+		return "", "", fmt.Errorf("%w: docker config holds an identity token for %s, not a password: pass --registry-username", ErrUnauthorized, host)
+	}
+	return cred.Username, cred.Password, nil
+}

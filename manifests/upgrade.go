@@ -1,0 +1,250 @@
+package manifests
+
+import (
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// UserValues returns what an admin chose in a deployed release's values:
+// config minus every value equal to a chart default (as written, or moved
+// to the site registry), minus registry.url/username/password (set anew on
+// every install) and minus the top-level keys in drop (the secrets, kept
+// apart). values.airgap.yaml starts as the whole chart values.yaml, so
+// without this an upgrade would pin last month's defaults.
+func UserValues(config map[string]interface{}, defaults []map[string]interface{}, sourceRegistry, sitePath string, drop ...string) map[string]interface{} {
+	if sourceRegistry == "" {
+		sourceRegistry = DefaultSourceRegistry
+	}
+	cfg := copyValues(config)
+	for _, k := range drop {
+		delete(cfg, k)
+	}
+	if reg, ok := cfg["registry"].(map[string]interface{}); ok {
+		for _, k := range []string{"url", "username", "password"} {
+			delete(reg, k)
+		}
+	}
+	re := hostPattern(sourceRegistry)
+	var defs []interface{}
+	for _, d := range defaults {
+		d = copyValues(d)
+		defs = append(defs, d, rewriteAll(d, re, sitePath))
+	}
+	out, _ := pruneDefaults(cfg, defs).(map[string]interface{})
+	if out == nil {
+		out = map[string]interface{}{}
+	}
+	return out
+}
+
+// pruneDefaults drops from v what equals one of defs; nil when nothing is left.
+func pruneDefaults(v interface{}, defs []interface{}) interface{} {
+	if m, ok := v.(map[string]interface{}); ok {
+		out := map[string]interface{}{}
+		for k, e := range m {
+			var sub []interface{}
+			for _, d := range defs {
+				if dm, ok := d.(map[string]interface{}); ok {
+					if de, has := dm[k]; has {
+						sub = append(sub, de)
+					}
+				}
+			}
+			if kept := pruneDefaults(e, sub); kept != nil {
+				out[k] = kept
+			}
+		}
+		if len(out) == 0 { // {} over a default map changes nothing in Helm
+			return nil
+		}
+		return out
+	}
+	for _, d := range defs {
+		if reflect.DeepEqual(v, d) {
+			return nil
+		}
+	}
+	return v
+}
+
+// Repointed is an image value moved from another release's tag to this bundle's.
+type Repointed struct {
+	Path     string `json:"path"`
+	From, To string
+}
+
+// bundleTags maps each repository path of a bundle (after the source
+// registry host) to its tags and digests.
+type bundleTags map[string][]string
+
+func newBundleTags(refs []string, sourceRegistry string) bundleTags {
+	bt := bundleTags{}
+	for _, r := range refs {
+		repo, tag, dgst := splitRef(strings.TrimPrefix(r, sourceRegistry+"/"))
+		for _, v := range []string{tag, dgst} {
+			if v != "" {
+				bt[repo] = append(bt[repo], v)
+			}
+		}
+	}
+	return bt
+}
+
+// splitRef cuts "repo[:tag][@digest]".
+func splitRef(ref string) (repo, tag, dgst string) {
+	repo, dgst, _ = strings.Cut(ref, "@")
+	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
+		repo, tag = repo[:i], repo[i+1:]
+	}
+	return repo, tag, dgst
+}
+
+// only returns the bundle's one tag for repo when tag is not one of the
+// bundle's; "" when there is nothing (or nothing unambiguous) to move to.
+func (bt bundleTags) only(repo, tag string) string {
+	have := bt[repo]
+	for _, t := range have {
+		if t == tag {
+			return ""
+		}
+	}
+	var tags []string
+	for _, t := range have {
+		if !strings.Contains(t, ":") { // not a digest
+			tags = append(tags, t)
+		}
+	}
+	if len(tags) != 1 {
+		return ""
+	}
+	return tags[0]
+}
+
+// repointSite finds, in merged values, every image under sitePath whose
+// repository this bundle carries under another tag, and returns the value
+// paths with the string or tag to set there.
+func repointSite(merged map[string]interface{}, sitePath string, bt bundleTags) (sets []pathValue, moved []Repointed) {
+	siteRe := refPattern(sitePath)
+	var walk func(v interface{}, path []interface{})
+	walk = func(v interface{}, path []interface{}) {
+		switch t := v.(type) {
+		case map[string]interface{}:
+			if repo, _ := t["repository"].(string); repo != "" {
+				full := repo
+				if reg, _ := t["registry"].(string); reg != "" {
+					full = strings.TrimRight(reg, "/") + "/" + strings.TrimLeft(repo, "/")
+				}
+				if rel, ok := strings.CutPrefix(full, sitePath+"/"); ok {
+					tag, _ := scalarString(t["tag"])
+					if to := bt.only(rel, tag); tag != "" && to != "" {
+						p := append(append([]interface{}{}, path...), "tag")
+						sets = append(sets, pathValue{p, to})
+						moved = append(moved, Repointed{Path: pathString(p), From: tag, To: to})
+					}
+				}
+			}
+			keys := make([]string, 0, len(t))
+			for k := range t {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				if _, isMap := t["repository"]; isMap && k == "tag" {
+					continue
+				}
+				walk(t[k], append(append([]interface{}{}, path...), k))
+			}
+		case []interface{}:
+			for i, e := range t {
+				walk(e, append(append([]interface{}{}, path...), i))
+			}
+		case string:
+			s := t
+			for _, m := range siteRe.FindAllStringSubmatch(t, -1) {
+				repo, tag, dgst := splitRef(strings.TrimPrefix(m[1], sitePath+"/"))
+				if to := bt.only(repo, tag); tag != "" && dgst == "" && to != "" {
+					s = strings.Replace(s, m[1], sitePath+"/"+repo+":"+to, 1)
+				}
+			}
+			if s != t && firstIndex(path) < 0 {
+				sets = append(sets, pathValue{path, s})
+				moved = append(moved, Repointed{Path: pathString(path), From: t, To: s})
+			}
+		}
+	}
+	walk(merged, nil)
+	return sets, moved
+}
+
+type pathValue struct {
+	path  []interface{}
+	value interface{}
+}
+
+// secretKey matches value keys whose content is never printed.
+var secretKey = regexp.MustCompile(`(?i)pass|secret|token|credential|private|apikey|api_key|auth`)
+
+// DiffValues lists the leaf changes from old to new values ("+ path: v",
+// "~ path: a -> b", "- path"), sorted by path. Under keys that look
+// secret-bearing a change shows as "(changed)" only; the top-level keys in
+// secrets (the deployment secrets, kept apart) are left out.
+func DiffValues(old, new map[string]interface{}, secrets ...string) []string {
+	a, b := map[string]interface{}{}, map[string]interface{}{}
+	old, new = copyValues(old), copyValues(new)
+	for _, k := range secrets {
+		delete(old, k)
+		delete(new, k)
+	}
+	flatten(old, nil, a)
+	flatten(new, nil, b)
+	hidden := secretKey.MatchString
+	show := func(p string, v interface{}) string {
+		if hidden(p) {
+			return "(set)"
+		}
+		return fmt.Sprintf("%v", v)
+	}
+	var out []string
+	for p, nv := range b {
+		ov, had := a[p]
+		switch {
+		case !had:
+			out = append(out, "+ "+p+": "+show(p, nv))
+		case !reflect.DeepEqual(ov, nv) && hidden(p):
+			out = append(out, "~ "+p+": (changed)")
+		case !reflect.DeepEqual(ov, nv):
+			out = append(out, fmt.Sprintf("~ %s: %v -> %v", p, ov, nv))
+		}
+	}
+	for p := range a {
+		if _, has := b[p]; !has {
+			out = append(out, "- "+p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][2:] < out[j][2:] })
+	return out
+}
+
+func flatten(v interface{}, path []interface{}, out map[string]interface{}) {
+	switch t := v.(type) {
+	case map[string]interface{}:
+		if len(t) == 0 && len(path) > 0 {
+			out[pathString(path)] = t
+		}
+		for k, e := range t {
+			flatten(e, append(append([]interface{}{}, path...), k), out)
+		}
+	case []interface{}:
+		if len(t) == 0 {
+			out[pathString(path)] = t
+		}
+		for i, e := range t {
+			flatten(e, append(append([]interface{}{}, path...), i), out)
+		}
+	default:
+		out[pathString(path)] = t
+	}
+}
