@@ -61,6 +61,10 @@ type InstallOptions struct {
 	// ResetValues starts an upgrade from the chart's defaults instead of
 	// the running release's values.
 	ResetValues bool
+	// BackupDir is where the pre-upgrade backup goes (default: the working
+	// directory); NoBackup skips it.
+	BackupDir string
+	NoBackup  bool
 
 	// Out gets the report, Log progress lines (stderr).
 	Out, Log io.Writer
@@ -78,6 +82,7 @@ type Report struct {
 	Filled      []string           `json:"filled,omitempty"`
 	ValuesFile  string             `json:"valuesFile"`
 	SecretsFile string             `json:"secretsFile,omitempty"`
+	Backup      string             `json:"backup,omitempty"`
 	LogFile     string             `json:"logFile"`
 	Lint        *LintResult        `json:"lint,omitempty"`
 	// ValuesDiff lists what an upgrade changes in the release's values.
@@ -248,6 +253,16 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 		return rep, nil
 	}
 
+	if helmStep == StepUpgrade && o.NoBackup {
+		step("WARNING: --no-backup: release %s revision %d is upgraded WITHOUT a backup of its values, secrets and manifest", o.Release, state.Current.Version)
+	} else if helmStep == StepUpgrade {
+		rep.Backup = BackupName(o.BackupDir, o.Release, state.Current.Version, time.Now())
+		if err := writeBackup(rep.Backup, state, kept, o.Namespace); err != nil {
+			return nil, err
+		}
+		step("backup of revision %d: %s (mode 0600; holds secrets)", state.Current.Version, rep.Backup)
+	}
+
 	secrets, secretsFile, err := o.secrets(ctx, cluster, p, state, kept, username, password, step)
 	if err != nil {
 		return nil, err
@@ -289,6 +304,9 @@ func (o *InstallOptions) defaults() {
 	}
 	if o.ValuesOut == "" {
 		o.ValuesOut = "values.airgap.yaml"
+	}
+	if o.BackupDir == "" {
+		o.BackupDir = "."
 	}
 	if o.SecretsOut == "" {
 		o.SecretsOut = "pseven-secrets.yaml"
@@ -440,6 +458,9 @@ func PrintReport(w io.Writer, r *Report) {
 	if e := r.Endpoints; e != nil {
 		fmt.Fprintf(w, "\nSave these (give users the reverse proxy address, not the sign-in URL):\n")
 		fmt.Fprintf(w, "  sign-in URL:   %s\n  admin URL:     %s\n  health check:  %s\n  worker nodes:  %s\n", e.SignInURL, e.AdminURL, e.HealthCheck, strings.Join(e.Nodes, ", "))
+	}
+	if r.Backup != "" {
+		fmt.Fprintf(w, "\nThe previous revision is backed up in %s\n", r.Backup)
 	}
 	fmt.Fprintf(w, "\nBack up: %s", r.ValuesFile)
 	if r.SecretsFile != "" {

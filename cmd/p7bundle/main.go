@@ -59,6 +59,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			pushCommand(env),
 			valuesCommand(env),
 			lintCommand(env),
+			restoreValuesCommand(env),
 			keygenCommand(env),
 			versionCommand(env),
 		},

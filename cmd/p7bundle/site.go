@@ -245,6 +245,8 @@ func installCommand(env *environment) *cli.Command {
 			&cli.BoolFlag{Name: "no-wait", Usage: "do not wait for resources and Jobs to be ready"},
 			&cli.BoolFlag{Name: "recover", Usage: "roll a release stuck in pending-* (an interrupted run) back to its last deployed revision, then go on"},
 			&cli.BoolFlag{Name: "allow-downgrade", Usage: "install a chart older than the one the release runs"},
+			&cli.BoolFlag{Name: "no-backup", Usage: "DANGEROUS: upgrade without first backing up the running release's values, secrets and manifest"},
+			&cli.StringFlag{Name: "backup-dir", Usage: "`DIR` for the pre-upgrade backup (default: the working directory)"},
 			&cli.BoolFlag{Name: "reset-values", Usage: "upgrade from the chart's defaults plus -f/--set, not from the running release's values"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "check and render only: push nothing, install nothing"},
 			&cli.StringFlag{Name: "log-file", Usage: "debug log `FILE` (default pseven-<chart version>.log)"},
@@ -275,6 +277,7 @@ func installCommand(env *environment) *cli.Command {
 				Kubeconfig: c.String("kubeconfig"), KubeContext: c.String("kube-context"),
 				Timeout: c.Duration("timeout"), NoWait: c.Bool("no-wait") || !c.Bool("wait"), DryRun: c.Bool("dry-run"),
 				Recover: c.Bool("recover"), AllowDowngrade: c.Bool("allow-downgrade"), ResetValues: c.Bool("reset-values"),
+				NoBackup: c.Bool("no-backup"), BackupDir: c.String("backup-dir"),
 				Out: env.stdout, Log: env.stderr,
 			})
 			if rep != nil && c.Bool("json") {
@@ -285,6 +288,30 @@ func installCommand(env *environment) *cli.Command {
 				installer.PrintReport(env.stdout, rep)
 			}
 			return err
+		},
+	}
+}
+
+func restoreValuesCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "restore-values",
+		Usage:     "write the release values saved in a pre-upgrade backup (pseven-backup-*.tar.zst)",
+		ArgsUsage: "BACKUP",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "values.restored.yaml", Usage: "values `FILE` to write (mode 0600, never overwritten)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("restore-values needs exactly one BACKUP argument")
+			}
+			if err := installer.RestoreValues(c.Args().First(), c.String("output")); err != nil {
+				if errors.Is(err, os.ErrExist) || errors.Is(err, os.ErrPermission) {
+					return fmt.Errorf("%w: %v", errOutput, err)
+				}
+				return fmt.Errorf("%w: %v", errInput, err)
+			}
+			fmt.Fprintf(env.stdout, "wrote %s (mode 0600): the values of the backed-up revision; install them with -f %s\n", c.String("output"), c.String("output"))
+			return nil
 		},
 	}
 }
