@@ -83,6 +83,8 @@ type Report struct {
 	ValuesFile  string             `json:"valuesFile"`
 	SecretsFile string             `json:"secretsFile,omitempty"`
 	Backup      string             `json:"backup,omitempty"`
+	Healthy     bool               `json:"healthy"`
+	Notes       string             `json:"-"`
 	LogFile     string             `json:"logFile"`
 	Lint        *LintResult        `json:"lint,omitempty"`
 	// ValuesDiff lists what an upgrade changes in the release's values.
@@ -280,15 +282,34 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	h := &helmRun{cfg: cfg, namespace: o.Namespace, release: o.Release, timeout: o.Timeout, wait: !o.NoWait, step: step}
 	rel, err := h.apply(ctx, state, helmStep, p.Chart.Chart, vals)
 	if err != nil {
-		return rep, fmt.Errorf("%w: %s of release %s failed (details in %s): %v", ErrHelm, rep.Action, o.Release, o.LogFile, err)
+		for _, f := range cluster.failingPods(context.WithoutCancel(ctx), o.Namespace) {
+			step("  %s", f)
+		}
+		hint := ""
+		if state.EverDeployed() {
+			hint = fmt.Sprintf("; revision %d still runs, nothing was uninstalled: fix the cause and rerun to retry the upgrade", state.Current.Version)
+		}
+		return rep, fmt.Errorf("%w: %s of release %s failed (details in %s)%s: %v", ErrHelm, rep.Action, o.Release, o.LogFile, hint, err)
 	}
-	rep.Revision, rep.Status = rel.Version, rel.Info.Status.String()
+	rep.Revision, rep.Status, rep.Notes = rel.Version, rel.Info.Status.String(), rel.Info.Notes
 	step("release %s revision %d: %s", rel.Name, rel.Version, rel.Info.Status)
-	if e, err := cluster.endpoints(ctx, o.Namespace, o.Release, pf.Nodes); err == nil {
-		rep.Endpoints = e
-	} else {
+	e, err := cluster.endpoints(ctx, rel, pf.Nodes)
+	if err != nil {
 		step("WARNING: %v", err)
+		return rep, nil
 	}
+	rep.Endpoints = e
+	if o.NoWait {
+		return rep, nil
+	}
+	if err := cluster.probeHealth(ctx, o.Namespace, e, 2*time.Minute); err != nil {
+		for _, f := range cluster.failingPods(context.WithoutCancel(ctx), o.Namespace) {
+			step("  %s", f)
+		}
+		return rep, fmt.Errorf("%w: release %s revision %d is deployed, but %v", ErrHelm, o.Release, rel.Version, err)
+	}
+	rep.Healthy = true
+	step("health check answered: %s (through the API server's service proxy)", e.HealthCheck)
 	return rep, nil
 }
 
@@ -458,6 +479,9 @@ func PrintReport(w io.Writer, r *Report) {
 	if e := r.Endpoints; e != nil {
 		fmt.Fprintf(w, "\nSave these (give users the reverse proxy address, not the sign-in URL):\n")
 		fmt.Fprintf(w, "  sign-in URL:   %s\n  admin URL:     %s\n  health check:  %s\n  worker nodes:  %s\n", e.SignInURL, e.AdminURL, e.HealthCheck, strings.Join(e.Nodes, ", "))
+	}
+	if r.Notes != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimRight(r.Notes, "\n"))
 	}
 	if r.Backup != "" {
 		fmt.Fprintf(w, "\nThe previous revision is backed up in %s\n", r.Backup)

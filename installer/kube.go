@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -321,49 +320,4 @@ func podReason(p *corev1.Pod) string {
 		}
 	}
 	return string(p.Status.Phase)
-}
-
-// Endpoints are what the guide asks the admin to save after installing.
-type Endpoints struct {
-	SignInURL   string   `json:"signInURL"`
-	AdminURL    string   `json:"adminURL"`
-	HealthCheck string   `json:"healthCheck"`
-	Nodes       []string `json:"workerNodes"`
-}
-
-// endpoints reads the edgerouter NodePort service of the release.
-func (c *Cluster) endpoints(ctx context.Context, namespace, release string, nodes []NodeInfo) (*Endpoints, error) {
-	svcs, err := c.Clientset.CoreV1().Services(namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, err
-	}
-	e := &Endpoints{}
-	for _, n := range nodes {
-		if n.Worker {
-			e.Nodes = append(e.Nodes, n.Address)
-		}
-	}
-	node := "<node address>"
-	if len(e.Nodes) > 0 {
-		node = e.Nodes[0]
-	}
-	for _, s := range svcs.Items {
-		if s.Spec.Type != corev1.ServiceTypeNodePort || !strings.Contains(s.Name, "edgerouter") || !strings.HasPrefix(s.Name, release) {
-			continue
-		}
-		for _, p := range s.Spec.Ports {
-			u := fmt.Sprintf("http://%s:%d/", node, p.NodePort)
-			switch {
-			case p.Name == "admin" || p.NodePort == 30001:
-				e.HealthCheck = u
-			case e.SignInURL == "":
-				e.SignInURL = u
-				e.AdminURL = u + "admin/"
-			}
-		}
-	}
-	if e.SignInURL == "" {
-		return e, fmt.Errorf("no edgerouter NodePort service in namespace %s", namespace)
-	}
-	return e, nil
 }

@@ -63,6 +63,9 @@ type AirgapValues struct {
 	Filled []string
 	// Repointed lists site-registry image values moved to this bundle's tags.
 	Repointed []Repointed
+	// TagForms says, for each untagged image value, whether the tag build
+	// defaulted was written out or left to the chart's template.
+	TagForms []string
 }
 
 // SitePath is where the images live: HOST[:PORT][/PREFIX].
@@ -107,6 +110,7 @@ func AirgapValuesFor(c *Chart, files []ValuesFile, sets []string, opts ValuesOpt
 	re := hostPattern(opts.SourceRegistry)
 	out := &AirgapValues{}
 	var walkErr error
+	var tagged []tagForm
 	walkValues(merged.AsMap(), nil, func(path []interface{}, s string) {
 		if walkErr != nil || !re.MatchString(s) {
 			return
@@ -116,6 +120,10 @@ func AirgapValuesFor(c *Chart, files []ValuesFile, sets []string, opts ValuesOpt
 		if i := firstIndex(path); i >= 0 {
 			list := lookup(merged.AsMap(), path[:i])
 			walkErr = setPath(root, path[:i], rewriteAll(list, re, site))
+		} else if untagged(s, opts.SourceRegistry) && len(opts.BundleImages) > 0 {
+			// The tag build defaulted, written out; chooseTagForms may take it back.
+			tagged = append(tagged, tagForm{path: path, untagged: moved, tagged: moved + ":" + c.AppVersion})
+			walkErr = setPath(root, path, moved+":"+c.AppVersion)
 		} else {
 			walkErr = setPath(root, path, moved)
 		}
@@ -173,6 +181,11 @@ func AirgapValuesFor(c *Chart, files []ValuesFile, sets []string, opts ValuesOpt
 			out.Filled = append(out.Filled, fmt.Sprintf("%s=%v", pathString(f.path), f.value))
 		}
 	}
+	if len(tagged) > 0 {
+		if out.TagForms, err = chooseTagForms(c, doc, tagged, LintOptions{SourceRegistry: opts.SourceRegistry, SitePath: site, BundleImages: opts.BundleImages}); err != nil {
+			return nil, err
+		}
+	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
@@ -188,6 +201,62 @@ func AirgapValuesFor(c *Chart, files []ValuesFile, sets []string, opts ValuesOpt
 		out.Values = map[string]interface{}{}
 	}
 	return out, nil
+}
+
+// tagForm is an untagged image value in its two possible site forms.
+type tagForm struct {
+	path              []interface{}
+	untagged, tagged string
+}
+
+// untagged says whether s is exactly one source reference with neither tag nor digest.
+func untagged(s, sourceRegistry string) bool {
+	refs := FindRegistryRefs(s, sourceRegistry)
+	if len(refs) != 1 || refs[0] != strings.TrimSpace(s) {
+		return false
+	}
+	_, tag, dgst := splitRef(refs[0])
+	return tag == "" && dgst == ""
+}
+
+// chooseTagForms renders the chart with each untagged value written both
+// ways and keeps, per value, the form the lint finds fewer offenders with:
+// the explicit tag unless the template appends one itself. A template
+// that looks for ':' to decide whether to append a tag breaks on a site
+// registry with a port; one that always appends gets two tags.
+func chooseTagForms(c *Chart, doc *yaml.Node, forms []tagForm, lint LintOptions) ([]string, error) {
+	count := func() (int, error) {
+		var vals map[string]interface{}
+		if err := decodeNode(doc, &vals); err != nil {
+			return 0, err
+		}
+		_, offenders, err := AirgapLint(c, vals, lint)
+		return len(offenders), err
+	}
+	best, err := count()
+	if err != nil {
+		return nil, err
+	}
+	var said []string
+	for _, f := range forms {
+		if err := setPath(doc.Content[0], f.path, f.untagged); err != nil {
+			return nil, err
+		}
+		n, err := count()
+		if err != nil {
+			return nil, err
+		}
+		if n < best {
+			best = n
+			said = append(said, fmt.Sprintf("%s: left untagged (%s): the chart adds the tag itself", pathString(f.path), f.untagged))
+			continue
+		}
+		if err := setPath(doc.Content[0], f.path, f.tagged); err != nil {
+			return nil, err
+		}
+		said = append(said, fmt.Sprintf("%s: tag written out (%s)", pathString(f.path), f.tagged))
+	}
+	return said, nil
 }
 
 // adminDocument returns the base document (first -f file, else the chart's
@@ -537,7 +606,6 @@ func AirgapLint(c *Chart, vals map[string]interface{}, opts LintOptions) ([]Imag
 	return images, offenders, nil
 }
 
-// copyValues deep-copies through YAML so rendering cannot alter the caller's map.
 // pinnedBy names the value paths that write repo (HOST/PATH) with tag:
 // strings holding it, or {registry?, repository, tag} maps.
 func pinnedBy(vals map[string]interface{}, repo, tag string) []string {
@@ -573,6 +641,7 @@ func pinnedBy(vals map[string]interface{}, repo, tag string) []string {
 	return out
 }
 
+// copyValues deep-copies through YAML so rendering cannot alter the caller's map.
 func copyValues(v map[string]interface{}) map[string]interface{} {
 	b, err := sigsyaml.Marshal(v)
 	if err != nil {

@@ -63,11 +63,24 @@ func pruneDefaults(v interface{}, defs []interface{}) interface{} {
 		return out
 	}
 	for _, d := range defs {
-		if reflect.DeepEqual(v, d) {
+		if reflect.DeepEqual(v, d) || tagOf(v, d) {
 			return nil
 		}
 	}
 	return v
+}
+
+// tagOf says whether v is the untagged image d with a tag written out,
+// as install writes the tag build defaulted.
+func tagOf(v, d interface{}) bool {
+	vs, ok := v.(string)
+	ds, ok2 := d.(string)
+	if !ok || !ok2 || !strings.Contains(ds, "/") {
+		return false
+	}
+	repo, tag, dgst := splitRef(vs)
+	_, dtag, ddgst := splitRef(ds)
+	return tag != "" && dgst == "" && dtag == "" && ddgst == "" && repo == ds
 }
 
 // Repointed is an image value moved from another release's tag to this bundle's.

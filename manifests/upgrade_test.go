@@ -149,9 +149,12 @@ func TestUpgradeCarriesValuesAndMovesImages(t *testing.T) {
 
 func TestUserValuesOfAnUnchangedReleaseIsEmpty(t *testing.T) {
 	c := mustLoad(t, fixtureDir)
-	month1, err := AirgapValuesFor(c, nil, nil, ValuesOptions{SiteRegistry: site, Prefix: "pseven"})
+	month1, err := AirgapValuesFor(c, nil, nil, ValuesOptions{SiteRegistry: site, Prefix: "pseven", BundleImages: bundleRefs(t, c)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := lookupDotted(month1.Values, "image.appserver"); got != site+"/pseven/pseven-app:6.47.4712" {
+		t.Errorf("image.appserver = %v: the tag build defaulted is written out", got)
 	}
 	defaults, err := chartutil.CoalesceValues(c.Chart, map[string]interface{}{})
 	if err != nil {
@@ -159,5 +162,41 @@ func TestUserValuesOfAnUnchangedReleaseIsEmpty(t *testing.T) {
 	}
 	if got := UserValues(month1.Values, []map[string]interface{}{c.Chart.Values, defaults.AsMap()}, "", site+"/pseven"); len(got) != 0 {
 		t.Errorf("nothing was chosen, yet carried: %v", got)
+	}
+}
+
+// A chart that decides "is there a tag?" by looking for ':' breaks on a
+// site registry with a port unless the tag is written out; one that
+// always appends the tag gets two if it is. Install picks per value.
+func TestUntaggedValuesTakeTheFormTheTemplateNeeds(t *testing.T) {
+	c := mustLoad(t, "../testdata/charts/pseven-alt")
+	refs := bundleRefs(t, c)
+	sitePath := site + "/pseven"
+	got, err := AirgapValuesFor(c, nil, nil, ValuesOptions{SiteRegistry: site, Prefix: "pseven", BundleImages: refs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := lookupDotted(got.Values, "image.app"); v != sitePath+"/pseven-app:7.1.100" {
+		t.Errorf("image.app = %v, want the tag written out", v)
+	}
+	if v := lookupDotted(got.Values, "image.worker"); v != sitePath+"/pseven-worker" {
+		t.Errorf("image.worker = %v, want it left untagged", v)
+	}
+	said := strings.Join(got.TagForms, "\n")
+	if !strings.Contains(said, "image.worker: left untagged") || !strings.Contains(said, "image.app: tag written out") {
+		t.Errorf("TagForms = %q", got.TagForms)
+	}
+	images, offenders, err := AirgapLint(c, got.Values, LintOptions{SitePath: sitePath, BundleImages: refs})
+	if err != nil || len(offenders) != 0 || len(images) != 2 {
+		t.Errorf("lint: %v %v %v", images, offenders, err)
+	}
+	// Written the old way (untagged everywhere), the lint sees the break.
+	old, err := AirgapValuesFor(c, nil, nil, ValuesOptions{SiteRegistry: site, Prefix: "pseven"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, offenders, _ = AirgapLint(c, old.Values, LintOptions{SitePath: sitePath, BundleImages: refs})
+	if len(offenders) != 1 || offenders[0].What != sitePath+"/pseven-app" {
+		t.Errorf("untagged with a port: offenders %v", offenders)
 	}
 }
