@@ -49,12 +49,34 @@ func StartUpstream(ctx context.Context, chartPath, dir string) (*Upstream, error
 	if err != nil {
 		return nil, err
 	}
-	u := &Upstream{Registry: reg, Images: images, Digests: map[string]string{}}
+	u := &Upstream{Registry: reg, Digests: map[string]string{}}
+	if u.Images, err = u.push(ctx, images, nil); err != nil {
+		reg.Stop()
+		return nil, err
+	}
+	return u, nil
+}
+
+// PushRelease pushes the images of another chart (next month's release)
+// into the same registry; variants gives the named repositories new
+// content (the components that changed), the others are re-tagged.
+func (u *Upstream) PushRelease(ctx context.Context, chartPath string, variants map[string]string) ([]manifests.Image, error) {
+	ch, err := manifests.LoadChart(chartPath)
+	if err != nil {
+		return nil, err
+	}
+	images, err := manifests.DiscoverImages(ch, manifests.DiscoverOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return u.push(ctx, images, variants)
+}
+
+func (u *Upstream) push(ctx context.Context, images []manifests.Image, variants map[string]string) ([]manifests.Image, error) {
 	prefix := manifests.DefaultSourceRegistry + "/"
 	var rel []string
 	for _, img := range images {
 		if !strings.HasPrefix(img.Ref, prefix) {
-			reg.Stop()
 			return nil, fmt.Errorf("fixture image %s is not under %s", img.Ref, prefix)
 		}
 		rel = append(rel, strings.TrimPrefix(img.Ref, prefix))
@@ -63,17 +85,16 @@ func StartUpstream(ctx context.Context, chartPath, dir string) (*Upstream, error
 		}
 	}
 	pushed, err := fixture.PushImages(ctx, fixture.Options{
-		Registry: reg.Host, Username: reg.Username, Password: reg.Password, CAFile: reg.CAFile,
-		MultiPlatform: []string{MultiPlatformRepo},
+		Registry: u.Host, Username: u.Username, Password: u.Password, CAFile: u.CAFile,
+		MultiPlatform: []string{MultiPlatformRepo}, Variants: variants,
 	}, rel)
 	if err != nil {
-		reg.Stop()
 		return nil, err
 	}
 	for i, r := range rel {
 		u.Digests[images[i].Ref] = pushed[r]
 	}
-	return u, nil
+	return images, nil
 }
 
 // MirrorFlag is the --mirror value that sends source pulls to this registry.

@@ -1,0 +1,363 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/testenv"
+	"github.com/p7bundle/p7bundle/internal/testsite"
+)
+
+// nextMonthChart writes the fixture chart as next month's release into
+// dir: new chart version and appVersion, the edgerouter's pinned tag moved.
+func nextMonthChart(t *testing.T, dir string) string {
+	t.Helper()
+	src := testenv.FixtureChart()
+	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		dst := filepath.Join(dir, rel)
+		if info.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		switch rel {
+		case "Chart.yaml":
+			b = bytes.Replace(b, []byte("version: 2023.09.25"), []byte("version: 2023.10.30"), 1)
+			b = bytes.Replace(b, []byte(`appVersion: "6.47.4712"`), []byte(`appVersion: "6.48.5000"`), 1)
+		case "values.yaml":
+			b = bytes.Replace(b, []byte("pseven-edgerouter:6.47.4712"), []byte("pseven-edgerouter:6.48.5000"), 1)
+		}
+		return os.WriteFile(dst, b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// helmHistory is "revision:status ..." from Helm's release Secrets.
+func helmHistory(t *testing.T, site *testsite.Site) string {
+	t.Helper()
+	out, err := site.Kubectl(context.Background(), "get", "secrets", "-n", "pseven-ns", "-l", "owner=helm,name=pseven-rl",
+		"-o", `jsonpath={range .items[*]}{.metadata.labels.version}:{.metadata.labels.status}{"\n"}{end}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(string(out))
+	rev := func(l string) int { n, _ := strconv.Atoi(strings.SplitN(l, ":", 2)[0]); return n }
+	sort.Slice(lines, func(i, j int) bool { return rev(lines[i]) < rev(lines[j]) })
+	return strings.Join(lines, " ")
+}
+
+// deploymentUIDs maps each Deployment of the release to its UID: an
+// uninstall would give every one a new UID.
+func deploymentUIDs(t *testing.T, site *testsite.Site) map[string]string {
+	t.Helper()
+	out, err := site.Kubectl(context.Background(), "get", "deployments", "-n", "pseven-ns",
+		"-o", `jsonpath={range .items[*]}{.metadata.name}={.metadata.uid}{"\n"}{end}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, l := range strings.Fields(string(out)) {
+		k, v, _ := strings.Cut(l, "=")
+		m[k] = v
+	}
+	if len(m) == 0 {
+		t.Fatal("no Deployments")
+	}
+	return m
+}
+
+func tarZstEntries(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	out := map[string]string{}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		out[h.Name] = string(b)
+	}
+}
+
+type installReport struct {
+	Action     string   `json:"action"`
+	Revision   int      `json:"revision"`
+	Status     string   `json:"status"`
+	Backup     string   `json:"backup"`
+	Healthy    bool     `json:"healthy"`
+	ValuesDiff []string `json:"valuesDiff"`
+	Pushed     struct {
+		BlobsPushed int `json:"blobsPushed"`
+	} `json:"pushed"`
+}
+
+// The monthly upgrade in the real site: v1 install, v2 upgrade carrying
+// the values, a failed upgrade retried in place, a downgrade refused, a
+// killed upgrade recovered. Nothing is ever uninstalled.
+func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
+	s := startSite(t)
+	ctx := context.Background()
+	v1 := filepath.Join(s.dir, "pseven-2023.09.25.tar.zst")
+	if r := s.build(t, v1); r.code != 0 {
+		t.Fatalf("build v1: %v", r)
+	}
+	v2chart := nextMonthChart(t, filepath.Join(s.dir, "chart-v2"))
+	// Two components changed; the others are re-tagged.
+	if _, err := s.up.PushRelease(ctx, v2chart, map[string]string{"pseven-app": "2023.10.30", "pseven-edgerouter": "2023.10.30"}); err != nil {
+		t.Fatal(err)
+	}
+	v2 := filepath.Join(s.dir, "pseven-2023.10.30.tar.zst")
+	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(v2), "--chart", v2chart)...); r.code != 0 {
+		t.Fatalf("build v2: %v", r)
+	}
+	var m2 bundle.Manifest
+	if err := json.Unmarshal([]byte(p7(t, "", "inspect", v2, "--json").stdout), &m2); err != nil {
+		t.Fatal(err)
+	}
+
+	site, err := testsite.Start(ctx, testsite.Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { site.Stop() })
+	work := filepath.Join(s.dir, "admin")
+	os.MkdirAll(work, 0o755)
+	install := func(bundlePath string, extra ...string) result {
+		args := append([]string{"install", bundlePath, "--key", s.pub, "--registry", site.Registry, "--ca-file", site.RegistryCAFile,
+			"--registry-username", site.RegistryUsername, "--registry-password-stdin", "--kubeconfig", site.Kubeconfig,
+			"-n", "pseven-ns", "--timeout", "3m"}, extra...)
+		return siteRun(t, site, work, site.RegistryPassword+"\n", args...)
+	}
+	report := func(r result) installReport {
+		t.Helper()
+		var rep installReport
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("report: %v\n%v", err, r)
+		}
+		return rep
+	}
+
+	// Month 1: the admin's site settings given once, on the first install.
+	r := install(v1, "--create-namespace", "--json", "--set", "postgres.host=db.acme.internal", "--set", "smtp.password=smtp-s3cret-value")
+	if r.code != 0 || report(r).Revision != 1 || !report(r).Healthy {
+		t.Fatalf("v1 install: %v", r)
+	}
+	uids := deploymentUIDs(t, site)
+	secretsBefore := mustRead(t, filepath.Join(work, "pseven-secrets.yaml"))
+
+	// Month 2, no -f: values carried over, new images running, backup taken.
+	started := time.Now()
+	r = install(v2, "--json")
+	upgradeTime := time.Since(started)
+	if r.code != 0 {
+		t.Fatalf("v2 upgrade: %v", r)
+	}
+	t.Logf("v2 upgrade (push of the changed blobs, values, backup, helm upgrade --wait, health check) took %v", upgradeTime.Round(100*time.Millisecond))
+	rep := report(r)
+	if rep.Action != "upgrade" || rep.Revision != 2 || !rep.Healthy || rep.Backup == "" {
+		t.Errorf("v2 upgrade report: %+v", rep)
+	}
+	for _, want := range []string{"starting from the", "reusing the secrets of release pseven-rl", "backup of revision 1"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("upgrade output lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	diff := strings.Join(rep.ValuesDiff, "\n")
+	if !strings.Contains(diff, "~ image.edgerouter: "+site.Registry+"/pseven/pseven-edgerouter:6.47.4712 -> "+site.Registry+"/pseven/pseven-edgerouter:6.48.5000") {
+		t.Errorf("values diff:\n%s", diff)
+	}
+	if strings.Contains(diff, "db.acme.internal") || strings.Contains(r.stdout+r.stderr, "smtp-s3cret-value") {
+		t.Errorf("carried values changed or a secret was printed:\n%s", diff)
+	}
+	valuesFile := string(mustRead(t, filepath.Join(work, "values.airgap.yaml")))
+	for _, want := range []string{"host: db.acme.internal", "smtp-s3cret-value", "pseven-app:6.48.5000"} {
+		if !strings.Contains(valuesFile, want) {
+			t.Errorf("values.airgap.yaml lacks %q", want)
+		}
+	}
+	if !bytes.Equal(secretsBefore, mustRead(t, filepath.Join(work, "pseven-secrets.yaml"))) {
+		t.Error("secrets file changed")
+	}
+	backup := filepath.Join(work, rep.Backup)
+	if st, err := os.Stat(backup); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("backup %s: %v %v", backup, st, err)
+	}
+	entries := tarZstEntries(t, backup)
+	if !strings.Contains(entries["values.yaml"], "db.acme.internal") || !strings.Contains(entries["values.yaml"], "pseven-edgerouter:6.47.4712") ||
+		!strings.Contains(entries["history.json"], `"chart": "pseven-2023.09.25"`) || !strings.Contains(entries["manifest.yaml"], "kind: Deployment") ||
+		!bytes.Equal([]byte(entries["pseven-secrets.yaml"]), secretsBefore) {
+		t.Errorf("backup content: %v", keysOf(entries))
+	}
+	// The upgraded pods run this month's images.
+	v2digests := map[string]string{}
+	for _, img := range m2.Images {
+		v2digests[site.Registry+"/pseven/"+strings.TrimPrefix(img.Ref, "registry.pseven.io/")] = img.Digest
+	}
+	waitPodsFrom(t, site, v2digests)
+	if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
+		t.Errorf("Deployments were recreated: %v -> %v", uids, got)
+	}
+
+	// A failed upgrade (a post-upgrade hook fails) leaves revision 3 failed
+	// while revision 2 runs; the retry upgrades in place.
+	r = install(v2, "--set", "testing.failUpgradeHook=true")
+	if r.code != exitInstall || !strings.Contains(r.stderr, "revision 2 still runs, nothing was uninstalled") {
+		t.Fatalf("failing upgrade: %v", r)
+	}
+	if h := helmHistory(t, site); h != "1:superseded 2:deployed 3:failed" {
+		t.Errorf("history after the failed upgrade: %s", h)
+	}
+	r = install(v2, "--json")
+	if r.code != 0 || report(r).Revision != 4 || !strings.Contains(r.stderr, "retrying as an upgrade (nothing is uninstalled)") {
+		t.Fatalf("retry: %v", r)
+	}
+	if strings.Contains(r.stderr, "uninstalling") {
+		t.Errorf("the retry uninstalled:\n%s", r.stderr)
+	}
+	if h := helmHistory(t, site); h != "1:superseded 2:superseded 3:failed 4:deployed" {
+		t.Errorf("history after the retry: %s", h)
+	}
+	if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
+		t.Errorf("Deployments were recreated by the retry: %v -> %v", uids, got)
+	}
+
+	// Last month's bundle is refused; nothing changes.
+	r = install(v1)
+	if r.code != exitPreflight || !strings.Contains(r.stderr, "refusing to downgrade") {
+		t.Errorf("downgrade: %v", r)
+	}
+
+	// An upgrade killed while Helm waits for a hook leaves pending-upgrade: a clear
+	// error, and --recover rolls back and upgrades.
+	self, _ := os.Executable()
+	kctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := site.Command(kctx, self, "install", v2, "--key", s.pub, "--registry", site.Registry, "--ca-file", site.RegistryCAFile,
+		"--registry-username", site.RegistryUsername, "--registry-password-stdin", "--kubeconfig", site.Kubeconfig, "-n", "pseven-ns",
+		"--set", "testing.failUpgradeHook=true", "--set", "testing.hookDeadline=600")
+	cmd.Env, cmd.Dir, cmd.Stdin = append(cmd.Env, asCLI+"=1"), work, strings.NewReader(site.RegistryPassword+"\n")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); !strings.Contains(helmHistory(t, site), "5:pending-upgrade"); time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no pending-upgrade revision: %s", helmHistory(t, site))
+		}
+	}
+	cmd.Process.Kill()
+	var exitErr *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &exitErr) {
+		t.Fatalf("killed install: %v", err)
+	}
+	r = install(v2)
+	if r.code != exitPreflight || !strings.Contains(r.stderr, "revision 5 is pending-upgrade") || !strings.Contains(r.stderr, "--recover") {
+		t.Errorf("pending: %v", r)
+	}
+	r = install(v2, "--recover", "--json")
+	if r.code != 0 || report(r).Status != "deployed" || !strings.Contains(r.stderr, "rolling back to revision 4") {
+		t.Fatalf("--recover: %v", r)
+	}
+	if h := helmHistory(t, site); h != "1:superseded 2:superseded 3:failed 4:superseded 5:failed 6:superseded 7:deployed" {
+		t.Errorf("history after --recover: %s", h)
+	}
+	if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
+		t.Errorf("Deployments were recreated by --recover: %v -> %v", uids, got)
+	}
+}
+
+func keysOf(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// waitPodsFrom waits until every pod runs an image of digests with that digest.
+func waitPodsFrom(t *testing.T, site *testsite.Site, digests map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		out, err := site.Kubectl(context.Background(), "get", "pods", "-n", "pseven-ns", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pods podList
+		json.Unmarshal(out, &pods)
+		var problems []string
+		for _, p := range pods.Items {
+			if p.Status.Phase != "Running" && p.Status.Phase != "Succeeded" {
+				problems = append(problems, p.Metadata.Name+" is "+p.Status.Phase)
+			}
+			for _, c := range append(p.Spec.Containers, p.Spec.InitContainers...) {
+				if _, ok := digests[c.Image]; !ok {
+					problems = append(problems, p.Metadata.Name+" runs "+c.Image)
+				}
+			}
+			for _, cs := range p.Status.ContainerStatuses {
+				if want := digests[cs.Image]; want != "" && !strings.HasSuffix(cs.ImageID, "@"+want) {
+					problems = append(problems, p.Metadata.Name+": image ID "+cs.ImageID+", bundle digest "+want)
+				}
+			}
+		}
+		if len(pods.Items) > 0 && len(problems) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pods not all running this bundle's images: %v", problems)
+		}
+		time.Sleep(3 * time.Second)
+	}
+}
