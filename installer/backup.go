@@ -113,8 +113,8 @@ Or reinstall it with its values:  zstd -dc BACKUP | tar -x %[5]s; then
 	})
 }
 
-// ReadBackupValues returns the values saved in a backup.
-func ReadBackupValues(path string) ([]byte, error) {
+// ReadBackup returns the entries of a backup by name.
+func ReadBackup(path string) (map[string][]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -125,17 +125,18 @@ func ReadBackupValues(path string) ([]byte, error) {
 		return nil, fmt.Errorf("backup %s: %w", path, err)
 	}
 	defer zr.Close()
+	out := map[string][]byte{}
 	tr := tar.NewReader(zr)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("backup %s holds no %s", path, backupValues)
+			return out, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("backup %s: %w", path, err)
 		}
-		if h.Name == backupValues {
-			return io.ReadAll(io.LimitReader(tr, 64<<20))
+		if out[h.Name], err = io.ReadAll(io.LimitReader(tr, 64<<20)); err != nil {
+			return nil, fmt.Errorf("backup %s: %w", path, err)
 		}
 	}
 }
@@ -143,9 +144,13 @@ func ReadBackupValues(path string) ([]byte, error) {
 // RestoreValues writes the values saved in a backup to out (0600), never
 // over an existing file.
 func RestoreValues(backup, out string) error {
-	data, err := ReadBackupValues(backup)
+	entries, err := ReadBackup(backup)
 	if err != nil {
 		return err
+	}
+	data, ok := entries[backupValues]
+	if !ok {
+		return fmt.Errorf("backup %s holds no %s", backup, backupValues)
 	}
 	return writePrivate(out, data, func(tmp string) error {
 		if err := os.Link(tmp, out); err != nil {

@@ -1,45 +1,27 @@
 package installer
 
 import (
-	"archive/tar"
 	"encoding/json"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"helm.sh/helm/v3/pkg/release"
 )
 
 func readBackup(t *testing.T, path string) map[string]string {
 	t.Helper()
-	f, err := os.Open(path)
+	entries, err := ReadBackup(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	zr, err := zstd.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
 	out := map[string]string{}
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(tr)
-		out[h.Name] = string(b)
+	for k, v := range entries {
+		out[k] = string(v)
 	}
+	return out
 }
 
 func TestBackupHoldsWhatAnUpgradeCouldLose(t *testing.T) {

@@ -205,7 +205,7 @@ func AirgapValuesFor(c *Chart, files []ValuesFile, sets []string, opts ValuesOpt
 
 // tagForm is an untagged image value in its two possible site forms.
 type tagForm struct {
-	path              []interface{}
+	path             []interface{}
 	untagged, tagged string
 }
 
@@ -614,14 +614,8 @@ func pinnedBy(vals map[string]interface{}, repo, tag string) []string {
 	walk = func(v interface{}, path []interface{}) {
 		switch t := v.(type) {
 		case map[string]interface{}:
-			if r, _ := t["repository"].(string); r != "" {
-				full := r
-				if reg, _ := t["registry"].(string); reg != "" {
-					full = strings.TrimRight(reg, "/") + "/" + r
-				}
-				if got, _ := scalarString(t["tag"]); full == repo && got == tag {
-					out = append(out, pathString(path))
-				}
+			if full, got, ok := imageMapRepo(t); ok && full == repo && got == tag {
+				out = append(out, pathString(path))
 			}
 			for k, e := range t {
 				walk(e, append(append([]interface{}{}, path...), k))

@@ -145,13 +145,8 @@ func repointSite(merged map[string]interface{}, sitePath string, bt bundleTags) 
 	walk = func(v interface{}, path []interface{}) {
 		switch t := v.(type) {
 		case map[string]interface{}:
-			if repo, _ := t["repository"].(string); repo != "" {
-				full := repo
-				if reg, _ := t["registry"].(string); reg != "" {
-					full = strings.TrimRight(reg, "/") + "/" + strings.TrimLeft(repo, "/")
-				}
+			if full, tag, ok := imageMapRepo(t); ok {
 				if rel, ok := strings.CutPrefix(full, sitePath+"/"); ok {
-					tag, _ := scalarString(t["tag"])
 					if to := bt.only(rel, tag); tag != "" && to != "" {
 						p := append(append([]interface{}{}, path...), "tag")
 						sets = append(sets, pathValue{p, to})
@@ -190,6 +185,20 @@ func repointSite(merged map[string]interface{}, sitePath string, bt bundleTags) 
 	}
 	walk(merged, nil)
 	return sets, moved
+}
+
+// imageMapRepo reads a {registry?, repository, tag?} value as the full
+// repository and its tag.
+func imageMapRepo(m map[string]interface{}) (repo, tag string, ok bool) {
+	repo, _ = m["repository"].(string)
+	if repo == "" {
+		return "", "", false
+	}
+	if reg, _ := m["registry"].(string); reg != "" {
+		repo = strings.TrimRight(reg, "/") + "/" + strings.TrimLeft(repo, "/")
+	}
+	tag, _ = scalarString(m["tag"])
+	return repo, tag, true
 }
 
 type pathValue struct {

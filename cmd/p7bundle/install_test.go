@@ -190,39 +190,7 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 	for _, img := range m.Images {
 		digests[site.Registry+"/pseven/"+strings.TrimPrefix(img.Ref, "registry.pseven.io/")] = img.Digest
 	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		out, err := site.Kubectl(ctx, "get", "pods", "-n", "pseven-ns", "-o", "json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pods podList
-		json.Unmarshal(out, &pods)
-		var problems []string
-		for _, p := range pods.Items {
-			if p.Status.Phase != "Running" && p.Status.Phase != "Succeeded" {
-				problems = append(problems, p.Metadata.Name+" is "+p.Status.Phase)
-			}
-			for _, c := range append(p.Spec.Containers, p.Spec.InitContainers...) {
-				if _, ok := digests[c.Image]; !ok {
-					problems = append(problems, p.Metadata.Name+" runs "+c.Image+", not a bundle image in the site registry")
-				}
-			}
-			for _, cs := range p.Status.ContainerStatuses {
-				if want := digests[cs.Image]; want != "" && !strings.HasSuffix(cs.ImageID, "@"+want) {
-					problems = append(problems, p.Metadata.Name+": image ID "+cs.ImageID+", bundle digest "+want)
-				}
-			}
-		}
-		if len(pods.Items) > 0 && len(problems) == 0 {
-			t.Logf("%d pods running from the site registry", len(pods.Items))
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pods not all running from the site registry: %v", problems)
-		}
-		time.Sleep(3 * time.Second)
-	}
+	waitPodsFrom(t, site, digests)
 
 	t.Run("dry run changes nothing", func(t *testing.T) {
 		r := install("-n", "pseven-ns", "--dry-run")

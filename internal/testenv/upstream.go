@@ -35,11 +35,7 @@ const MultiPlatformRepo = "pseven-app"
 // StartUpstream starts the registry in dir and pushes the chart's images,
 // mapping registry.pseven.io/<path> to <registry>/<path>. Stop it when done.
 func StartUpstream(ctx context.Context, chartPath, dir string) (*Upstream, error) {
-	ch, err := manifests.LoadChart(chartPath)
-	if err != nil {
-		return nil, err
-	}
-	images, err := manifests.DiscoverImages(ch, manifests.DiscoverOptions{})
+	images, err := chartImages(chartPath)
 	if err != nil {
 		return nil, err
 	}
@@ -61,15 +57,19 @@ func StartUpstream(ctx context.Context, chartPath, dir string) (*Upstream, error
 // into the same registry; variants gives the named repositories new
 // content (the components that changed), the others are re-tagged.
 func (u *Upstream) PushRelease(ctx context.Context, chartPath string, variants map[string]string) ([]manifests.Image, error) {
-	ch, err := manifests.LoadChart(chartPath)
-	if err != nil {
-		return nil, err
-	}
-	images, err := manifests.DiscoverImages(ch, manifests.DiscoverOptions{})
+	images, err := chartImages(chartPath)
 	if err != nil {
 		return nil, err
 	}
 	return u.push(ctx, images, variants)
+}
+
+func chartImages(chartPath string) ([]manifests.Image, error) {
+	ch, err := manifests.LoadChart(chartPath)
+	if err != nil {
+		return nil, err
+	}
+	return manifests.DiscoverImages(ch, manifests.DiscoverOptions{})
 }
 
 func (u *Upstream) push(ctx context.Context, images []manifests.Image, variants map[string]string) ([]manifests.Image, error) {
