@@ -220,6 +220,13 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	for _, f := range p.Values.Filled {
 		step("filled from the cluster: %s", f)
 	}
+	for _, f := range p.Values.TagForms {
+		if strings.Contains(f, "left untagged") {
+			step("values: %s", f)
+		} else {
+			debug("values: %s", f)
+		}
+	}
 	rep.Repointed = p.Values.Repointed
 	for _, r := range p.Values.Repointed {
 		step("values: %s moved to this bundle: %s -> %s", r.Path, r.From, r.To)

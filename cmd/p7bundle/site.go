@@ -151,6 +151,12 @@ func valuesCommand(env *environment) *cli.Command {
 			if err := installer.WriteSecretFile(c.String("output"), p.Values.Document); err != nil {
 				return fmt.Errorf("%w: %v", errOutput, err)
 			}
+			for _, f := range p.Values.TagForms {
+				fmt.Fprintf(env.stderr, "%s\n", f)
+			}
+			for _, r := range p.Values.Repointed {
+				fmt.Fprintf(env.stderr, "%s moved to this bundle: %s -> %s\n", r.Path, r.From, r.To)
+			}
 			fmt.Fprintf(env.stdout, "wrote %s (mode 0600): %d image references moved to %s\n", c.String("output"), len(p.Values.Rewritten), manifestsSitePath(site))
 			return nil
 		},
