@@ -136,7 +136,7 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	guard := egress.New(o.SiteRegistry, apiHost)
+	guard := SiteGuard(o.SiteRegistry, o.Registry.PlainHTTP, apiHost)
 	o.Registry.DialContext = guard.DialContext
 	o.Registry.Username, o.Registry.Password = o.Username, o.Password
 	client, err := mirror.NewClient(o.Registry)
@@ -318,6 +318,12 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	rep.Healthy = true
 	step("health check answered: %s (through the API server's service proxy)", e.HealthCheck)
 	return rep, nil
+}
+
+// SiteGuard is the egress guard of every site command: the site registry
+// on the port its scheme implies, plus the endpoints in extra (the API server).
+func SiteGuard(registry string, plainHTTP bool, extra ...string) *egress.Guard {
+	return egress.New(append([]string{egress.Endpoint(registry, plainHTTP)}, extra...)...)
 }
 
 func (o *InstallOptions) defaults() {

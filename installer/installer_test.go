@@ -117,3 +117,31 @@ current-context: c
 		t.Errorf("missing kubeconfig: %v", err)
 	}
 }
+
+// install --plain-http --registry HOST (no port) dials HOST:80; the guard
+// every site command uses must allow exactly that (it once allowed :443 only).
+func TestSiteGuardFollowsTheScheme(t *testing.T) {
+	for _, tc := range []struct {
+		registry string
+		plain    bool
+		allow    []string
+		deny     []string
+	}{
+		{"registry.local", true, []string{"registry.local:80", "api:6443"}, []string{"registry.local:443", "registry.pseven.io:443"}},
+		{"registry.local", false, []string{"registry.local:443"}, []string{"registry.local:80"}},
+		{"registry.local:5000", true, []string{"registry.local:5000"}, []string{"registry.local:80", "registry.local:443"}},
+		{"[fd00::1]", true, []string{"[fd00::1]:80"}, []string{"[fd00::1]:443"}},
+	} {
+		g := SiteGuard(tc.registry, tc.plain, "api:6443")
+		for _, a := range tc.allow {
+			if !g.Allows(a) {
+				t.Errorf("SiteGuard(%s, plain=%v) refuses %s", tc.registry, tc.plain, a)
+			}
+		}
+		for _, d := range tc.deny {
+			if g.Allows(d) {
+				t.Errorf("SiteGuard(%s, plain=%v) allows %s", tc.registry, tc.plain, d)
+			}
+		}
+	}
+}

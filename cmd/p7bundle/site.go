@@ -14,7 +14,6 @@ import (
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
 	"github.com/p7bundle/p7bundle/internal/build"
-	"github.com/p7bundle/p7bundle/internal/egress"
 	"github.com/p7bundle/p7bundle/mirror"
 )
 
@@ -62,17 +61,13 @@ func parseSiteRegistry(c *cli.Context, env *environment, extraAllowed ...string)
 		}
 		s.password = pw
 	}
-	allowed := append([]string{host}, extraAllowed...)
-	if !strings.Contains(host, ":") && c.Bool("plain-http") {
-		allowed = append(allowed, host+":80")
-	}
 	s.options = mirror.RegistryOptions{
 		PlainHTTP:   c.Bool("plain-http"),
 		CAFile:      c.String("ca-file"),
 		Insecure:    c.Bool("insecure"),
 		Username:    s.username,
 		Password:    s.password,
-		DialContext: egress.New(allowed...).DialContext,
+		DialContext: installer.SiteGuard(host, c.Bool("plain-http"), extraAllowed...).DialContext,
 	}
 	return s, nil
 }

@@ -38,9 +38,25 @@ func New(endpoints ...string) *Guard {
 	return g
 }
 
+// Endpoint is the host:port a registry client dials for host: its own
+// port, else 80 over plain HTTP and 443 over TLS.
+func Endpoint(host string, plainHTTP bool) string {
+	if _, _, err := net.SplitHostPort(host); err == nil || host == "" {
+		return host
+	}
+	port := "443"
+	if plainHTTP {
+		port = "80"
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), port)
+}
+
+// Allows says whether a dial to addr would pass.
+func (g *Guard) Allows(addr string) bool { return g.allowed[strings.ToLower(addr)] }
+
 // DialContext dials addr if it is allowed and fails immediately otherwise.
 func (g *Guard) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	if !g.allowed[strings.ToLower(addr)] {
+	if !g.Allows(addr) {
 		return nil, fmt.Errorf("%w: refusing to dial %s (allowed: %s)", ErrDenied, addr, strings.Join(g.names, ", "))
 	}
 	return g.dialer.DialContext(ctx, network, addr)
