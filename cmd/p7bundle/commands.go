@@ -153,7 +153,10 @@ func inspectCommand(env *environment) *cli.Command {
 		Name:      "inspect",
 		Usage:     "show what a bundle holds (reads its manifest; does not verify)",
 		ArgsUsage: "BUNDLE",
-		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the bundle manifest as JSON"}},
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print the bundle manifest as JSON"},
+			&cli.BoolFlag{Name: "manifest", Usage: "print the bundle manifest exactly as stored (for diff and differential builds without the old bundle)"},
+		},
 		Action: func(c *cli.Context) error {
 			path, err := oneArg(c)
 			if err != nil {
@@ -161,6 +164,14 @@ func inspectCommand(env *environment) *cli.Command {
 			}
 			m, err := bundle.ReadManifest(path)
 			if err != nil {
+				return err
+			}
+			if c.Bool("manifest") {
+				b, err := m.Encode()
+				if err != nil {
+					return err
+				}
+				_, err = env.stdout.Write(b)
 				return err
 			}
 			if c.Bool("json") {
@@ -310,4 +321,83 @@ func sourceDateEpoch() (time.Time, error) {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func diffCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "diff",
+		Usage:     "compare two bundles (or manifests from inspect --manifest): images added, removed, changed; bytes a differential bundle would carry",
+		ArgsUsage: "OLD NEW",
+		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the comparison as JSON (docs/FORMAT.md)"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 2 {
+				return usagef("diff needs OLD and NEW (bundles or exported manifests)")
+			}
+			old, err := bundle.LoadManifest(c.Args().Get(0))
+			if err != nil {
+				return err
+			}
+			new, err := bundle.LoadManifest(c.Args().Get(1))
+			if err != nil {
+				return err
+			}
+			d := bundle.DiffManifests(old, new)
+			if c.Bool("json") {
+				return printJSON(env.stdout, d)
+			}
+			printDiff(env.stdout, d)
+			return nil
+		},
+	}
+}
+
+func printDiff(w io.Writer, d *bundle.Diff) {
+	fmt.Fprintf(w, "Chart:      %s %s (%s) -> %s %s (%s)\n", d.Old.Name, d.Old.Version, d.Old.AppVersion, d.New.Name, d.New.Version, d.New.AppVersion)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, group := range []struct {
+		what   string
+		images []bundle.ImageChange
+	}{{"changed", d.Changed}, {"added", d.Added}, {"removed", d.Removed}} {
+		for _, c := range group.images {
+			fmt.Fprintf(tw, "%s\t%s\t%s -> %s\t%s -> %s\n", group.what, c.Repository, tagOf(c.FromRef), tagOf(c.ToRef), shortDigest(c.From), shortDigest(c.To))
+		}
+	}
+	tw.Flush()
+	retagged := 0
+	for _, c := range d.Unchanged {
+		if c.FromRef != c.ToRef {
+			retagged++
+		}
+	}
+	fmt.Fprintf(w, "Unchanged:  %d images (%d re-tagged, same digest)\n", len(d.Unchanged), retagged)
+	fmt.Fprintf(w, "Blobs:      %d new (%s), %d shared (%s)\n", d.NewBlobs, build.HumanBytes(d.NewBytes), d.SharedBlobs, build.HumanBytes(d.SharedBytes))
+	pct := 0.0
+	if d.FullBytes > 0 {
+		pct = 100 * float64(d.NewBytes) / float64(d.FullBytes)
+	}
+	fmt.Fprintf(w, "Carried:    full bundle %s, differential bundle %s (%.0f %%)\n", build.HumanBytes(d.FullBytes), build.HumanBytes(d.NewBytes), pct)
+}
+
+func tagOf(ref string) string {
+	if ref == "" {
+		return "-"
+	}
+	name, dgst, _ := strings.Cut(ref, "@")
+	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+		return name[i+1:]
+	}
+	if dgst != "" {
+		return "@" + shortDigest(dgst)
+	}
+	return "-"
+}
+
+func shortDigest(d string) string {
+	if d == "" {
+		return "-"
+	}
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
 }

@@ -55,6 +55,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			buildCommand(env),
 			verifyCommand(env),
 			inspectCommand(env),
+			diffCommand(env),
 			installCommand(env),
 			pushCommand(env),
 			valuesCommand(env),

@@ -1,0 +1,152 @@
+package bundle
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// LoadManifest reads the manifest of a bundle, or a manifest exported with
+// `p7bundle inspect B --manifest` (so a build host need not keep old
+// multi-GB bundles). Nothing else is verified.
+func LoadManifest(path string) (*Manifest, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	defer f.Close()
+	head, _ := bufio.NewReader(f).Peek(1)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(head, []byte("{")) {
+		return ReadManifest(path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxMetadataBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	m, err := DecodeManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// Diff is what changes from one bundle to the next, from their manifests.
+type Diff struct {
+	Old ChartChange `json:"old"`
+	New ChartChange `json:"new"`
+	// Images are matched by repository: a new tag is not a new image.
+	Added     []ImageChange `json:"added"`
+	Removed   []ImageChange `json:"removed"`
+	Changed   []ImageChange `json:"changed"`
+	Unchanged []ImageChange `json:"unchanged"`
+	// NewBlobs are the new bundle's blobs the old one does not list: what
+	// a differential bundle against the old one carries.
+	NewBlobs    int   `json:"newBlobs"`
+	NewBytes    int64 `json:"newBytes"`
+	SharedBlobs int   `json:"sharedBlobs"`
+	SharedBytes int64 `json:"sharedBytes"`
+	// FullBytes is what a full bundle carries (each blob once).
+	FullBytes int64 `json:"fullBytes"`
+}
+
+// ChartChange names one side's chart.
+type ChartChange struct {
+	Name       string `json:"name"`
+	Version    string `json:"version"`
+	AppVersion string `json:"appVersion"`
+}
+
+// ImageChange is one image across the two bundles; From is empty for an
+// added image, To for a removed one.
+type ImageChange struct {
+	Repository string `json:"repository"`
+	FromRef    string `json:"fromRef,omitempty"`
+	ToRef      string `json:"toRef,omitempty"`
+	From       string `json:"fromDigest,omitempty"`
+	To         string `json:"toDigest,omitempty"`
+}
+
+// DiffManifests compares two bundle manifests.
+func DiffManifests(old, new *Manifest) *Diff {
+	d := &Diff{
+		Old: ChartChange{old.Chart.Name, old.Chart.Version, old.Chart.AppVersion},
+		New: ChartChange{new.Chart.Name, new.Chart.Version, new.Chart.AppVersion},
+	}
+	oldImgs, newImgs := byRepository(old.Images), byRepository(new.Images)
+	repos := map[string]bool{}
+	for r := range oldImgs {
+		repos[r] = true
+	}
+	for r := range newImgs {
+		repos[r] = true
+	}
+	for _, r := range sortedKeys(repos) {
+		o, n := oldImgs[r], newImgs[r]
+		// A repository carried under several tags pairs tag by tag.
+		for i := 0; i < len(o) || i < len(n); i++ {
+			c := ImageChange{Repository: r}
+			if i < len(o) {
+				c.FromRef, c.From = o[i].Ref, o[i].Digest
+			}
+			if i < len(n) {
+				c.ToRef, c.To = n[i].Ref, n[i].Digest
+			}
+			switch {
+			case c.From == "":
+				d.Added = append(d.Added, c)
+			case c.To == "":
+				d.Removed = append(d.Removed, c)
+			case c.From != c.To:
+				d.Changed = append(d.Changed, c)
+			default:
+				d.Unchanged = append(d.Unchanged, c)
+			}
+		}
+	}
+	had := make(map[string]bool, len(old.Blobs))
+	for _, b := range old.Blobs {
+		had[b.Digest] = true
+	}
+	for _, b := range new.Blobs {
+		d.FullBytes += b.Size
+		if had[b.Digest] {
+			d.SharedBlobs++
+			d.SharedBytes += b.Size
+		} else {
+			d.NewBlobs++
+			d.NewBytes += b.Size
+		}
+	}
+	return d
+}
+
+func byRepository(images []Image) map[string][]Image {
+	out := map[string][]Image{}
+	for _, img := range images {
+		name, _, _ := strings.Cut(img.Ref, "@")
+		if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+			name = name[:i]
+		}
+		out[name] = append(out[name], img)
+	}
+	for _, imgs := range out {
+		sort.Slice(imgs, func(i, j int) bool { return imgs[i].Ref < imgs[j].Ref })
+	}
+	return out
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
