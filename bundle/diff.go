@@ -8,6 +8,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // LoadManifest reads the manifest of a bundle, or a manifest exported with
@@ -149,4 +151,63 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// BaseFor makes m differential against base (a bundle or an exported
+// manifest at path): every blob base lists, omitted or not, is at a site
+// that installed it, so m omits it. A base for other platforms or another
+// source registry would omit blobs the site does not have: refused.
+func BaseFor(m, base *Manifest, path string) error {
+	if base.SourceRegistry != m.SourceRegistry {
+		return fmt.Errorf("%w: %s was built from %s, this bundle from %s", ErrBase, path, base.SourceRegistry, m.SourceRegistry)
+	}
+	if a, b := strings.Join(sortedCopy(base.Platforms), ","), strings.Join(sortedCopy(m.Platforms), ","); a != b {
+		return fmt.Errorf("%w: %s holds platforms %s, this bundle %s", ErrBase, path, a, b)
+	}
+	md, err := base.Digest()
+	if err != nil {
+		return err
+	}
+	had := make(map[string]bool, len(base.Blobs))
+	for _, b := range base.Blobs {
+		had[b.Digest] = true
+	}
+	for i := range m.Blobs {
+		m.Blobs[i].Omitted = had[m.Blobs[i].Digest]
+	}
+	m.Base = &BaseBundle{Name: BaseName(base), ManifestDigest: md}
+	if !strings.HasSuffix(path, ".json") {
+		if m.Base.Digest, err = fileDigest(path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BaseName is how a base is named to the admin: its chart and version.
+func BaseName(m *Manifest) string { return m.Chart.Name + "-" + m.Chart.Version + ".tar.zst" }
+
+func sortedCopy(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
+}
+
+// fileDigest reads B.sha256 beside a bundle when build wrote one, else hashes B.
+func fileDigest(path string) (string, error) {
+	if b, err := os.ReadFile(path + ".sha256"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 && len(f[0]) == 64 {
+			return "sha256:" + f[0], nil
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	d, err := digest.SHA256.FromReader(f)
+	if err != nil {
+		return "", fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return d.String(), nil
 }

@@ -47,6 +47,8 @@ var (
 	ErrCorrupt = errors.New("bundle is corrupt")
 	// ErrUnsupported: a format version or feature this reader does not implement.
 	ErrUnsupported = errors.New("unsupported bundle")
+	// ErrBase: a differential bundle's base does not fit it, or is not at the site.
+	ErrBase = errors.New("base bundle")
 	// ErrKey: a signing or verification key cannot be loaded.
 	ErrKey = errors.New("key error")
 )
@@ -116,9 +118,35 @@ type Blob struct {
 	Part int `json:"part,omitempty"`
 }
 
+// BaseBundle binds a differential bundle to the bundle it builds on.
 type BaseBundle struct {
-	Name   string `json:"name"`
-	Digest string `json:"digest"`
+	Name string `json:"name"`
+	// Digest is the base archive's sha256; empty when the base was given
+	// as an exported manifest.
+	Digest string `json:"digest,omitempty"`
+	// ManifestDigest is the sha256 of the base's canonical manifest.
+	ManifestDigest string `json:"manifestDigest"`
+}
+
+// Digest is the sha256 of the manifest's canonical encoding: what a
+// differential bundle names its base by.
+func (m *Manifest) Digest() (string, error) {
+	b, err := m.Encode()
+	if err != nil {
+		return "", err
+	}
+	return digest.FromBytes(b).String(), nil
+}
+
+// OmittedBytes sums the blobs a differential bundle expects at the site.
+func (m *Manifest) OmittedBytes() (n int, bytes int64) {
+	for _, b := range m.Blobs {
+		if b.Omitted {
+			n++
+			bytes += b.Size
+		}
+	}
+	return n, bytes
 }
 
 type Part struct {
@@ -216,8 +244,21 @@ func (m *Manifest) Validate() error {
 	if m.FormatVersion != FormatVersion {
 		return fmt.Errorf("%w: format version %d (this p7bundle reads version %d)", ErrUnsupported, m.FormatVersion, FormatVersion)
 	}
-	if m.Base != nil || m.Part != nil {
-		return fmt.Errorf("%w: differential or split bundles are not supported by this version", ErrUnsupported)
+	if m.Part != nil {
+		return fmt.Errorf("%w: split bundles are not supported by this version", ErrUnsupported)
+	}
+	omitted, _ := m.OmittedBytes()
+	if m.Base != nil {
+		if _, err := digest.Parse(m.Base.ManifestDigest); err != nil || m.Base.Name == "" {
+			return bad("base %q: manifest digest %q", m.Base.Name, m.Base.ManifestDigest)
+		}
+		if m.Base.Digest != "" {
+			if _, err := digest.Parse(m.Base.Digest); err != nil {
+				return bad("base %q: digest %q", m.Base.Name, m.Base.Digest)
+			}
+		}
+	} else if omitted > 0 {
+		return bad("%d blobs omitted but no base named", omitted)
 	}
 	if !strings.HasPrefix(m.Chart.Path, ChartDir) || !validChartFileName(strings.TrimPrefix(m.Chart.Path, ChartDir)) {
 		return bad("chart path %q", m.Chart.Path)

@@ -99,7 +99,9 @@ type Reader struct {
 	mtime    time.Time         // every entry's mtime: epoch, or the manifest's created
 	present  map[string]Blob   // blobs read and verified so far
 	meta     map[string][]byte // manifests and indexes, to check image blob lists
-	done     bool
+	// omittedBlobs are the blobs a differential bundle leaves to its base.
+	omittedBlobs map[string]Blob
+	done         bool
 }
 
 // NewReader decompresses r and reads and validates the bundle manifest.
@@ -304,6 +306,9 @@ func (r *Reader) checkChildren(b Blob, data []byte) error {
 	for _, c := range children {
 		got, ok := r.present[c.Digest.String()]
 		if !ok {
+			got, ok = r.omitted(c.Digest.String())
+		}
+		if !ok {
 			return fmt.Errorf("%w: manifest %s references %s, which is not in the bundle before it", ErrCorrupt, b.Digest, c.Digest)
 		}
 		if got.Size != c.Size {
@@ -313,10 +318,28 @@ func (r *Reader) checkChildren(b Blob, data []byte) error {
 	return nil
 }
 
+// omitted returns the manifest's entry for a blob the base carries.
+func (r *Reader) omitted(d string) (Blob, bool) {
+	if r.omittedBlobs == nil {
+		r.omittedBlobs = map[string]Blob{}
+		for _, b := range r.manifest.Blobs {
+			if b.Omitted {
+				r.omittedBlobs[b.Digest] = b
+			}
+		}
+	}
+	b, ok := r.omittedBlobs[d]
+	return b, ok
+}
+
 // checkImageBlobs insists each image's blob list is exactly the graph its
-// manifests describe, so the installer's early use of it was sound.
+// manifests describe, so the installer's early use of it was sound. An
+// image whose manifests the base carries is checked at the site instead.
 func (r *Reader) checkImageBlobs() error {
 	for _, img := range r.manifest.Images {
+		if r.metaOmitted(img) {
+			continue
+		}
 		graph := map[string]bool{}
 		var walk func(d string) error
 		walk = func(d string) error {
@@ -360,6 +383,15 @@ func (r *Reader) checkImageBlobs() error {
 		}
 	}
 	return nil
+}
+
+func (r *Reader) metaOmitted(img Image) bool {
+	for _, d := range img.Blobs {
+		if b, ok := r.omitted(d); ok && (IsManifest(b.MediaType) || IsIndex(b.MediaType)) {
+			return true
+		}
+	}
+	return false
 }
 
 // end insists the tar stream stops after index.json, allowing only zero padding.

@@ -19,15 +19,17 @@ type VerifyOptions struct {
 
 // Report is the outcome of Verify, also its --json form.
 type Report struct {
-	Bundle            string    `json:"bundle"`
-	Digest            string    `json:"digest"`
-	Size              int64     `json:"size"`
-	SignatureVerified bool      `json:"signatureVerified"`
-	ContentVerified   bool      `json:"contentVerified"`
-	BlobsChecked      int       `json:"blobsChecked"`
-	BytesChecked      int64     `json:"bytesChecked"`
-	Manifest          *Manifest `json:"manifest,omitempty"`
-	Error             string    `json:"error,omitempty"`
+	Bundle            string `json:"bundle"`
+	Digest            string `json:"digest"`
+	Size              int64  `json:"size"`
+	SignatureVerified bool   `json:"signatureVerified"`
+	ContentVerified   bool   `json:"contentVerified"`
+	BlobsChecked      int    `json:"blobsChecked"`
+	BytesChecked      int64  `json:"bytesChecked"`
+	// ExpectedAtSite lists what a differential bundle leaves to its base.
+	ExpectedAtSite *AtSite   `json:"expectedAtSite,omitempty"`
+	Manifest       *Manifest `json:"manifest,omitempty"`
+	Error          string    `json:"error,omitempty"`
 }
 
 // Verify checks the signature over the archive bytes and, in the same pass,
@@ -79,7 +81,23 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (*Report, erro
 		return fail(fmt.Errorf("bundle %s: %w", path, contentErr))
 	}
 	rep.ContentVerified = true
+	if m := rep.Manifest; m != nil && m.Base != nil {
+		rep.ExpectedAtSite = &AtSite{Base: m.Base.Name}
+		for _, b := range m.Blobs {
+			if b.Omitted {
+				rep.ExpectedAtSite.Blobs = append(rep.ExpectedAtSite.Blobs, b.Digest)
+				rep.ExpectedAtSite.Bytes += b.Size
+			}
+		}
+	}
 	return rep, nil
+}
+
+// AtSite is what must already be in the site registry for a differential bundle.
+type AtSite struct {
+	Base  string   `json:"base"`
+	Blobs []string `json:"blobs"`
+	Bytes int64    `json:"bytes"`
 }
 
 func walk(ctx context.Context, r io.Reader, rep *Report) error {

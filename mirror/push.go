@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 
@@ -343,7 +344,99 @@ func (p *pusher) plan(ctx context.Context) error {
 			return nil
 		})
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return p.checkBase(ctx)
+}
+
+// checkBase runs before anything is uploaded: every blob a differential
+// bundle leaves to its base must be in the site registry, in the image's
+// repository or (mounted from there) in another one; the manifests among
+// them are fetched, so finish can push and tag them like the others.
+func (p *pusher) checkBase(ctx context.Context) error {
+	if p.m.Base == nil {
+		return nil
+	}
+	omitted := map[string]bundle.Blob{}
+	for _, b := range p.m.Blobs {
+		if b.Omitted {
+			omitted[b.Digest] = b
+		}
+	}
+	// Every repository of this bundle that may hold a blob, its own first.
+	repos := map[string][]string{}
+	for _, img := range p.m.Images {
+		for _, d := range img.Blobs {
+			if _, ok := omitted[d]; ok {
+				repos[d] = append(repos[d], p.targets[img.Ref].Repository)
+			}
+		}
+	}
+	var mu sync.Mutex
+	var missing []string
+	var missingBytes int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4 * p.opts.Jobs)
+	for d, b := range omitted {
+		g.Go(func() error {
+			for _, repo := range repos[d] {
+				found, err := p.fromBase(gctx, repo, b)
+				if err != nil || found {
+					return err
+				}
+			}
+			mu.Lock()
+			missing = append(missing, d)
+			missingBytes += b.Size
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %w: this differential bundle leaves %d blobs (%d bytes) to its base %s, and registry %s lacks them: install %s first, or this month's full bundle",
+			bundle.ErrBase, ErrNotFound, len(missing), missingBytes, p.m.Base.Name, p.opts.Registry, p.m.Base.Name)
+	}
+	p.logf("differential bundle: the %d blobs its base %s carried are in %s", len(omitted), p.m.Base.Name, p.opts.Registry)
+	return nil
+}
+
+// fromBase looks for an omitted blob in repo: a manifest is fetched (and
+// verified), another blob becomes the source of later mounts.
+func (p *pusher) fromBase(ctx context.Context, repoName string, b bundle.Blob) (bool, error) {
+	desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: digest.Digest(b.Digest), Size: b.Size}
+	if !bundle.IsManifest(b.MediaType) && !bundle.IsIndex(b.MediaType) {
+		ok, err := p.exists(ctx, repoName, b.Digest)
+		if ok {
+			p.mu.Lock()
+			p.home[b.Digest] = repoName
+			p.mu.Unlock()
+		}
+		return ok, err
+	}
+	repo, err := p.repo(repoName)
+	if err != nil {
+		return false, err
+	}
+	rc, err := repo.Manifests().Fetch(ctx, desc)
+	if err != nil {
+		if errors.Is(Classify(err), ErrNotFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("registry %s: fetching manifest %s from %s: %w", p.opts.Registry, b.Digest, repoName, Classify(err))
+	}
+	defer rc.Close()
+	data, err := content.ReadAll(rc, desc)
+	if err != nil {
+		return false, fmt.Errorf("%w: registry %s: manifest %s in %s: %v", bundle.ErrBase, p.opts.Registry, b.Digest, repoName, err)
+	}
+	p.mu.Lock()
+	p.meta[b.Digest] = data
+	p.mu.Unlock()
+	return true, nil
 }
 
 // isCurrent reports whether the image is already in its repository under

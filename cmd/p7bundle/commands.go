@@ -49,6 +49,7 @@ func buildCommand(env *environment) *cli.Command {
 			&cli.StringFlag{Name: "cache-dir", Usage: "keep fetched blobs in `DIR`, so a rerun fetches only what is missing"},
 			&cli.StringSliceFlag{Name: "image", Usage: "also bundle `REF`"},
 			&cli.StringSliceFlag{Name: "exclude", Usage: "leave out `REF`"},
+			&cli.StringFlag{Name: "base", Usage: "write a differential bundle against `OLD` (a bundle, or a manifest from inspect --manifest): blobs it carried are left out"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -100,6 +101,7 @@ func buildCommand(env *environment) *cli.Command {
 				CacheDir:    c.String("cache-dir"),
 				Images:      c.StringSlice("image"),
 				Exclude:     c.StringSlice("exclude"),
+				Base:        c.String("base"),
 				ToolVersion: version.Version,
 				Created:     created,
 				Log:         env.stderr,
@@ -139,6 +141,9 @@ func verifyCommand(env *environment) *cli.Command {
 				fmt.Fprintf(env.stdout, "Verified OK: %s\n  signature: valid (%s)\n  content:   %d blobs, %s checked\n  chart:     %s %s (appVersion %s)\n  images:    %d\n",
 					path, rep.Digest, rep.BlobsChecked, build.HumanBytes(rep.BytesChecked),
 					m.Chart.Name, m.Chart.Version, m.Chart.AppVersion, len(m.Images))
+				if a := rep.ExpectedAtSite; a != nil {
+					fmt.Fprintf(env.stdout, "  differential: %d blobs (%s) are expected in the site registry from %s\n", len(a.Blobs), build.HumanBytes(a.Bytes), a.Base)
+				}
 			}
 			if verr != nil {
 				return fmt.Errorf("verify: %w", verr)
@@ -187,7 +192,12 @@ func inspectCommand(env *environment) *cli.Command {
 			fmt.Fprintf(w, "AppVersion: %s\n", m.Chart.AppVersion)
 			fmt.Fprintf(w, "Source:     %s\n", m.SourceRegistry)
 			fmt.Fprintf(w, "Platforms:  %s\n", strings.Join(m.Platforms, ", "))
-			fmt.Fprintf(w, "Secretgen:  %s\n\n", m.Secretgen)
+			fmt.Fprintf(w, "Secretgen:  %s\n", m.Secretgen)
+			if m.Base != nil {
+				n, size := m.OmittedBytes()
+				fmt.Fprintf(w, "Base:       %s (manifest %s): differential, %d blobs (%s) expected at the site\n", m.Base.Name, m.Base.ManifestDigest, n, build.HumanBytes(size))
+			}
+			fmt.Fprintln(w)
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "IMAGE\tDIGEST\tPLATFORM\tSIZE")
 			for _, img := range m.Images {

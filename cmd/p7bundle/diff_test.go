@@ -5,24 +5,24 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content/memory"
+	"oras.land/oras-go/v2/registry"
+
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/mirror"
 )
 
 // diff tells an admin what next month's bundle changes before choosing
 // what to burn to media; it works on exported manifests too.
 func TestDiffOfTwoMonths(t *testing.T) {
 	s := startSite(t)
-	v1 := filepath.Join(s.dir, "pseven-2023.09.25.tar.zst")
-	if r := s.build(t, v1); r.code != 0 {
-		t.Fatalf("build v1: %v", r)
-	}
-	v2chart := nextMonthChart(t, filepath.Join(s.dir, "chart-v2"))
-	if _, err := s.up.PushRelease(context.Background(), v2chart, map[string]string{"pseven-app": "2023.10.30", "pseven-edgerouter": "2023.10.30"}); err != nil {
-		t.Fatal(err)
-	}
+	v1, v2chart := monthPair(t, s)
 	v2 := filepath.Join(s.dir, "pseven-2023.10.30.tar.zst")
 	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(v2), "--chart", v2chart)...); r.code != 0 {
 		t.Fatalf("build v2: %v", r)
@@ -112,4 +112,167 @@ func manifestOf(t *testing.T, path string) *bundle.Manifest {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// monthPair builds last month's bundle and this month's chart and images
+// (two components changed, the others re-tagged).
+func monthPair(t *testing.T, s *site) (v1, v2chart string) {
+	t.Helper()
+	v1 = filepath.Join(s.dir, "pseven-2023.09.25.tar.zst")
+	if r := s.build(t, v1); r.code != 0 {
+		t.Fatalf("build v1: %v", r)
+	}
+	v2chart = nextMonthChart(t, filepath.Join(s.dir, "chart-v2"))
+	if _, err := s.up.PushRelease(context.Background(), v2chart, map[string]string{"pseven-app": "2023.10.30", "pseven-edgerouter": "2023.10.30"}); err != nil {
+		t.Fatal(err)
+	}
+	return v1, v2chart
+}
+
+func carried(m *bundle.Manifest) []string {
+	var out []string
+	for _, b := range m.Blobs {
+		if !b.Omitted {
+			out = append(out, b.Digest)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// A differential bundle carries exactly what changed; at the site it
+// installs only over its base, and is refused before any upload otherwise.
+func TestDifferentialBundle(t *testing.T) {
+	s := startSite(t)
+	v1, v2chart := monthPair(t, s)
+	ctx := context.Background()
+	v2 := filepath.Join(s.dir, "pseven-2023.10.30.tar.zst")
+	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(v2), "--chart", v2chart)...); r.code != 0 {
+		t.Fatalf("build v2: %v", r)
+	}
+	delta := filepath.Join(s.dir, "pseven-2023.10.30-delta.tar.zst")
+	r := p7(t, s.up.Password+"\n", append(s.buildArgs(delta), "--chart", v2chart, "--base", v1)...)
+	if r.code != 0 || !strings.Contains(r.stderr, "differential against") {
+		t.Fatalf("build delta: %v", r)
+	}
+	m1, m2, md := manifestOf(t, v1), manifestOf(t, v2), manifestOf(t, delta)
+
+	// Exactly the blobs of the changed images that v1 did not have.
+	had := map[string]bool{}
+	for _, b := range m1.Blobs {
+		had[b.Digest] = true
+	}
+	var want []string
+	for _, img := range m2.Images {
+		for _, b := range img.Blobs {
+			if !had[b] && !slices.Contains(want, b) {
+				want = append(want, b)
+			}
+		}
+	}
+	sort.Strings(want)
+	if got := carried(md); len(want) != 6 || strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("delta carries %v, want the 6 new blobs %v", got, want)
+	}
+	v1digest := "sha256:" + strings.Fields(string(mustRead(t, v1+".sha256")))[0]
+	if md.Base == nil || md.Base.Name != "pseven-2023.09.25.tar.zst" || md.Base.Digest != v1digest {
+		t.Errorf("base = %+v", md.Base)
+	}
+	if st, _ := os.Stat(delta); st.Size()*4 > mustStat(t, v2).Size() {
+		t.Errorf("delta is %d bytes, the full bundle %d", st.Size(), mustStat(t, v2).Size())
+	}
+	if r := p7(t, "", "verify", delta, "--key", s.pub); r.code != 0 || !strings.Contains(r.stdout, "differential: 25 blobs") {
+		t.Errorf("verify delta: %v", r)
+	}
+	if r := p7(t, "", "inspect", delta); !strings.Contains(r.stdout, "Base:       pseven-2023.09.25.tar.zst") {
+		t.Errorf("inspect delta: %v", r)
+	}
+	// From an exported manifest: the same blobs left out.
+	exported := filepath.Join(s.dir, "v1.json")
+	os.WriteFile(exported, []byte(p7(t, "", "inspect", v1, "--manifest").stdout), 0o644)
+	delta2 := filepath.Join(s.dir, "delta-from-manifest.tar.zst")
+	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(delta2), "--chart", v2chart, "--base", exported)...); r.code != 0 {
+		t.Fatalf("build delta from a manifest: %v", r)
+	}
+	if got := carried(manifestOf(t, delta2)); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("delta from the exported manifest carries %v", got)
+	}
+
+	reg := startSiteRegistry(t)
+	// Into an empty registry: refused before any upload, naming the base.
+	r = p7(t, reg.Password+"\n", pushArgs(reg, delta, s.pub)...)
+	if r.code != exitRegistry || !strings.Contains(r.stderr, "install pseven-2023.09.25.tar.zst first") || !strings.Contains(r.stderr, "25 blobs") {
+		t.Errorf("delta into an empty registry: %v", r)
+	}
+	if repos, _ := reg.Catalog(ctx); len(repos) != 0 {
+		t.Errorf("something was uploaded: %v", repos)
+	}
+	// A delta built against a lying base (it claims a blob v1 never had)
+	// is stopped by the same check.
+	var lying bundle.Manifest
+	json.Unmarshal(mustRead(t, exported), &lying)
+	for _, b := range m2.Blobs {
+		if b.Digest == want[0] {
+			lying.Blobs = append(lying.Blobs, b)
+		}
+	}
+	lying.Normalize()
+	lb, _ := lying.Encode()
+	os.WriteFile(exported, lb, 0o644)
+	bad := filepath.Join(s.dir, "delta-bad-base.tar.zst")
+	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(bad), "--chart", v2chart, "--base", exported)...); r.code != 0 {
+		t.Fatalf("build against the lying base: %v", r)
+	}
+
+	// Over v1: complete, every v2 image as upstream has it.
+	if r := p7(t, reg.Password+"\n", pushArgs(reg, v1, s.pub)...); r.code != 0 {
+		t.Fatalf("push v1: %v", r)
+	}
+	before := allTags(t, reg)
+	if r := p7(t, reg.Password+"\n", pushArgs(reg, bad, s.pub)...); r.code != exitRegistry || !strings.Contains(r.stderr, "lacks them") {
+		t.Errorf("delta against a lying base: %v", r)
+	}
+	if after := allTags(t, reg); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Errorf("the refused delta tagged %v", after)
+	}
+	r = p7(t, reg.Password+"\n", pushArgs(reg, delta, s.pub, "--json")...)
+	if r.code != 0 {
+		t.Fatalf("push delta over v1: %v", r)
+	}
+	client, err := mirror.NewClient(mirror.RegistryOptions{CAFile: reg.CAFile, Username: reg.Username, Password: reg.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range m2.Images {
+		ref := reg.Host + "/pseven/" + strings.TrimPrefix(img.Ref, "registry.pseven.io/")
+		upstream := img.Digest
+		if img.SourceDigest != "" {
+			upstream = img.SourceDigest
+		}
+		if s.up.Digests[img.Ref] != upstream {
+			t.Errorf("%s: bundle digest %s, upstream %s", img.Ref, upstream, s.up.Digests[img.Ref])
+		}
+		pr, err := registry.ParseReference(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		repo, err := client.Repository(pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The whole graph pulls: every blob is linked into the repository.
+		desc, err := oras.Copy(ctx, repo, pr.Reference, memory.New(), "", oras.DefaultCopyOptions)
+		if err != nil || desc.Digest.String() != img.Digest {
+			t.Errorf("pull %s: %v, %v (want %s)", ref, desc.Digest, err, img.Digest)
+		}
+	}
+}
+
+func mustStat(t *testing.T, p string) os.FileInfo {
+	t.Helper()
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

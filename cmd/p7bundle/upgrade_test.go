@@ -99,23 +99,16 @@ type installReport struct {
 	} `json:"pushed"`
 }
 
-// The monthly upgrade in the real site: v1 install, v2 upgrade carrying
-// the values, a failed upgrade retried in place, a downgrade refused, a
+// The monthly upgrade in the real site: v1 install, v2 (a differential
+// bundle) upgrade carrying the values, a failed upgrade retried in place, a downgrade refused, a
 // killed upgrade recovered. Nothing is ever uninstalled.
 func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
 	s := startSite(t)
 	ctx := context.Background()
-	v1 := filepath.Join(s.dir, "pseven-2023.09.25.tar.zst")
-	if r := s.build(t, v1); r.code != 0 {
-		t.Fatalf("build v1: %v", r)
-	}
-	v2chart := nextMonthChart(t, filepath.Join(s.dir, "chart-v2"))
-	// Two components changed; the others are re-tagged.
-	if _, err := s.up.PushRelease(ctx, v2chart, map[string]string{"pseven-app": "2023.10.30", "pseven-edgerouter": "2023.10.30"}); err != nil {
-		t.Fatal(err)
-	}
+	v1, v2chart := monthPair(t, s)
+	// This month's bundle is differential: the site holds last month's blobs.
 	v2 := filepath.Join(s.dir, "pseven-2023.10.30.tar.zst")
-	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(v2), "--chart", v2chart)...); r.code != 0 {
+	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(v2), "--chart", v2chart, "--base", v1)...); r.code != 0 {
 		t.Fatalf("build v2: %v", r)
 	}
 	var m2 bundle.Manifest

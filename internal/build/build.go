@@ -38,6 +38,9 @@ type Options struct {
 	CacheDir       string // empty: a temporary cache removed afterwards
 	Images         []string
 	Exclude        []string
+	// Base, a bundle or an exported manifest, makes a differential bundle:
+	// blobs it lists are omitted.
+	Base string
 
 	ToolVersion string
 	// Created, when non-zero (SOURCE_DATE_EPOCH), stamps the manifest and entries.
@@ -176,8 +179,22 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	sort.Slice(m.Blobs, func(i, j int) bool { return m.Blobs[i].Digest < m.Blobs[j].Digest })
 
 	m.Normalize()
+	if opts.Base != "" {
+		base, err := bundle.LoadManifest(opts.Base)
+		if err != nil {
+			return nil, err
+		}
+		if err := bundle.BaseFor(m, base, opts.Base); err != nil {
+			return nil, err
+		}
+		n, size := m.OmittedBytes()
+		fmt.Fprintf(log, "differential against %s (%s %s): %d of %d blobs (%s) left to the base\n", opts.Base, base.Chart.Name, base.Chart.Version, n, len(m.Blobs), HumanBytes(size))
+	}
 	order := make([]ocispec.Descriptor, 0, len(m.Blobs))
 	for _, b := range m.Blobs {
+		if b.Omitted {
+			continue
+		}
 		order = append(order, ocispec.Descriptor{MediaType: b.MediaType, Digest: digest.Digest(b.Digest), Size: b.Size})
 	}
 	jobs := max(opts.Jobs, 1)
