@@ -31,6 +31,8 @@ const secretsKey = "pseven-secrets.yaml"
 type InstallOptions struct {
 	Bundle, KeyPath, SigPath string
 	InsecureSkipVerify       bool
+	// Base is the base bundle of a differential Bundle, pushed first when given.
+	Base string
 
 	SiteRegistry, Prefix string
 	Username, Password   string
@@ -179,7 +181,7 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 
 	if !o.DryRun {
 		rep.Pushed, err = Push(ctx, PushOptions{
-			Bundle: o.Bundle, Verified: verified,
+			Bundle: o.Bundle, Verified: verified, Base: o.Base, KeyPath: o.KeyPath, InsecureSkipVerify: o.InsecureSkipVerify,
 			Registry: o.SiteRegistry, Prefix: o.Prefix, Jobs: o.Jobs, Client: client, Log: io.MultiWriter(o.Log, logFile),
 		})
 		if err != nil {

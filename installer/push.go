@@ -23,6 +23,10 @@ type PushOptions struct {
 	// Verified is the outcome of VerifyBundle, when the caller ran it.
 	Verified *bundle.Verified
 
+	// Base is last month's bundle, for a differential bundle whose base is
+	// not in the site registry yet: verified with the same key, then pushed first.
+	Base string
+
 	// Registry is the site registry HOST[:PORT]; Prefix the repository path under it.
 	Registry string
 	Prefix   string
@@ -69,6 +73,12 @@ func Push(ctx context.Context, opts PushOptions) (*mirror.PushResult, error) {
 			return nil, err
 		}
 	}
+	if opts.Base != "" {
+		opts.Log = log
+		if err := pushBase(ctx, opts, verified); err != nil {
+			return nil, err
+		}
+	}
 	src := &fileSource{path: opts.Bundle}
 	po := mirror.PushOptions{Registry: opts.Registry, Prefix: opts.Prefix, Jobs: opts.Jobs, Log: log}
 	if verified != nil {
@@ -76,6 +86,47 @@ func Push(ctx context.Context, opts PushOptions) (*mirror.PushResult, error) {
 	}
 	defer src.Close()
 	return opts.Client.PushBundle(ctx, src, po)
+}
+
+// pushBase pushes the base bundle a differential bundle names, after
+// checking it is that base: signed with the same key, same manifest digest.
+func pushBase(ctx context.Context, opts PushOptions, delta *bundle.Verified) error {
+	var m *bundle.Manifest
+	if delta != nil {
+		m = delta.Manifest
+	} else if m2, err := bundle.ReadManifest(opts.Bundle); err != nil { // --insecure-skip-verify
+		return err
+	} else {
+		m = m2
+	}
+	if m.Base == nil {
+		return fmt.Errorf("%w: --base %s given, but %s is not a differential bundle", bundle.ErrBase, opts.Base, opts.Bundle)
+	}
+	base, err := VerifyBundle(opts.Base, opts.KeyPath, "", opts.InsecureSkipVerify, opts.Log)
+	if err != nil {
+		return err
+	}
+	if base == nil { // --insecure-skip-verify
+		b, err := bundle.ReadManifest(opts.Base)
+		if err != nil {
+			return err
+		}
+		base = &bundle.Verified{Manifest: b}
+	}
+	md, err := base.Manifest.Digest()
+	if err != nil {
+		return err
+	}
+	if md != m.Base.ManifestDigest {
+		return fmt.Errorf("%w: %s is not the base of %s (which was built on %s, manifest %s)", bundle.ErrBase, opts.Base, opts.Bundle, m.Base.Name, m.Base.ManifestDigest)
+	}
+	fmt.Fprintf(opts.Log, "pushing the base %s first\n", opts.Base)
+	src := &fileSource{path: opts.Base}
+	defer src.Close()
+	po := mirror.PushOptions{Registry: opts.Registry, Prefix: opts.Prefix, Jobs: opts.Jobs, Log: opts.Log, Manifest: base.Manifest}
+	src.trusted = base.Digest
+	_, err = opts.Client.PushBundle(ctx, src, po)
+	return err
 }
 
 // fileSource reads the bundle file once per pass and, when sealed, insists

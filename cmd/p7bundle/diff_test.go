@@ -15,6 +15,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/testregistry"
 	"github.com/p7bundle/p7bundle/mirror"
 )
 
@@ -157,6 +158,15 @@ func TestDifferentialBundle(t *testing.T) {
 	}
 	m1, m2, md := manifestOf(t, v1), manifestOf(t, v2), manifestOf(t, delta)
 
+	for _, img := range md.Images {
+		upstream := img.Digest
+		if img.SourceDigest != "" {
+			upstream = img.SourceDigest
+		}
+		if s.up.Digests[img.Ref] != upstream {
+			t.Errorf("%s: delta digest %s, upstream %s", img.Ref, upstream, s.up.Digests[img.Ref])
+		}
+	}
 	// Exactly the blobs of the changed images that v1 did not have.
 	had := map[string]bool{}
 	for _, b := range m1.Blobs {
@@ -239,19 +249,34 @@ func TestDifferentialBundle(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("push delta over v1: %v", r)
 	}
+	assertPulls(t, reg, m2)
+
+	// At an empty site with the base bundle at hand: the base is pushed
+	// first, then the delta; a bundle that is not its base is refused.
+	fresh := startSiteRegistry(t)
+	if r := p7(t, fresh.Password+"\n", pushArgs(fresh, delta, s.pub, "--base", v2)...); r.code != exitInput || !strings.Contains(r.stderr, "is not the base of") {
+		t.Errorf("wrong --base: %v", r)
+	}
+	if repos, _ := fresh.Catalog(ctx); len(repos) != 0 {
+		t.Errorf("a wrong base uploaded %v", repos)
+	}
+	if r := p7(t, fresh.Password+"\n", pushArgs(fresh, delta, s.pub, "--base", v1)...); r.code != 0 || !strings.Contains(r.stderr, "pushing the base") {
+		t.Fatalf("delta with --base at an empty site: %v", r)
+	}
+	assertPulls(t, fresh, m2)
+}
+
+// assertPulls pulls every image of m from the site registry, whole graph,
+// and checks its digest against the bundle and upstream.
+func assertPulls(t *testing.T, reg *testregistry.Registry, m *bundle.Manifest) {
+	t.Helper()
+	ctx := context.Background()
 	client, err := mirror.NewClient(mirror.RegistryOptions{CAFile: reg.CAFile, Username: reg.Username, Password: reg.Password})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, img := range m2.Images {
+	for _, img := range m.Images {
 		ref := reg.Host + "/pseven/" + strings.TrimPrefix(img.Ref, "registry.pseven.io/")
-		upstream := img.Digest
-		if img.SourceDigest != "" {
-			upstream = img.SourceDigest
-		}
-		if s.up.Digests[img.Ref] != upstream {
-			t.Errorf("%s: bundle digest %s, upstream %s", img.Ref, upstream, s.up.Digests[img.Ref])
-		}
 		pr, err := registry.ParseReference(ref)
 		if err != nil {
 			t.Fatal(err)

@@ -88,6 +88,7 @@ func pushCommand(env *environment) *cli.Command {
 		Flags: append(append(verifyFlags(), siteRegistryFlags()...),
 			&cli.IntFlag{Name: "jobs", Value: 8, Usage: "concurrent uploads (registries answer each request slowly; more in flight hides that)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			baseFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			path, err := oneArg(c)
@@ -109,7 +110,7 @@ func pushCommand(env *environment) *cli.Command {
 				Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
 				InsecureSkipVerify: c.Bool("insecure-skip-verify"),
 				Registry:           site.host, Prefix: site.prefix, Jobs: c.Int("jobs"),
-				Client: client, Log: env.stderr,
+				Client: client, Log: env.stderr, Base: c.String("base"),
 			})
 			if err != nil {
 				return err
@@ -254,6 +255,7 @@ func installCommand(env *environment) *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "values.airgap.yaml", Usage: "values `FILE` to write (mode 0600)"},
 			&cli.IntFlag{Name: "jobs", Value: 8, Usage: "concurrent uploads (registries answer each request slowly; more in flight hides that)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			baseFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			path, err := oneArg(c)
@@ -269,8 +271,8 @@ func installCommand(env *environment) *cli.Command {
 			}
 			rep, err := installer.Install(c.Context, installer.InstallOptions{
 				Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
-				InsecureSkipVerify: c.Bool("insecure-skip-verify"),
-				SiteRegistry:       site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
+				InsecureSkipVerify: c.Bool("insecure-skip-verify"), Base: c.String("base"),
+				SiteRegistry: site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
 				Registry: site.options, Jobs: c.Int("jobs"),
 				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
 				SecretsFile: c.String("secrets"), ValuesOut: c.String("output"), LogFile: c.String("log-file"),
@@ -315,4 +317,8 @@ func restoreValuesCommand(env *environment) *cli.Command {
 			return nil
 		},
 	}
+}
+
+func baseFlag() cli.Flag {
+	return &cli.StringFlag{Name: "base", Usage: "for a differential BUNDLE whose base is not in the site registry: the base `BUNDLE`, verified with the same key and pushed first"}
 }
