@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content/memory"
@@ -191,6 +192,9 @@ func TestDifferentialBundle(t *testing.T) {
 	if st, _ := os.Stat(delta); st.Size()*4 > mustStat(t, v2).Size() {
 		t.Errorf("delta is %d bytes, the full bundle %d", st.Size(), mustStat(t, v2).Size())
 	}
+	_, omittedBytes := md.OmittedBytes()
+	t.Logf("full v2 bundle %d bytes, differential %d bytes; %d blob bytes carried, %d left to the base",
+		mustStat(t, v2).Size(), mustStat(t, delta).Size(), md.Totals.BlobBytes-omittedBytes, omittedBytes)
 	if r := p7(t, "", "verify", delta, "--key", s.pub); r.code != 0 || !strings.Contains(r.stdout, "differential: 25 blobs") {
 		t.Errorf("verify delta: %v", r)
 	}
@@ -245,10 +249,12 @@ func TestDifferentialBundle(t *testing.T) {
 	if after := allTags(t, reg); strings.Join(after, ",") != strings.Join(before, ",") {
 		t.Errorf("the refused delta tagged %v", after)
 	}
+	started := time.Now()
 	r = p7(t, reg.Password+"\n", pushArgs(reg, delta, s.pub, "--json")...)
 	if r.code != 0 {
 		t.Fatalf("push delta over v1: %v", r)
 	}
+	t.Logf("push of the differential bundle over v1: %v", time.Since(started).Round(time.Millisecond))
 	assertPulls(t, reg, m2)
 
 	// At an empty site with the base bundle at hand: the base is pushed
