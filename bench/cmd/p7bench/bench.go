@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -365,6 +366,9 @@ func (b *Bench) mainSize(ctx context.Context) error {
 		os.RemoveAll(rd)
 	}
 	b.res.check("bundle reproducible across rounds", allEqual(bundleDigests), strings.Join(unique(bundleDigests), ", "))
+	if err := b.monthly(ctx, src, w, chart); err != nil {
+		return err
+	}
 	b.stopRegistry(src)
 	os.RemoveAll(dir)
 	return nil
@@ -564,6 +568,97 @@ func (b *Bench) secondSize(ctx context.Context) error {
 	}
 	os.RemoveAll(dir)
 	return nil
+}
+
+// monthlyChange is the share of the bytes next month's release changes.
+const monthlyChange = 0.10
+
+// monthly is the operation admins run most: next month's release over a
+// site holding this one, as a full bundle and as a differential one.
+func (b *Bench) monthly(ctx context.Context, src *testregistry.Registry, w *workload.Workload, chart string) error {
+	dir := filepath.Join(b.cfg.Work, "monthly")
+	name := workload.ChartName + "-" + workload.ChartVersion + ".tar.zst"
+	v1 := filepath.Join(dir, "v1", name)
+	os.MkdirAll(filepath.Dir(v1), 0o755)
+	if _, err := b.r.run(ctx, b.p7Build(chart, v1, src.Host, filepath.Dir(v1))); err != nil {
+		return err
+	}
+	next := w.NextMonth(monthlyChange)
+	if err := next.Generate(ctx, src.Host, 2, nil); err != nil {
+		return fmt.Errorf("generating next month's release: %w", err)
+	}
+	chart2 := filepath.Join(dir, "chart-next")
+	if err := next.WriteChart(chart2); err != nil {
+		return err
+	}
+	b.logf("monthly: next release changes %s of %s (%.0f%%) in %d layers", human(next.ChangedBytes), human(w.UniqueBytes),
+		100*float64(next.ChangedBytes)/float64(w.UniqueBytes), strings.Count(strings.Join(layerIDs(next), " "), "-next"))
+	name2 := workload.ChartName + "-" + workload.NextChartVersion + ".tar.zst"
+	full := filepath.Join(dir, "full", name2)
+	delta := filepath.Join(dir, "delta", name2)
+	for _, x := range []struct{ id, out string }{{"monthly.build.full", full}, {"monthly.build.delta", delta}} {
+		os.MkdirAll(filepath.Dir(x.out), 0o755)
+		spec := b.p7Build(chart2, x.out, src.Host, filepath.Dir(x.out))
+		if x.out == delta {
+			spec.Argv = append(spec.Argv, "--base", v1)
+		}
+		if _, err := b.measure(ctx, x.id, spec); err != nil {
+			return err
+		}
+	}
+	diffOut := filepath.Join(dir, "diff.json")
+	if _, err := b.r.run(ctx, cmdSpec{Argv: []string{b.cfg.Bin, "diff", v1, full, "--json"}, Stdout: diffOut}); err != nil {
+		return err
+	}
+	var d struct {
+		Changed  []json.RawMessage `json:"changed"`
+		NewBytes int64             `json:"newBytes"`
+	}
+	if raw, err := os.ReadFile(diffOut); err != nil {
+		return err
+	} else if err := json.Unmarshal(raw, &d); err != nil {
+		return fmt.Errorf("monthly: parsing diff --json: %w", err)
+	}
+	m := &MonthlySummary{ChangedBytes: d.NewBytes, ChangedImages: len(d.Changed)}
+	if st, err := os.Stat(full); err == nil {
+		m.FullBundleBytes = st.Size()
+	}
+	if st, err := os.Stat(delta); err == nil {
+		m.DeltaBundleBytes = st.Size()
+	}
+	b.res.Monthly = m
+	// Each install into its own site registry that holds this month's release.
+	for _, x := range []struct{ id, bundle string }{{"monthly.install.full", full}, {"monthly.install.delta", delta}} {
+		reg, err := b.startRegistry(ctx, filepath.Join(dir, "site-"+filepath.Base(filepath.Dir(x.bundle))))
+		if err != nil {
+			return err
+		}
+		if _, err := b.r.run(ctx, cmdSpec{Argv: []string{b.cfg.Bin, "push", v1, "--key", b.key + ".pub", "--registry", reg.Host, "--plain-http"}}); err != nil {
+			return err
+		}
+		if _, err := b.p7Push(ctx, x.id, x.bundle, reg.Host, filepath.Join(dir, "scratch"), reg.Dir); err != nil {
+			return err
+		}
+		for _, img := range next.Images {
+			tags, err := reg.Tags(ctx, "pseven/"+img.Name)
+			if err != nil || !slices.Contains(tags, workload.NextAppVersion) {
+				return fmt.Errorf("after %s: pseven/%s has tags %v (%v), want %s among them", x.id, img.Name, tags, err, workload.NextAppVersion)
+			}
+		}
+		b.stopRegistry(reg)
+	}
+	b.res.check("monthly: full and differential bundles install every image of next month's release", true,
+		fmt.Sprintf("%d images, %d changed", len(next.Images), m.ChangedImages))
+	os.RemoveAll(dir)
+	return nil
+}
+
+func layerIDs(w *workload.Workload) []string {
+	var ids []string
+	for _, l := range w.Layers {
+		ids = append(ids, l.ID)
+	}
+	return ids
 }
 
 func fileDigest(path string) (string, error) {

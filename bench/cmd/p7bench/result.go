@@ -34,11 +34,21 @@ type Result struct {
 	Tools          map[string]string `json:"tools"`
 	Workload       *WorkloadSummary  `json:"workload"`
 	SecondWorkload *WorkloadSummary  `json:"secondWorkload,omitempty"`
+	Monthly        *MonthlySummary   `json:"monthly,omitempty"`
 	Measurements   []*Measurement    `json:"measurements"`
 	Pairs          []Pair            `json:"pairs"`
 	Targets        []Target          `json:"targets"`
 	Checks         []Check           `json:"checks"`
 	Noise          Noise             `json:"noise"`
+}
+
+// MonthlySummary is the monthly scenario: next month's release over this one.
+type MonthlySummary struct {
+	ChangedImages int `json:"changedImages"`
+	// ChangedBytes are the blob bytes of next month's release this one lacks.
+	ChangedBytes     int64 `json:"changedBytes"`
+	FullBundleBytes  int64 `json:"fullBundleBytes"`
+	DeltaBundleBytes int64 `json:"deltaBundleBytes"`
 }
 
 // Machine describes where the run happened.
@@ -269,6 +279,16 @@ func (r *Result) finish(elapsed time.Duration) {
 		pair("verify vs openssl dgst", "verify.p7bundle", "verify.script.openssl", 1.5, false))
 	pair("verify vs openssl dgst + cosign verify-blob", "verify.p7bundle", "verify.script", 0, true)
 
+	if mo := r.Monthly; mo != nil {
+		r.Targets = append(r.Targets, Target{Name: "differential bundle size", Goal: "≤ 1.02× the changed bytes",
+			Actual: fmt.Sprintf("%s for %s changed (%.2f×); the full bundle is %s", human(mo.DeltaBundleBytes), human(mo.ChangedBytes),
+				float64(mo.DeltaBundleBytes)/float64(max(mo.ChangedBytes, 1)), human(mo.FullBundleBytes)),
+			Met: float64(mo.DeltaBundleBytes) <= 1.02*float64(mo.ChangedBytes)})
+		ratioTarget("differential install", "≤ 0.15× the full bundle's install over the same site",
+			pair("monthly install: differential vs full bundle", "monthly.install.delta", "monthly.install.full", 0.15, false))
+		pair("monthly build: differential vs full bundle", "monthly.build.delta", "monthly.build.full", 0, true)
+	}
+
 	const rssLimit = 256 << 10 // KiB
 	var rssParts []string
 	rssMax := int64(0)
@@ -432,6 +452,11 @@ func (r *Result) markdown() string {
 			strings.Join(big, ", "), human(w.MedianImage), human(w.SmallestImage), human(w.BundleBytes),
 			100*float64(w.BundleBytes)/float64(max(w.UniqueBytes, 1)))
 	}
+	if mo := r.Monthly; mo != nil {
+		p("- **monthly scenario** (at %s): next month's release (%s, %d of the images changed, the others re-tagged; %s of new blobs, about %.0f%% of the bytes): "+
+			"full bundle %s, differential bundle (`build --base`) %s; each installed over a site registry holding this month's release.\n",
+			sizeLabel(r.Size), workload.NextAppVersion, mo.ChangedImages, human(mo.ChangedBytes), 100*monthlyChange, human(mo.FullBundleBytes), human(mo.DeltaBundleBytes))
+	}
 	p("\n## Checks\n\n")
 	for _, c := range r.Checks {
 		v := "ok"
@@ -505,7 +530,7 @@ func throughput(m *Measurement, w *WorkloadSummary) string {
 	switch {
 	case strings.Contains(m.ID, "verify"), strings.Contains(m.ID, "zstd-d"), strings.HasSuffix(m.ID, "sha256sum"):
 		bytes, what = w.BundleBytes, " (bundle)"
-	case strings.HasPrefix(m.ID, "reinstall"):
+	case strings.HasPrefix(m.ID, "reinstall"), strings.HasPrefix(m.ID, "monthly."):
 		return "–"
 	}
 	return fmt.Sprintf("%.0f MB/s%s", float64(bytes)/med/1e6, what)

@@ -54,14 +54,18 @@ func TestSmoke(t *testing.T) {
 	}
 	for _, id := range []string{"build.p7bundle", "build.script", "build.floor.zstd", "install.p7bundle", "reinstall.p7bundle",
 		"install.script", "install.ceiling.raw-x4", "install.floor.zstd-d", "verify.p7bundle", "verify.script",
-		"second.build.p7bundle", "second.install.p7bundle", "second.verify.p7bundle"} {
+		"second.build.p7bundle", "second.install.p7bundle", "second.verify.p7bundle",
+		"monthly.build.full", "monthly.build.delta", "monthly.install.full", "monthly.install.delta"} {
 		m := res.get(id)
 		if m == nil || len(m.Samples) != 1 || m.Samples[0].Wall <= 0 {
 			t.Errorf("measurement %s missing or empty: %+v", id, m)
 		}
 	}
-	if len(res.Pairs) < 5 || len(res.Targets) != 6 {
-		t.Errorf("%d pairs, %d targets; want ≥ 5 pairs and the 6 targets of issue 6", len(res.Pairs), len(res.Targets))
+	if len(res.Pairs) < 5 || len(res.Targets) != 8 {
+		t.Errorf("%d pairs, %d targets; want ≥ 5 pairs, the 6 targets of issue 6 and the 2 monthly ones of issue 11", len(res.Pairs), len(res.Targets))
+	}
+	if mo := res.Monthly; mo == nil || mo.ChangedImages == 0 || mo.DeltaBundleBytes == 0 || mo.DeltaBundleBytes >= mo.FullBundleBytes {
+		t.Errorf("monthly %+v: the differential bundle must be smaller than the full one", mo)
 	}
 	if w := res.Workload; w.Images != 30 || w.BundleBytes == 0 || w.RandomFraction < 0.3 || w.RandomFraction > 0.7 {
 		t.Errorf("workload %+v", w)
@@ -70,7 +74,8 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Targets", "| build |", "| install |", "| re-install |", "| verify |", "peak RSS", "extra disk"} {
+	for _, want := range []string{"## Targets", "| build |", "| install |", "| re-install |", "| verify |", "peak RSS", "extra disk",
+		"| differential bundle size |", "| differential install |", "monthly scenario"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("latest.md lacks %q", want)
 		}

@@ -34,11 +34,14 @@ const (
 	AppVersion   = "6.50.5000"
 	ChartName    = "pseven-bench"
 	ChartVersion = "2026.11.27"
-	SourceHost   = "registry.pseven.io"
-	mediaLayer   = "application/vnd.oci.image.layer.v1.tar"
-	mediaConfig  = "application/vnd.oci.image.config.v1+json"
-	mediaOCIMan  = "application/vnd.oci.image.manifest.v1+json"
-	referenceMiB = 2048 // the plan is drawn at this size, then scaled
+	// The next monthly release (NextMonth).
+	NextAppVersion   = "6.51.5100"
+	NextChartVersion = "2026.12.25"
+	SourceHost       = "registry.pseven.io"
+	mediaLayer       = "application/vnd.oci.image.layer.v1.tar"
+	mediaConfig      = "application/vnd.oci.image.config.v1+json"
+	mediaOCIMan      = "application/vnd.oci.image.manifest.v1+json"
+	referenceMiB     = 2048 // the plan is drawn at this size, then scaled
 )
 
 // imageNames are the 30 repositories; pseven-secretgen is the one p7bundle
@@ -73,10 +76,14 @@ type Image struct {
 
 // Workload is the generated image set.
 type Workload struct {
-	Seed        uint64   `json:"seed"`
-	TargetBytes int64    `json:"targetBytes"`
-	Images      []*Image `json:"images"`
-	Layers      []*Layer `json:"layers"`
+	Seed         uint64 `json:"seed"`
+	TargetBytes  int64  `json:"targetBytes"`
+	AppVersion   string `json:"appVersion"`
+	ChartVersion string `json:"chartVersion"`
+	// ChangedBytes is, for NextMonth's result, the layer bytes regenerated.
+	ChangedBytes int64    `json:"changedBytes,omitempty"`
+	Images       []*Image `json:"images"`
+	Layers       []*Layer `json:"layers"`
 	// Filled in by Generate.
 	UniqueBytes int64 `json:"uniqueBytes"` // every blob once
 	ImageBytes  int64 `json:"imageBytes"`  // sum of image sizes, shared blobs counted per image
@@ -87,7 +94,7 @@ type Workload struct {
 // Plan draws the workload for seed and total (bytes of unique blobs).
 func Plan(seed uint64, total int64) *Workload {
 	r := rand.New(rand.NewPCG(seed, 0x9b7))
-	w := &Workload{Seed: seed, TargetBytes: total}
+	w := &Workload{Seed: seed, TargetBytes: total, AppVersion: AppVersion, ChartVersion: ChartVersion}
 	layers := map[string]*Layer{}
 	type draft struct {
 		name   string
@@ -208,7 +215,7 @@ func Plan(seed uint64, total int64) *Workload {
 func (w *Workload) Refs() []string {
 	var out []string
 	for _, img := range w.Images {
-		out = append(out, SourceHost+"/"+img.Name+":"+AppVersion)
+		out = append(out, SourceHost+"/"+img.Name+":"+w.AppVersion)
 	}
 	return out
 }
@@ -230,6 +237,9 @@ func (w *Workload) Generate(ctx context.Context, host string, jobs int, progress
 	ls := append([]*Layer(nil), w.Layers...)
 	sort.SliceStable(ls, func(i, j int) bool { return ls[i].Spec.Size > ls[j].Spec.Size })
 	for _, l := range ls {
+		if l.Digest != "" { // carried over from the previous release
+			continue
+		}
 		g.Go(func() error {
 			repo := l.Users[0]
 			pr, pw := io.Pipe()
@@ -299,7 +309,7 @@ func (w *Workload) Generate(ctx context.Context, host string, jobs int, progress
 				size += l.Size
 			}
 			rawMan, _ := json.Marshal(m)
-			if err := c.putManifest(gctx, img.Name, AppVersion, rawMan); err != nil {
+			if err := c.putManifest(gctx, img.Name, w.AppVersion, rawMan); err != nil {
 				return fmt.Errorf("manifest %s: %w", img.Name, err)
 			}
 			mu.Lock()
@@ -323,6 +333,55 @@ func (w *Workload) Generate(ctx context.Context, host string, jobs int, progress
 	return nil
 }
 
+// NextMonth is the release after w (which must be generated): a new
+// AppVersion and chart version, every image re-tagged, and layers of
+// single images holding about frac of the unique bytes regenerated with
+// new content (the images using them change; the others keep their digest).
+func (w *Workload) NextMonth(frac float64) *Workload {
+	n := &Workload{Seed: w.Seed, TargetBytes: w.TargetBytes, AppVersion: NextAppVersion, ChartVersion: NextChartVersion}
+	var cands []*Layer
+	for _, l := range w.Layers {
+		if len(l.Users) == 1 {
+			cands = append(cands, l)
+		}
+	}
+	rank := func(l *Layer) string { return digestOf(fmt.Appendf(nil, "%d/%s/next", w.Seed, l.ID)) }
+	sort.Slice(cands, func(i, j int) bool { return rank(cands[i]) < rank(cands[j]) })
+	budget := int64(frac * float64(w.UniqueBytes))
+	changed := map[string]bool{}
+	for _, l := range cands {
+		if n.ChangedBytes >= budget {
+			break
+		}
+		if n.ChangedBytes+l.Size > budget+budget/4 {
+			continue // keep close to frac
+		}
+		changed[l.ID] = true
+		n.ChangedBytes += l.Size
+	}
+	for _, l := range w.Layers {
+		c := *l
+		c.Users = append([]string(nil), l.Users...)
+		if changed[l.ID] {
+			c.ID += "-next"
+			c.Digest, c.Size, c.Random = "", 0, 0
+			c.Spec.Seed ^= 0x9e3779b97f4a7c15
+		}
+		n.Layers = append(n.Layers, &c)
+	}
+	for _, img := range w.Images {
+		ni := &Image{Name: img.Name}
+		for _, id := range img.Layers {
+			if changed[id] {
+				id += "-next"
+			}
+			ni.Layers = append(ni.Layers, id)
+		}
+		n.Images = append(n.Images, ni)
+	}
+	return n
+}
+
 func layerDigests(img *Image, byID map[string]*Layer) []string {
 	var out []string
 	for _, id := range img.Layers {
@@ -343,11 +402,11 @@ func (w *Workload) WriteChart(dir string) error {
 		return err
 	}
 	chart := fmt.Sprintf("apiVersion: v2\nname: %s\ndescription: p7bundle benchmark workload (generated)\ntype: application\nversion: %s\nappVersion: %q\n",
-		ChartName, ChartVersion, AppVersion)
+		ChartName, w.ChartVersion, w.AppVersion)
 	var values strings.Builder
 	values.WriteString("# Generated by bench/cmd/p7bench: every image of the benchmark workload.\nimages:\n")
 	for _, img := range w.Images {
-		fmt.Fprintf(&values, "  %s: %s/%s:%s\n", strings.TrimPrefix(img.Name, "pseven-"), SourceHost, img.Name, AppVersion)
+		fmt.Fprintf(&values, "  %s: %s/%s:%s\n", strings.TrimPrefix(img.Name, "pseven-"), SourceHost, img.Name, w.AppVersion)
 	}
 	tmpl := `apiVersion: apps/v1
 kind: Deployment
