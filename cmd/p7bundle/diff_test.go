@@ -44,7 +44,8 @@ func TestDiffOfTwoMonths(t *testing.T) {
 	}
 	want := "registry.pseven.io/pseven-app:6.47.4712 -> registry.pseven.io/pseven-app:6.48.5000," +
 		"registry.pseven.io/pseven-edgerouter:6.47.4712 -> registry.pseven.io/pseven-edgerouter:6.48.5000"
-	if strings.Join(changed, ",") != want || len(d.Added) != 0 || len(d.Removed) != 0 || len(d.Unchanged) != 8 {
+	if strings.Join(changed, ",") != want || len(d.Added) != 1 || d.Added[0].ToRef != "registry.pseven.io/pseven-newcomponent:6.48.5000" ||
+		len(d.Removed) != 0 || len(d.Unchanged) != 8 {
 		t.Errorf("diff: changed %q, added %v, removed %v, %d unchanged", changed, d.Added, d.Removed, len(d.Unchanged))
 	}
 	if d.Old.Version != "2023.09.25" || d.New.AppVersion != "6.48.5000" {
@@ -77,7 +78,18 @@ func TestDiffOfTwoMonths(t *testing.T) {
 			}
 		}
 	}
-	if newBlobs != 6 || d.NewBlobs != 6 || d.NewBytes != newBytes || d.FullBytes != m2.Totals.BlobBytes || d.SharedBytes+d.NewBytes != d.FullBytes {
+	// The added image brings its component layer, config and manifest.
+	for _, img := range m2.Images {
+		if img.Ref == d.Added[0].ToRef {
+			for _, b := range img.Blobs {
+				if !oldBlobs[b] {
+					newBlobs++
+					newBytes += sizes[b]
+				}
+			}
+		}
+	}
+	if newBlobs != 9 || d.NewBlobs != 9 || d.NewBytes != newBytes || d.FullBytes != m2.Totals.BlobBytes || d.SharedBytes+d.NewBytes != d.FullBytes {
 		t.Errorf("blobs: diff says %d new (%d B), %d shared (%d B), full %d B; the changed images bring %d new (%d B)",
 			d.NewBlobs, d.NewBytes, d.SharedBlobs, d.SharedBytes, d.FullBytes, newBlobs, newBytes)
 	}
@@ -92,11 +104,12 @@ func TestDiffOfTwoMonths(t *testing.T) {
 	if r2 := p7(t, "", "diff", exported, v2, "--json"); r2.code != 0 || r2.stdout != r.stdout {
 		t.Errorf("diff from the exported manifest differs: %v", r2)
 	}
-	text := p7(t, "", "diff", v1, v2)
-	for _, want := range []string{"Chart:      pseven 2023.09.25 (6.47.4712) -> pseven 2023.10.30 (6.48.5000)",
-		"changed  registry.pseven.io/pseven-edgerouter  6.47.4712 -> 6.48.5000", "Unchanged:  8 images (6 re-tagged, same digest)", "Blobs:      6 new"} {
-		if !strings.Contains(text.stdout, want) {
-			t.Errorf("diff output lacks %q:\n%s", want, text.stdout)
+	text := strings.Join(strings.Fields(p7(t, "", "diff", v1, v2).stdout), " ")
+	for _, want := range []string{"Chart: pseven 2023.09.25 (6.47.4712) -> pseven 2023.10.30 (6.48.5000)",
+		"changed registry.pseven.io/pseven-edgerouter 6.47.4712 -> 6.48.5000", "Unchanged: 8 images (6 re-tagged, same digest)", "Blobs: 9 new",
+		"added registry.pseven.io/pseven-newcomponent - -> 6.48.5000"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("diff output lacks %q:\n%s", want, text)
 		}
 	}
 	if r := p7(t, "", "diff", v1); r.code != exitUsage {
@@ -182,8 +195,8 @@ func TestDifferentialBundle(t *testing.T) {
 		}
 	}
 	sort.Strings(want)
-	if got := carried(md); len(want) != 6 || strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Errorf("delta carries %v, want the 6 new blobs %v", got, want)
+	if got := carried(md); len(want) != 9 || strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("delta carries %v, want the 9 new blobs %v", got, want)
 	}
 	v1digest := "sha256:" + strings.Fields(string(mustRead(t, v1+".sha256")))[0]
 	if md.Base == nil || md.Base.Name != "pseven-2023.09.25.tar.zst" || md.Base.Digest != v1digest {
@@ -210,6 +223,16 @@ func TestDifferentialBundle(t *testing.T) {
 	}
 	if got := carried(manifestOf(t, delta2)); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("delta from the exported manifest carries %v", got)
+	}
+
+	// Bases chain: on top of the delta, the same release carries nothing,
+	// as the delta's omitted blobs count as at the site too.
+	chained := filepath.Join(s.dir, "chained.tar.zst")
+	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(chained), "--chart", v2chart, "--base", delta)...); r.code != 0 {
+		t.Fatalf("build on the delta: %v", r)
+	}
+	if got := carried(manifestOf(t, chained)); len(got) != 0 {
+		t.Errorf("a bundle on top of the delta of the same release carries %v", got)
 	}
 
 	reg := startSiteRegistry(t)

@@ -44,6 +44,10 @@ func nextMonthChart(t *testing.T, dir string) string {
 			b = bytes.Replace(b, []byte(`appVersion: "6.47.4712"`), []byte(`appVersion: "6.48.5000"`), 1)
 		case "values.yaml":
 			b = bytes.Replace(b, []byte("pseven-edgerouter:6.47.4712"), []byte("pseven-edgerouter:6.48.5000"), 1)
+			// A new component (values only, like blocknetworkgate): a new
+			// repository whose shared layers are at the site in others.
+			b = bytes.Replace(b, []byte("  blocknetworkgate: registry.pseven.io/pseven-blocknetworkgate\n"),
+				[]byte("  blocknetworkgate: registry.pseven.io/pseven-blocknetworkgate\n  newcomponent: registry.pseven.io/pseven-newcomponent\n"), 1)
 		}
 		return os.WriteFile(dst, b, 0o644)
 	})
