@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/internal/testsite"
 )
 
@@ -51,6 +50,17 @@ func siteRun(t *testing.T, site *testsite.Site, dir, stdin string, args ...strin
 	return result{code, out.String(), errb.String()}
 }
 
+// startTestSite starts an air-gapped test site, stopped when the test ends.
+func startTestSite(t *testing.T) *testsite.Site {
+	t.Helper()
+	site, err := testsite.Start(context.Background(), testsite.Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { site.Stop() })
+	return site
+}
+
 type podList struct {
 	Items []struct {
 		Metadata struct {
@@ -76,16 +86,8 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 	if r := s.build(t, bundlePath); r.code != 0 {
 		t.Fatalf("build: %v", r)
 	}
-	var m bundle.Manifest
-	if err := json.Unmarshal([]byte(p7(t, "", "inspect", bundlePath, "--json").stdout), &m); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	site, err := testsite.Start(ctx, testsite.Options{Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { site.Stop() })
+	m := manifestOf(t, bundlePath)
+	site := startTestSite(t)
 
 	work := filepath.Join(s.dir, "admin")
 	os.MkdirAll(work, 0o755)

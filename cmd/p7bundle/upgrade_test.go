@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
 	"github.com/p7bundle/p7bundle/internal/testenv"
 	"github.com/p7bundle/p7bundle/internal/testsite"
@@ -115,16 +114,8 @@ func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
 	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(v2), "--chart", v2chart, "--base", v1)...); r.code != 0 {
 		t.Fatalf("build v2: %v", r)
 	}
-	var m2 bundle.Manifest
-	if err := json.Unmarshal([]byte(p7(t, "", "inspect", v2, "--json").stdout), &m2); err != nil {
-		t.Fatal(err)
-	}
-
-	site, err := testsite.Start(ctx, testsite.Options{Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { site.Stop() })
+	m2 := manifestOf(t, v2)
+	site := startTestSite(t)
 	work := filepath.Join(s.dir, "admin")
 	os.MkdirAll(work, 0o755)
 	install := func(bundlePath string, extra ...string) result {
