@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
-	"strings"
-	"unicode"
 
+	"github.com/Masterminds/semver/v3"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/release"
@@ -94,6 +92,11 @@ func (s *ReleaseState) Plan(recover bool) (Step, error) {
 		return StepInstall, nil
 	case s.EverDeployed():
 		return StepUpgrade, nil
+	case s.History[0].Version != 1:
+		// Helm's --history-max pruned the start: a deployed revision may
+		// have been among the missing ones, so nothing is uninstalled.
+		return "", fmt.Errorf("%w: release %s has no deployed revision, but its history starts at revision %d (older ones were pruned), so p7bundle cannot tell that none ever ran and will not uninstall it; inspect it with: helm history %s -n %s",
+			ErrReleaseState, s.Name, s.History[0].Version, s.Name, last.Namespace)
 	default:
 		return StepCleanInstall, nil
 	}
@@ -109,97 +112,23 @@ func (s *ReleaseState) pendingError(last *release.Release) error {
 		ErrReleaseState, s.Name, last.Version, last.Info.Status, fix)
 }
 
-// CheckDowngrade refuses a chart older than the running one.
+// CheckDowngrade refuses a chart older than the running one, ordered as
+// Helm orders chart versions (the vendor's 2023.09.25 parses as 2023.9.25).
 func (s *ReleaseState) CheckDowngrade(newVersion string, allow bool) error {
 	if s.Current == nil || s.Current.Chart == nil || s.Current.Chart.Metadata == nil || allow {
 		return nil
 	}
 	old := s.Current.Chart.Metadata.Version
-	if compareVersions(newVersion, old) < 0 {
+	nv, err1 := semver.NewVersion(newVersion)
+	ov, err2 := semver.NewVersion(old)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("%w: cannot order chart versions %q and %q (release %s runs the latter); --allow-downgrade skips the check", ErrReleaseState, newVersion, old, s.Name)
+	}
+	if nv.LessThan(ov) {
 		return fmt.Errorf("%w: chart %s is older than %s, which release %s runs (revision %d): refusing to downgrade (--allow-downgrade overrides)",
 			ErrReleaseState, newVersion, old, s.Name, s.Current.Version)
 	}
 	return nil
-}
-
-// compareVersions orders chart versions such as 2023.09.25 or 1.2.3-rc1
-// by their numeric fields first; semver's no-leading-zeros rule would
-// refuse the vendor's dates.
-func compareVersions(a, b string) int {
-	fa, fb := versionFields(a), versionFields(b)
-	for i := 0; i < len(fa) || i < len(fb); i++ {
-		var x, y string
-		if i < len(fa) {
-			x = fa[i]
-		}
-		if i < len(fb) {
-			y = fb[i]
-		}
-		if c := compareField(x, y); c != 0 {
-			return c
-		}
-	}
-	return 0
-}
-
-func versionFields(v string) []string {
-	v = strings.TrimPrefix(v, "v")
-	v, _, _ = strings.Cut(v, "+") // build metadata does not order
-	var fields []string
-	start := 0
-	for i, r := range v + "." {
-		switch {
-		case r == '.' || r == '-':
-		case i > start && unicode.IsDigit(r) != unicode.IsDigit(rune(v[i-1])): // rc10 -> rc, 10
-		default:
-			continue
-		}
-		if i > start {
-			fields = append(fields, v[start:i])
-		}
-		start = i
-		if r == '.' || r == '-' {
-			start = i + 1
-		}
-	}
-	return fields
-}
-
-func compareField(x, y string) int {
-	nx, errx := strconv.ParseUint(x, 10, 64)
-	ny, erry := strconv.ParseUint(y, 10, 64)
-	switch {
-	case x == y:
-		return 0
-	case x == "": // 1.0 < 1.0.1, but 1.0 > 1.0-rc1
-		if isDigits(y) {
-			return -1
-		}
-		return 1
-	case y == "":
-		return -compareField(y, x)
-	case errx == nil && erry == nil:
-		return cmpInt(nx, ny)
-	case errx == nil: // numbers sort before words
-		return -1
-	case erry == nil:
-		return 1
-	}
-	return strings.Compare(x, y)
-}
-
-func isDigits(s string) bool {
-	return strings.IndexFunc(s, func(r rune) bool { return !unicode.IsDigit(r) }) < 0
-}
-
-func cmpInt(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (s *ReleaseState) describe() string {

@@ -154,7 +154,10 @@ func TestDowngradeRefused(t *testing.T) {
 	if err := state.CheckDowngrade("2023.08.28", false); !errors.Is(err, ErrReleaseState) || !strings.Contains(err.Error(), "2023.09.25") {
 		t.Errorf("downgrade: %v", err)
 	}
-	for _, ok := range []string{"2023.09.25", "2023.10.30", "2024.01.08"} {
+	if err := state.CheckDowngrade("2023.9.3", false); !errors.Is(err, ErrReleaseState) {
+		t.Errorf("2023.9.3 < 2023.09.25 accepted: %v", err)
+	}
+	for _, ok := range []string{"2023.09.25", "2023.10.02", "2023.10.30", "2024.01.08"} {
 		if err := state.CheckDowngrade(ok, false); err != nil {
 			t.Errorf("%s refused: %v", ok, err)
 		}
@@ -168,25 +171,18 @@ func TestDowngradeRefused(t *testing.T) {
 	}
 }
 
-func TestCompareVersions(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		want int
-	}{
-		{"2023.09.25", "2023.10.02", -1},
-		{"2023.10.02", "2023.9.30", 1},
-		{"2024.01.08", "2023.12.25", 1},
-		{"1.0.0", "1.0.0", 0},
-		{"1.0", "1.0.1", -1},
-		{"1.0.0-rc1", "1.0.0", -1},
-		{"1.0.0-rc2", "1.0.0-rc10", -1},
-		{"v1.2.3", "1.2.3+build5", 0},
-	} {
-		if got := compareVersions(tc.a, tc.b); got != tc.want {
-			t.Errorf("compareVersions(%s, %s) = %d, want %d", tc.a, tc.b, got, tc.want)
-		}
-		if got := compareVersions(tc.b, tc.a); got != -tc.want {
-			t.Errorf("compareVersions(%s, %s) = %d, want %d", tc.b, tc.a, got, -tc.want)
+// Helm's --history-max can prune the deployed start of a history; what is
+// left (failed revisions only) must not be taken for a failed first install.
+func TestPrunedHistoryIsNeverUninstalled(t *testing.T) {
+	cfg := memoryConfig(t, release.StatusSuperseded, release.StatusFailed, release.StatusFailed)
+	if _, err := cfg.Releases.Delete("pseven-rl", 1); err != nil {
+		t.Fatal(err)
+	}
+	state, _ := ReadRelease(cfg, "pseven-rl")
+	for _, recover := range []bool{false, true} {
+		step, err := state.Plan(recover)
+		if !errors.Is(err, ErrReleaseState) || !strings.Contains(err.Error(), "history starts at revision 2") {
+			t.Errorf("Plan(recover=%v) = %q, %v; want a refusal", recover, step, err)
 		}
 	}
 }
