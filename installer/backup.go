@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Backup entries; restoreHelp says how to use them.
+// Backup entries; the README entry says how to use them.
 const (
 	backupValues   = "values.yaml"
 	backupSecrets  = "pseven-secrets.yaml"
@@ -105,12 +105,7 @@ Or reinstall it with its values:  zstd -dc BACKUP | tar -x %[5]s; then
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	return writePrivate(path, buf.Bytes(), func(tmp string) error {
-		if err := os.Link(tmp, path); err != nil {
-			return fmt.Errorf("backup %s: %w (never overwritten)", path, err)
-		}
-		return nil
-	})
+	return createPrivate(path, buf.Bytes())
 }
 
 // ReadBackup returns the entries of a backup by name.
@@ -152,10 +147,5 @@ func RestoreValues(backup, out string) error {
 	if !ok {
 		return fmt.Errorf("backup %s holds no %s", backup, backupValues)
 	}
-	return writePrivate(out, data, func(tmp string) error {
-		if err := os.Link(tmp, out); err != nil {
-			return fmt.Errorf("%s: %w (never overwritten)", out, err)
-		}
-		return nil
-	})
+	return createPrivate(out, data)
 }

@@ -274,7 +274,7 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 		step("backup of revision %d: %s (mode 0600; holds secrets)", state.Current.Version, rep.Backup)
 	}
 
-	secrets, secretsFile, err := o.secrets(ctx, cluster, p, state, kept, username, password, step)
+	secrets, secretsFile, err := o.secrets(ctx, cluster, p, state, kept, secretKeys, username, password, step)
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +358,7 @@ func (o *InstallOptions) defaults() {
 // secrets decides where the deployment secrets come from: --secrets as
 // given; the release's kept secrets on an upgrade or a retried install;
 // else a fresh run of the bundled secretgen image in the cluster.
-func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, p *Prepared, state *ReleaseState, kept []byte, username, password string, step func(string, ...any)) (map[string]interface{}, string, error) {
+func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, p *Prepared, state *ReleaseState, kept []byte, secretKeys []string, username, password string, step func(string, ...any)) (map[string]interface{}, string, error) {
 	if o.SecretsFile != "" {
 		data, err := os.ReadFile(o.SecretsFile)
 		if err != nil {
@@ -384,12 +384,10 @@ func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, p *Prepared, s
 	}
 	if state.EverDeployed() {
 		// Installed without p7bundle: the secrets are the top-level
-		// values the chart does not define.
+		// values no chart defines (secretKeys).
 		m := map[string]interface{}{}
-		for k, v := range state.Current.Config {
-			if _, inChart := p.Chart.Chart.Values[k]; !inChart {
-				m[k] = v
-			}
+		for _, k := range secretKeys {
+			m[k] = state.Current.Config[k]
 		}
 		if len(m) == 0 {
 			return nil, "", fmt.Errorf("%w: release %s has no secrets p7bundle can reuse: pass --secrets", ErrSecrets, o.Release)
@@ -477,15 +475,12 @@ func (c *Cluster) keptSecrets(ctx context.Context, namespace, release string) ([
 	return s.Data[secretsKey], nil
 }
 
-// writeNewSecretFile writes a complete 0600 file and links it into place,
-// which fails if path exists: an existing secrets file is never replaced.
+// writeNewSecretFile writes a new secrets file; it never replaces one.
 func writeNewSecretFile(path string, data []byte) error {
-	return writePrivate(path, data, func(tmp string) error {
-		if err := os.Link(tmp, path); err != nil {
-			return fmt.Errorf("%w: %s: %v (never overwritten)", ErrSecrets, path, err)
-		}
-		return nil
-	})
+	if err := createPrivate(path, data); err != nil {
+		return fmt.Errorf("%w: %v", ErrSecrets, err)
+	}
+	return nil
 }
 
 // PrintReport writes what the guide asks the admin to save.

@@ -104,6 +104,17 @@ func WriteSecretFile(path string, data []byte) error {
 	return writePrivate(path, data, func(tmp string) error { return os.Rename(tmp, path) })
 }
 
+// createPrivate writes a complete 0600 file and links it into place,
+// which fails if path exists: files holding secrets are never replaced.
+func createPrivate(path string, data []byte) error {
+	return writePrivate(path, data, func(tmp string) error {
+		if err := os.Link(tmp, path); err != nil {
+			return fmt.Errorf("%s: %w (never overwritten)", path, err)
+		}
+		return nil
+	})
+}
+
 // writePrivate writes data to a 0600 temp file beside path and hands it to
 // commit, which puts it in place; the temp file never outlives the call.
 func writePrivate(path string, data []byte, commit func(tmp string) error) error {
