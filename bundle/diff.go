@@ -132,16 +132,22 @@ func DiffManifests(old, new *Manifest) *Diff {
 func byRepository(images []Image) map[string][]Image {
 	out := map[string][]Image{}
 	for _, img := range images {
-		name, _, _ := strings.Cut(img.Ref, "@")
-		if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-			name = name[:i]
-		}
+		name, _, _ := SplitRef(img.Ref)
 		out[name] = append(out[name], img)
 	}
 	for _, imgs := range out {
 		sort.Slice(imgs, func(i, j int) bool { return imgs[i].Ref < imgs[j].Ref })
 	}
 	return out
+}
+
+// SplitRef cuts "host[:port]/repo[:tag][@digest]"; a port is not a tag.
+func SplitRef(ref string) (repo, tag, dgst string) {
+	repo, dgst, _ = strings.Cut(ref, "@")
+	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
+		repo, tag = repo[:i], repo[i+1:]
+	}
+	return repo, tag, dgst
 }
 
 func sortedKeys(m map[string]bool) []string {

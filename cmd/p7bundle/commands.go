@@ -389,14 +389,11 @@ func printDiff(w io.Writer, d *bundle.Diff) {
 }
 
 func tagOf(ref string) string {
-	if ref == "" {
-		return "-"
-	}
-	name, dgst, _ := strings.Cut(ref, "@")
-	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-		return name[i+1:]
-	}
-	if dgst != "" {
+	_, tag, dgst := bundle.SplitRef(ref)
+	switch {
+	case tag != "":
+		return tag
+	case dgst != "":
 		return "@" + shortDigest(dgst)
 	}
 	return "-"
