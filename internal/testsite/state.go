@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,9 +150,7 @@ func (st *state) teardown(grace time.Duration) error {
 	if fi, err := os.Stat(netnsPath(st.Name)); err == nil && netnsID == "" {
 		netnsID = fmt.Sprintf("net:[%d]", fi.Sys().(*syscall.Stat_t).Ino)
 	}
-	if left := sweep(netnsID, st.MntNSID); len(left) > 0 {
-		add(stopAll(left, 0))
-	}
+	add(sweepAll(netnsID, st.MntNSID))
 	if st.Full {
 		add(removeCgroups())
 		if st.Sysctls != nil {
@@ -160,9 +159,7 @@ func (st *state) teardown(grace time.Duration) error {
 	}
 	add(netnsDelete(st.Name))
 	for _, d := range slices.Backward(st.HostDirs) {
-		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
-			add(fmt.Errorf("testsite: remove %s: %w", d, err))
-		}
+		add(removeHostDir(d))
 	}
 	if st.RemoveDir {
 		add(os.RemoveAll(st.Dir))
@@ -225,4 +222,43 @@ func run(ctx context.Context, name string, args ...string) error {
 		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// sweepAll kills what is left in the namespaces until nothing is: a shim
+// killed mid-operation may have forked a runc after the last scan, and
+// that runc, once the site's tmpfs is gone, writes to the host's /run.
+func sweepAll(ids ...string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := sweep(ids...)
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("testsite: %d processes keep appearing in the site's namespaces", len(left))
+		}
+		if err := stopAll(left, 0); err != nil {
+			return err
+		}
+	}
+}
+
+// removeHostDir removes a directory the site created on the host. Empty
+// directories below it (a runc state root, say) go too; a file is an error.
+func removeHostDir(dir string) error {
+	err := os.Remove(dir)
+	if err == nil || os.IsNotExist(err) {
+		return nil
+	}
+	var files []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) > 0 {
+		return fmt.Errorf("testsite: remove %s: holds %v", dir, files)
+	}
+	return os.RemoveAll(dir)
 }

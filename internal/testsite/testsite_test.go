@@ -504,7 +504,28 @@ func TestFullSite(t *testing.T) {
 			}
 		}
 	})
-	t.Run("teardown", func(t *testing.T) { stopAndCheck(t, s, &before) }) // (d)
+	t.Run("teardown", func(t *testing.T) {
+		lateForker(t, s)
+		stopAndCheck(t, s, &before)
+	}) // (d)
+}
+
+// lateForker leaves in the site's mount namespace what a containerd shim
+// killed mid-operation leaves: children forked while the teardown sweeps,
+// each writing under /run/containerd. Once the site's tmpfs is gone such a
+// write lands on the host, unless every one of them is dead before that.
+func lateForker(t *testing.T, s *Site) {
+	t.Helper()
+	script := `while :; do
+  (for i in $(seq 200); do mkdir -p /run/containerd/runc/k8s.io 2>/dev/null; sleep 0.02; done) &
+  sleep 0.002
+done`
+	cmd := s.Command(context.Background(), "sh", "-c", script)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go cmd.Wait()
+	time.Sleep(300 * time.Millisecond)
 }
 
 // TestCrashRecovery kills a process that runs a full site with a pod, as a
