@@ -10,13 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/options"
+
+	"github.com/p7bundle/p7bundle/internal/atomicfile"
 )
 
 // Signer signs a SHA-256 digest of the archive bytes and returns the
@@ -134,9 +135,16 @@ func LoadVerifier(pubPath string) (Verifier, error) {
 // ErrExists: keygen refuses to replace a key file.
 var ErrExists = errors.New("file exists")
 
+// DefaultKeyPrefix names the key files as cosign does: cosign.key, cosign.pub.
+const DefaultKeyPrefix = "cosign"
+
 // GenerateKeyPair writes prefix.key (encrypted with password, mode 0600)
-// and prefix.pub, in cosign's format. Existing files are never replaced.
+// and prefix.pub, in cosign's format; prefix defaults to DefaultKeyPrefix.
+// Existing files are never replaced.
 func GenerateKeyPair(prefix string, password []byte) (keyPath, pubPath string, err error) {
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
 	keyPath, pubPath = prefix+".key", prefix+".pub"
 	for _, p := range []string{keyPath, pubPath} {
 		if _, err := os.Lstat(p); err == nil {
@@ -157,26 +165,9 @@ func GenerateKeyPair(prefix string, password []byte) (keyPath, pubPath string, e
 	return keyPath, pubPath, nil
 }
 
-// createExclusive writes a complete temp file, then hard-links it to path,
-// which fails if path exists: no overwrite and no half-written key.
+// createExclusive writes path, never over an existing key file.
 func createExclusive(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+	if err := atomicfile.Create(path, data, mode); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("%w: %s (refusing to overwrite a key)", ErrExists, path)
 		}

@@ -17,6 +17,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/p7bundle/p7bundle/internal/atomicfile"
 )
 
 // BlobOpener opens a blob by digest; the writer checks what it reads.
@@ -131,7 +133,7 @@ func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, e
 	}
 	// Companions first, archive last: a crash in between leaves no archive
 	// that looks complete, at worst a .sig that matches nothing.
-	if err := writeFileAtomic(res.SHA256Path, []byte(hex.EncodeToString(sum)+"  "+filepath.Base(path)+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(res.SHA256Path, []byte(hex.EncodeToString(sum)+"  "+filepath.Base(path)+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	if opts.Signer != nil {
@@ -140,7 +142,7 @@ func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, e
 			return nil, err
 		}
 		res.SigPath = path + ".sig"
-		if err := writeFileAtomic(res.SigPath, []byte(sig), 0o644); err != nil {
+		if err := atomicfile.Write(res.SigPath, []byte(sig), 0o644); err != nil {
 			return nil, err
 		}
 		sb, err := SigstoreBundle(opts.Signer, sum, sig)
@@ -148,7 +150,7 @@ func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, e
 			return nil, err
 		}
 		res.SigstorePath = path + ".sigstore.json"
-		if err := writeFileAtomic(res.SigstorePath, sb, 0o644); err != nil {
+		if err := atomicfile.Write(res.SigstorePath, sb, 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -291,27 +293,6 @@ func (c *countWriter) Write(p []byte) (int, error) {
 		c.progress(c.n)
 	}
 	return n, err
-}
-
-// writeFileAtomic writes data to path via a temp file and rename.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // newHash exists so readers and writers agree on the archive hash.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -37,6 +38,19 @@ type HistoryEntry struct {
 // BackupName is where the backup of a revision taken at now goes.
 func BackupName(dir, release string, revision int, now time.Time) string {
 	return filepath.Join(dir, fmt.Sprintf("pseven-backup-%s-r%d-%s.tar.zst", release, revision, now.UTC().Format("20060102T150405Z")))
+}
+
+// backupRevision writes the backup of the running revision under a new
+// name: a retry within the same second gets "-2", "-3", ... appended.
+func backupRevision(dir, release string, state *ReleaseState, kept []byte, namespace string) (string, error) {
+	name := BackupName(dir, release, state.Current.Version, time.Now())
+	for n := 2; ; n++ {
+		err := writeBackup(name, state, kept, namespace)
+		if err == nil || !errors.Is(err, os.ErrExist) || n > 100 {
+			return name, err
+		}
+		name = strings.TrimSuffix(BackupName(dir, release, state.Current.Version, time.Now()), ".tar.zst") + fmt.Sprintf("-%d.tar.zst", n)
+	}
 }
 
 // writeBackup saves what an upgrade could lose: the running revision's
@@ -136,9 +150,12 @@ func ReadBackup(path string) (map[string][]byte, error) {
 	}
 }
 
-// RestoreValues writes the values saved in a backup to out (0600), never
-// over an existing file.
+// RestoreValues writes the values saved in a backup to out (0600; default
+// DefaultRestoredValuesFile), never over an existing file.
 func RestoreValues(backup, out string) error {
+	if out == "" {
+		out = DefaultRestoredValuesFile
+	}
 	entries, err := ReadBackup(backup)
 	if err != nil {
 		return err

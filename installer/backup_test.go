@@ -69,3 +69,25 @@ func TestBackupHoldsWhatAnUpgradeCouldLose(t *testing.T) {
 		t.Error("restore-values overwrote a file")
 	}
 }
+
+// A retry right after a failed upgrade backs up the same revision again,
+// often within the same second: a second file, never a refusal.
+func TestBackupRetryGetsItsOwnFile(t *testing.T) {
+	cfg := memoryConfig(t, release.StatusDeployed, release.StatusFailed)
+	state, _ := ReadRelease(cfg, "pseven-rl")
+	dir := t.TempDir()
+	seen := map[string]bool{}
+	for range 3 {
+		path, err := backupRevision(dir, "pseven-rl", state, []byte("secrets: {}\n"), "pseven-ns")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[path] {
+			t.Fatalf("%s written twice", path)
+		}
+		seen[path] = true
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 3 {
+		t.Errorf("%d files in the backup dir, want 3", len(entries))
+	}
+}

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/p7bundle/p7bundle/bundle"
-	"github.com/p7bundle/p7bundle/internal/egress"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -27,31 +26,29 @@ var ErrHelm = errors.New("helm")
 // secretsKey is the key of the kept secrets file in the release's Secret.
 const secretsKey = "pseven-secrets.yaml"
 
-// InstallOptions are everything `p7bundle install` needs.
-type InstallOptions struct {
-	Bundle, KeyPath, SigPath string
-	InsecureSkipVerify       bool
+// Install is `p7bundle install`: the whole site-side procedure of the
+// vendor guide, in the order that keeps a failure from leaving a
+// half-changed site: verify, preflight, push, values, lint, secrets, Helm.
+// Zero fields mean the defaults.
+type Install struct {
+	Bundle string
+	Signature
 	// Base is the base bundle of a differential Bundle, pushed first when given.
 	Base string
-
-	SiteRegistry, Prefix string
-	Username, Password   string
-	// Registry are the site registry client options (TLS, plain HTTP); the
-	// installer adds credentials and the egress guard.
-	Registry mirror.RegistryOptions
-	Jobs     int
+	Site SiteRegistry
+	Jobs int // concurrent uploads; default DefaultJobs
 
 	Files       []string
 	Sets        []string
 	SecretsFile string // --secrets: used as given
-	SecretsOut  string // where generated secrets go; default pseven-secrets.yaml
-	ValuesOut   string // default values.airgap.yaml
+	SecretsOut  string // where generated secrets go; default DefaultSecretsFile
+	ValuesOut   string // default DefaultValuesFile
 	LogFile     string // default pseven-<chart version>.log
 
-	Namespace, Release      string
+	Namespace, Release      string // default manifests.DefaultNamespace, DefaultReleaseName
 	CreateNamespace         bool
 	Kubeconfig, KubeContext string
-	Timeout                 time.Duration
+	Timeout                 time.Duration // default DefaultTimeout
 	// NoWait skips waiting for resources and Jobs (the guide installs with --wait).
 	NoWait bool
 	DryRun bool
@@ -70,6 +67,12 @@ type InstallOptions struct {
 
 	// Out gets the report, Log progress lines (stderr).
 	Out, Log io.Writer
+
+	// Cluster, Helm and Client replace the clients Run builds from
+	// Kubeconfig and Site (tests: fake clientset, in-memory Helm storage).
+	Cluster *Cluster
+	Helm    *action.Configuration
+	Client  *mirror.Client
 }
 
 // Report is the outcome of an install.
@@ -96,15 +99,16 @@ type Report struct {
 	Images     []mirror.PushedImage  `json:"-"`
 }
 
-// Install runs the whole site-side procedure of the vendor guide, in the
-// order that keeps a failure from leaving a half-changed site: verify,
-// preflight, push, values, lint, secrets, Helm.
-func Install(ctx context.Context, o InstallOptions) (*Report, error) {
-	o.defaults()
+// Run installs or upgrades the release and reports where it answers.
+func (i *Install) Run(ctx context.Context) (*Report, error) {
+	o := *i
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
 	// First, before trusting anything in the bundle: its signature.
 	// The manifest and chart come from that same pass over the bytes.
-	verified, err := VerifyBundle(o.Bundle, o.KeyPath, o.SigPath, o.InsecureSkipVerify, o.Log)
+	verified, err := o.Signature.verify(o.Bundle, o.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -133,24 +137,12 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	}
 	rep := &Report{Release: o.Release, Namespace: o.Namespace, ValuesFile: o.ValuesOut, LogFile: o.LogFile}
 
-	// The guard allows exactly the site registry and the API server.
-	apiHost, err := APIEndpoint(o.Kubeconfig, o.KubeContext)
-	if err != nil {
-		return nil, err
-	}
-	guard := SiteGuard(o.SiteRegistry, o.Registry.PlainHTTP, apiHost)
-	o.Registry.DialContext = guard.DialContext
-	o.Registry.Username, o.Registry.Password = o.Username, o.Password
-	client, err := mirror.NewClient(o.Registry)
-	if err != nil {
-		return nil, err
-	}
-	cluster, err := Connect(o.Kubeconfig, o.KubeContext, o.Namespace, apiHost, guard.DialContext)
+	cluster, client, err := o.connect()
 	if err != nil {
 		return nil, err
 	}
 
-	step("preflight: Kubernetes API %s, site registry %s", cluster.Config.Host, o.SiteRegistry)
+	step("preflight: Kubernetes API %s, site registry %s", cluster.Config.Host, o.Site.Host)
 	pf, err := cluster.Check(ctx, o.Namespace, o.CreateNamespace && !o.DryRun)
 	if err != nil {
 		return nil, err
@@ -159,12 +151,15 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	for _, w := range pf.Warnings {
 		step("WARNING: %s", w)
 	}
-	if err := client.Ping(ctx, o.SiteRegistry); err != nil {
-		return nil, fmt.Errorf("%w: site registry %s: %w", ErrPreflight, o.SiteRegistry, err)
+	if err := client.Ping(ctx, o.Site.Host); err != nil {
+		return nil, fmt.Errorf("%w: site registry %s: %w", ErrPreflight, o.Site.Host, err)
 	}
-	cfg := new(action.Configuration)
-	if err := cfg.Init(cluster.Flags, o.Namespace, "secret", func(format string, v ...interface{}) { debug("helm: "+format, v...) }); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrHelm, err)
+	cfg := o.Helm
+	if cfg == nil {
+		cfg = new(action.Configuration)
+		if err := cfg.Init(cluster.Flags, o.Namespace, "secret", func(format string, v ...interface{}) { debug("helm: "+format, v...) }); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrHelm, err)
+		}
 	}
 	state, err := ReadRelease(cfg, o.Release)
 	if err != nil {
@@ -180,10 +175,9 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	step("preflight passed: Kubernetes %s, %d nodes, namespace %s, release %s: %s", pf.ServerVersion, len(pf.Nodes), o.Namespace, o.Release, state.describe())
 
 	if !o.DryRun {
-		rep.Pushed, err = Push(ctx, PushOptions{
-			Bundle: o.Bundle, Verified: verified, Base: o.Base, KeyPath: o.KeyPath, InsecureSkipVerify: o.InsecureSkipVerify,
-			Registry: o.SiteRegistry, Prefix: o.Prefix, Jobs: o.Jobs, Client: client, Log: io.MultiWriter(o.Log, logFile),
-		})
+		push := &Push{Bundle: o.Bundle, Signature: o.Signature, Base: o.Base, Site: o.Site, Jobs: o.Jobs,
+			Client: client, Log: io.MultiWriter(o.Log, logFile), verified: verified}
+		rep.Pushed, err = push.Run(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -191,9 +185,9 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	}
 	// registry.username/password are what this run pulls with, docker
 	// config credentials included: never blanked.
-	username, password := o.Username, o.Password
-	if username == "" {
-		if username, password, err = client.Credential(ctx, o.SiteRegistry); err != nil {
+	site := o.Site
+	if site.Username == "" {
+		if site.Username, site.Password, err = client.Credential(ctx, site.Host); err != nil {
 			return nil, err
 		}
 	}
@@ -208,12 +202,11 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	secretKeys := state.secretKeys(kept, ch.Chart.Values)
 	var carried map[string]interface{}
 	if helmStep == StepUpgrade && !o.ResetValues {
-		carried = state.userValues(ch, m.SourceRegistry, manifests.SitePath(o.SiteRegistry, o.Prefix), secretKeys)
+		carried = state.userValues(ch, m.SourceRegistry, o.Site.Path(), secretKeys)
 		step("values: starting from the %d top-level keys the admin set in revision %d (--reset-values starts from the chart's defaults)", len(carried), state.Current.Version)
 	}
-	p, err := prepareFrom(&Prepared{Verified: verified}, m, verified.Chart, ValuesOptions{
-		Bundle: o.Bundle, SiteRegistry: o.SiteRegistry, Prefix: o.Prefix, Username: username, Password: password,
-		Files: o.Files, Sets: o.Sets, Sizing: pf.Sizing, Carried: carried,
+	p, err := prepareFrom(&Prepared{Verified: verified}, m, verified.Chart, valuesInput{
+		Bundle: o.Bundle, Site: site, Files: o.Files, Sets: o.Sets, Sizing: pf.Sizing, Carried: carried,
 	})
 	if err != nil {
 		return nil, err
@@ -245,7 +238,7 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	}
 	step("wrote %s (mode 0600)", o.ValuesOut)
 
-	lint, err := Lint(ctx, p, client, o.SiteRegistry, o.Prefix, o.Release, o.Namespace)
+	lint, err := lint(ctx, p, client, o.Site, o.Release, o.Namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +248,7 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	} else if err != nil {
 		step("dry run: %v", err)
 	} else {
-		step("air-gap lint passed: %d images, all in %s", len(lint.Images), manifests.SitePath(o.SiteRegistry, o.Prefix))
+		step("air-gap lint passed: %d images, all in %s", len(lint.Images), o.Site.Path())
 	}
 
 	if o.DryRun {
@@ -267,14 +260,13 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	if helmStep == StepUpgrade && o.NoBackup {
 		step("WARNING: --no-backup: release %s revision %d is upgraded WITHOUT a backup of its values, secrets and manifest", o.Release, state.Current.Version)
 	} else if helmStep == StepUpgrade {
-		rep.Backup = BackupName(o.BackupDir, o.Release, state.Current.Version, time.Now())
-		if err := writeBackup(rep.Backup, state, kept, o.Namespace); err != nil {
+		if rep.Backup, err = backupRevision(o.BackupDir, o.Release, state, kept, o.Namespace); err != nil {
 			return nil, err
 		}
 		step("backup of revision %d: %s (mode 0600; holds secrets)", state.Current.Version, rep.Backup)
 	}
 
-	secrets, secretsFile, err := o.secrets(ctx, cluster, p, state, kept, secretKeys, username, password, step)
+	secrets, secretsFile, err := o.secrets(ctx, cluster, p, state, kept, secretKeys, site, step)
 	if err != nil {
 		return nil, err
 	}
@@ -322,13 +314,12 @@ func Install(ctx context.Context, o InstallOptions) (*Report, error) {
 	return rep, nil
 }
 
-// SiteGuard is the egress guard of every site command: the site registry
-// on the port its scheme implies, plus the endpoints in extra (the API server).
-func SiteGuard(registry string, plainHTTP bool, extra ...string) *egress.Guard {
-	return egress.New(append([]string{egress.Endpoint(registry, plainHTTP)}, extra...)...)
-}
-
-func (o *InstallOptions) defaults() {
+func (o *Install) defaults() error {
+	site, err := o.Site.resolved()
+	if err != nil {
+		return err
+	}
+	o.Site = site
 	if o.Namespace == "" {
 		o.Namespace = manifests.DefaultNamespace
 	}
@@ -336,29 +327,60 @@ func (o *InstallOptions) defaults() {
 		o.Release = manifests.DefaultReleaseName
 	}
 	if o.Timeout == 0 {
-		o.Timeout = 60 * time.Minute
+		o.Timeout = DefaultTimeout
 	}
 	if o.ValuesOut == "" {
-		o.ValuesOut = "values.airgap.yaml"
+		o.ValuesOut = DefaultValuesFile
 	}
 	if o.BackupDir == "" {
-		o.BackupDir = "."
+		o.BackupDir = DefaultBackupDir
 	}
 	if o.SecretsOut == "" {
-		o.SecretsOut = "pseven-secrets.yaml"
+		o.SecretsOut = DefaultSecretsFile
 	}
-	if o.Log == nil {
-		o.Log = io.Discard
+	if o.Jobs <= 0 {
+		o.Jobs = DefaultJobs
 	}
-	if o.Out == nil {
-		o.Out = io.Discard
+	o.Log, o.Out = orDiscard(o.Log), orDiscard(o.Out)
+	return nil
+}
+
+// connect builds the cluster and registry clients (unless given), both
+// behind one egress guard that allows exactly the site registry and the
+// API server.
+func (o *Install) connect() (*Cluster, *mirror.Client, error) {
+	cluster, client := o.Cluster, o.Client
+	if cluster != nil && client != nil {
+		return cluster, client, nil
 	}
+	apiHost := ""
+	if cluster != nil {
+		apiHost = cluster.APIHost
+	} else {
+		var err error
+		if apiHost, err = APIEndpoint(o.Kubeconfig, o.KubeContext); err != nil {
+			return nil, nil, err
+		}
+	}
+	guard := o.Site.Guard(apiHost)
+	var err error
+	if client == nil {
+		if client, err = o.Site.client(guard); err != nil {
+			return nil, nil, err
+		}
+	}
+	if cluster == nil {
+		if cluster, err = Connect(o.Kubeconfig, o.KubeContext, o.Namespace, apiHost, guard.DialContext); err != nil {
+			return nil, nil, err
+		}
+	}
+	return cluster, client, nil
 }
 
 // secrets decides where the deployment secrets come from: --secrets as
 // given; the release's kept secrets on an upgrade or a retried install;
 // else a fresh run of the bundled secretgen image in the cluster.
-func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, p *Prepared, state *ReleaseState, kept []byte, secretKeys []string, username, password string, step func(string, ...any)) (map[string]interface{}, string, error) {
+func (o *Install) secrets(ctx context.Context, c *Cluster, p *Prepared, state *ReleaseState, kept []byte, secretKeys []string, site SiteRegistry, step func(string, ...any)) (map[string]interface{}, string, error) {
 	if o.SecretsFile != "" {
 		data, err := os.ReadFile(o.SecretsFile)
 		if err != nil {
@@ -398,13 +420,13 @@ func (o *InstallOptions) secrets(ctx context.Context, c *Cluster, p *Prepared, s
 	if _, err := os.Lstat(o.SecretsOut); err == nil {
 		return nil, "", fmt.Errorf("%w: %s already exists and is never overwritten: pass it with --secrets, or move it away", ErrSecrets, o.SecretsOut)
 	}
-	t, err := mirror.TargetFor(p.Manifest.Secretgen, o.Prefix)
+	t, err := mirror.TargetFor(p.Manifest.Secretgen, site.Prefix)
 	if err != nil {
 		return nil, "", err
 	}
-	image := t.Ref(o.SiteRegistry, "")
+	image := t.Ref(site.Host, "")
 	step("secrets: running %s as a Job in %s", image, o.Namespace)
-	out, err := c.secretgenJob(ctx, o.Namespace, image, o.SiteRegistry, username, password, 10*time.Minute)
+	out, err := c.secretgenJob(ctx, o.Namespace, image, site.Host, site.Username, site.Password, 10*time.Minute)
 	if err != nil {
 		return nil, "", err
 	}

@@ -132,7 +132,7 @@ func TestSiteGuardFollowsTheScheme(t *testing.T) {
 		{"registry.local:5000", true, []string{"registry.local:5000"}, []string{"registry.local:80", "registry.local:443"}},
 		{"[fd00::1]", true, []string{"[fd00::1]:80"}, []string{"[fd00::1]:443"}},
 	} {
-		g := SiteGuard(tc.registry, tc.plain, "api:6443")
+		g := SiteRegistry{Host: tc.registry, PlainHTTP: tc.plain}.Guard("api:6443")
 		for _, a := range tc.allow {
 			if !g.Allows(a) {
 				t.Errorf("SiteGuard(%s, plain=%v) refuses %s", tc.registry, tc.plain, a)

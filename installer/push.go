@@ -13,27 +13,23 @@ import (
 	"github.com/p7bundle/p7bundle/mirror"
 )
 
-// PushOptions are what `p7bundle push` (and install's push step) needs.
-type PushOptions struct {
+// Push is `p7bundle push`: it verifies a bundle, then streams its blobs
+// into the site registry and tags the images only after the bytes pushed
+// are shown to be the verified ones. No cluster is needed.
+type Push struct {
 	Bundle string
-	// KeyPath is the cosign public key; required unless InsecureSkipVerify.
-	KeyPath            string
-	SigPath            string
-	InsecureSkipVerify bool
-	// Verified is the outcome of VerifyBundle, when the caller ran it.
-	Verified *bundle.Verified
-
-	// Base is last month's bundle, for a differential bundle whose base is
-	// not in the site registry yet: verified with the same key, then pushed first.
+	Signature
+	Site SiteRegistry
+	// Base is last month's bundle, for a differential Bundle whose base is
+	// not in the site registry yet: verified with the same key, pushed first.
 	Base string
+	Jobs int // concurrent uploads; default DefaultJobs
+	Log  io.Writer
 
-	// Registry is the site registry HOST[:PORT]; Prefix the repository path under it.
-	Registry string
-	Prefix   string
-	Jobs     int
-	// Client reaches the site registry (credentials, TLS, egress guard).
+	// Client overrides the site registry client built from Site.
 	Client *mirror.Client
-	Log    io.Writer
+	// verified is the signature check Install already ran.
+	verified *bundle.Verified
 }
 
 // VerifyBundle checks the signature of path and returns what it verified
@@ -58,39 +54,46 @@ func VerifyBundle(path, keyPath, sigPath string, skip bool, log io.Writer) (*bun
 	return verified, nil
 }
 
-// Push verifies the bundle's signature (unless the caller did), then
-// streams its blobs into the site registry and tags the images only after
-// the bytes pushed are shown to be the verified ones.
-func Push(ctx context.Context, opts PushOptions) (*mirror.PushResult, error) {
-	log := opts.Log
-	if log == nil {
-		log = io.Discard
+// Run pushes the bundle.
+func (p *Push) Run(ctx context.Context) (*mirror.PushResult, error) {
+	o := *p
+	o.Log = orDiscard(o.Log)
+	if o.Jobs <= 0 {
+		o.Jobs = DefaultJobs
 	}
-	verified := opts.Verified
+	site, err := o.Site.resolved()
+	if err != nil {
+		return nil, err
+	}
+	o.Site = site
+	verified := o.verified
 	if verified == nil {
-		var err error
-		if verified, err = VerifyBundle(opts.Bundle, opts.KeyPath, opts.SigPath, opts.InsecureSkipVerify, log); err != nil {
+		if verified, err = o.Signature.verify(o.Bundle, o.Log); err != nil {
 			return nil, err
 		}
 	}
-	if opts.Base != "" {
-		opts.Log = log
-		if err := pushBase(ctx, opts, verified); err != nil {
+	if o.Client == nil {
+		if o.Client, err = site.client(site.Guard()); err != nil {
 			return nil, err
 		}
 	}
-	src := &fileSource{path: opts.Bundle}
-	po := mirror.PushOptions{Registry: opts.Registry, Prefix: opts.Prefix, Jobs: opts.Jobs, Log: log}
+	if o.Base != "" {
+		if err := o.pushBase(ctx, verified); err != nil {
+			return nil, err
+		}
+	}
+	src := &fileSource{path: o.Bundle}
+	po := mirror.PushOptions{Registry: site.Host, Prefix: site.Prefix, Jobs: o.Jobs, Log: o.Log}
 	if verified != nil {
 		src.trusted, po.Manifest = verified.Digest, verified.Manifest
 	}
 	defer src.Close()
-	return opts.Client.PushBundle(ctx, src, po)
+	return o.Client.PushBundle(ctx, src, po)
 }
 
 // pushBase pushes the base bundle a differential bundle names, after
 // checking it is that base: signed with the same key, same manifest digest.
-func pushBase(ctx context.Context, opts PushOptions, delta *bundle.Verified) error {
+func (opts *Push) pushBase(ctx context.Context, delta *bundle.Verified) error {
 	var m *bundle.Manifest
 	if delta != nil {
 		m = delta.Manifest
@@ -102,7 +105,7 @@ func pushBase(ctx context.Context, opts PushOptions, delta *bundle.Verified) err
 	if m.Base == nil {
 		return fmt.Errorf("%w: --base %s given, but %s is not a differential bundle", bundle.ErrBase, opts.Base, opts.Bundle)
 	}
-	base, err := VerifyBundle(opts.Base, opts.KeyPath, "", opts.InsecureSkipVerify, opts.Log)
+	base, err := Signature{Key: opts.Key, InsecureSkipVerify: opts.InsecureSkipVerify}.verify(opts.Base, opts.Log)
 	if err != nil {
 		return err
 	}
@@ -123,7 +126,7 @@ func pushBase(ctx context.Context, opts PushOptions, delta *bundle.Verified) err
 	fmt.Fprintf(opts.Log, "pushing the base %s first\n", opts.Base)
 	src := &fileSource{path: opts.Base}
 	defer src.Close()
-	po := mirror.PushOptions{Registry: opts.Registry, Prefix: opts.Prefix, Jobs: opts.Jobs, Log: opts.Log, Manifest: base.Manifest}
+	po := mirror.PushOptions{Registry: opts.Site.Host, Prefix: opts.Site.Prefix, Jobs: opts.Jobs, Log: opts.Log, Manifest: base.Manifest}
 	src.trusted = base.Digest
 	_, err = opts.Client.PushBundle(ctx, src, po)
 	return err

@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/registry"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/atomicfile"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -19,17 +20,53 @@ import (
 // ErrLint: the rendered release would pull from outside the site.
 var ErrLint = errors.New("air-gap lint failed")
 
-// ValuesOptions say how to turn a bundle's chart into site values.
-type ValuesOptions struct {
-	Bundle  string
-	KeyPath string // optional for values and lint; checked when given
-	SigPath string
+// ErrOutput: an output file cannot be written.
+var ErrOutput = errors.New("cannot write output")
 
-	SiteRegistry, Prefix string
-	Username, Password   string
-	Files                []string // -f, in order
-	Sets                 []string // --set, in order
-	Sizing               *manifests.Sizing
+// Values is `p7bundle values`: the site values for a bundle's chart, every
+// image reference moved to the site registry and registry.* set, written
+// to Output (mode 0600).
+type Values struct {
+	Bundle string
+	// Signature is checked when it names a key.
+	Signature
+	Site   SiteRegistry
+	Files  []string // -f, in order; the first one's comments and order are kept
+	Sets   []string // --set, in order
+	Output string   // default DefaultValuesFile
+	Log    io.Writer
+}
+
+// ValuesResult is the written values and how they were made.
+type ValuesResult struct {
+	*Prepared
+	Output   string
+	SitePath string
+}
+
+// Run writes the values file.
+func (v *Values) Run(ctx context.Context) (*ValuesResult, error) {
+	out := v.Output
+	if out == "" {
+		out = DefaultValuesFile
+	}
+	p, site, err := prepare(v.Bundle, v.Signature, v.Site, v.Files, v.Sets, orDiscard(v.Log))
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteSecretFile(out, p.Values.Document); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrOutput, err)
+	}
+	return &ValuesResult{Prepared: p, Output: out, SitePath: site.Path()}, nil
+}
+
+// valuesInput says how to turn a bundle's chart into site values.
+type valuesInput struct {
+	Bundle string
+	Site   SiteRegistry // resolved
+	Files  []string
+	Sets   []string
+	Sizing *manifests.Sizing
 	// Carried are the running release's user values an upgrade starts from.
 	Carried map[string]interface{}
 }
@@ -43,28 +80,32 @@ type Prepared struct {
 	Verified *bundle.Verified
 }
 
-// Prepare reads the chart from the bundle and builds the air-gap values.
-func Prepare(opts ValuesOptions) (*Prepared, error) {
-	p := &Prepared{}
-	if opts.KeyPath != "" {
-		v, err := bundle.LoadVerifier(opts.KeyPath)
-		if err != nil {
-			return nil, err
-		}
-		if p.Verified, err = bundle.VerifySignature(opts.Bundle, opts.SigPath, v); err != nil {
-			return nil, err
-		}
-		return prepareFrom(p, p.Verified.Manifest, p.Verified.Chart, opts)
-	}
-	m, archive, err := bundle.ReadChart(opts.Bundle)
+// prepare reads the chart from the bundle (checking its signature when a
+// key is given) and builds the air-gap values: the start of values and lint.
+func prepare(path string, sig Signature, site SiteRegistry, files, sets []string, log io.Writer) (*Prepared, SiteRegistry, error) {
+	site, err := site.resolved()
 	if err != nil {
-		return nil, err
+		return nil, site, err
 	}
-	return prepareFrom(p, m, archive, opts)
+	in := valuesInput{Bundle: path, Site: site, Files: files, Sets: sets}
+	p := &Prepared{}
+	if p.Verified, err = sig.optional(path, log); err != nil {
+		return nil, site, err
+	}
+	if p.Verified != nil {
+		p, err = prepareFrom(p, p.Verified.Manifest, p.Verified.Chart, in)
+		return p, site, err
+	}
+	m, archive, err := bundle.ReadChart(path)
+	if err != nil {
+		return nil, site, err
+	}
+	p, err = prepareFrom(p, m, archive, in)
+	return p, site, err
 }
 
 // prepareFrom builds the values from a chart archive already read.
-func prepareFrom(p *Prepared, m *bundle.Manifest, archive []byte, opts ValuesOptions) (*Prepared, error) {
+func prepareFrom(p *Prepared, m *bundle.Manifest, archive []byte, opts valuesInput) (*Prepared, error) {
 	var err error
 	p.Manifest = m
 	if p.Chart, err = manifests.LoadChartArchive(opts.Bundle+":"+m.Chart.Path, archive); err != nil {
@@ -79,8 +120,8 @@ func prepareFrom(p *Prepared, m *bundle.Manifest, archive []byte, opts ValuesOpt
 		files = append(files, manifests.ValuesFile{Name: f, Data: data})
 	}
 	p.Values, err = manifests.AirgapValuesFor(p.Chart, files, opts.Sets, manifests.ValuesOptions{
-		SourceRegistry: m.SourceRegistry, SiteRegistry: opts.SiteRegistry, Prefix: opts.Prefix,
-		Username: opts.Username, Password: opts.Password, Sizing: opts.Sizing,
+		SourceRegistry: m.SourceRegistry, SiteRegistry: opts.Site.Host, Prefix: opts.Site.Prefix,
+		Username: opts.Site.Username, Password: opts.Site.Password, Sizing: opts.Sizing,
 		Carried: opts.Carried, BundleImages: bundleImages(m),
 	})
 	if err != nil {
@@ -101,53 +142,61 @@ func bundleImages(m *bundle.Manifest) []string {
 // WriteSecretFile writes data to path with mode 0600 via a temp file and
 // rename, so the file is never readable by others, even half-written.
 func WriteSecretFile(path string, data []byte) error {
-	return writePrivate(path, data, func(tmp string) error { return os.Rename(tmp, path) })
+	return atomicfile.Write(path, data, 0o600)
 }
 
-// createPrivate writes a complete 0600 file and links it into place,
-// which fails if path exists: files holding secrets are never replaced.
+// createPrivate writes a new 0600 file; files holding secrets are never replaced.
 func createPrivate(path string, data []byte) error {
-	return writePrivate(path, data, func(tmp string) error {
-		if err := os.Link(tmp, path); err != nil {
-			return fmt.Errorf("%s: %w (never overwritten)", path, err)
-		}
-		return nil
-	})
-}
-
-// writePrivate writes data to a 0600 temp file beside path and hands it to
-// commit, which puts it in place; the temp file never outlives the call.
-func writePrivate(path string, data []byte, commit func(tmp string) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return commit(tmp.Name())
+	return atomicfile.Create(path, data, 0o600)
 }
 
 // LintResult lists what the release would run and what is wrong with it.
 type LintResult struct {
 	Images    []manifests.Image    `json:"images"`
 	Offenders []manifests.Offender `json:"offenders"`
+	SitePath  string               `json:"-"`
 }
 
-// Lint renders the chart with the prepared values exactly as the install
-// will, and checks that every image is under the site path and present in
-// the site registry and that no value names the source registry.
-func Lint(ctx context.Context, p *Prepared, client *mirror.Client, site, prefix, release, namespace string) (*LintResult, error) {
-	sitePath := manifests.SitePath(site, prefix)
+// Lint is `p7bundle lint`: it renders the chart with the site values
+// exactly as install will, and checks that every image is under the site
+// path and present in the site registry and that no value names the
+// source registry.
+type Lint struct {
+	Bundle string
+	// Signature is checked when it names a key.
+	Signature
+	Site               SiteRegistry
+	Files, Sets        []string
+	Release, Namespace string // default manifests.DefaultReleaseName, DefaultNamespace
+	Log                io.Writer
+	// Client overrides the site registry client built from Site.
+	Client *mirror.Client
+}
+
+// Run lints; the result's Err says whether the release would leave the site.
+func (l *Lint) Run(ctx context.Context) (*LintResult, error) {
+	p, site, err := prepare(l.Bundle, l.Signature, l.Site, l.Files, l.Sets, orDiscard(l.Log))
+	if err != nil {
+		return nil, err
+	}
+	client := l.Client
+	if client == nil {
+		if client, err = site.client(site.Guard()); err != nil {
+			return nil, err
+		}
+	}
+	release, namespace := l.Release, l.Namespace
+	if release == "" {
+		release = manifests.DefaultReleaseName
+	}
+	if namespace == "" {
+		namespace = manifests.DefaultNamespace
+	}
+	return lint(ctx, p, client, site, release, namespace)
+}
+
+func lint(ctx context.Context, p *Prepared, client *mirror.Client, site SiteRegistry, release, namespace string) (*LintResult, error) {
+	sitePath := site.Path()
 	images, offenders, err := manifests.AirgapLint(p.Chart, p.Values.Values, manifests.LintOptions{
 		SourceRegistry: p.Manifest.SourceRegistry, SitePath: sitePath, ReleaseName: release, Namespace: namespace,
 		BundleImages: bundleImages(p.Manifest),
@@ -155,7 +204,7 @@ func Lint(ctx context.Context, p *Prepared, client *mirror.Client, site, prefix,
 	if err != nil {
 		return nil, err
 	}
-	res := &LintResult{Images: images, Offenders: offenders}
+	res := &LintResult{Images: images, Offenders: offenders, SitePath: sitePath}
 	missing := make([]error, len(images))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)

@@ -1,5 +1,7 @@
 // Package mirror moves images between registries and the local blob cache:
-// auth, TLS, endpoint mirrors, retries and parallel graph copies.
+// auth, TLS, endpoint mirrors, retries and parallel graph copies. It reads
+// and writes bundles only through bundle's streaming reader and never
+// imports Kubernetes or Helm.
 package mirror
 
 import (

@@ -16,8 +16,9 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/p7bundle/p7bundle/builder"
 	"github.com/p7bundle/p7bundle/bundle"
-	"github.com/p7bundle/p7bundle/internal/build"
+	"github.com/p7bundle/p7bundle/internal/humanize"
 	"github.com/p7bundle/p7bundle/internal/version"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
@@ -45,7 +46,7 @@ func buildCommand(env *environment) *cli.Command {
 			&cli.StringFlag{Name: "username", Usage: "registry `USER` (default: docker config credentials)"},
 			&cli.BoolFlag{Name: "password-stdin", Usage: "read the registry password from stdin (or set $" + envSourcePassword + ")"},
 			&cli.StringSliceFlag{Name: "platform", Usage: "keep `OS/ARCH[/VARIANT]` from multi-platform images (default linux/amd64)"},
-			&cli.IntFlag{Name: "jobs", Value: 4, Usage: "images pulled in parallel"},
+			&cli.IntFlag{Name: "jobs", Value: builder.DefaultJobs, Usage: "images pulled in parallel"},
 			&cli.StringFlag{Name: "cache-dir", Usage: "keep fetched blobs in `DIR`, so a rerun fetches only what is missing"},
 			&cli.StringSliceFlag{Name: "image", Usage: "also bundle `REF`"},
 			&cli.StringSliceFlag{Name: "exclude", Usage: "leave out `REF`"},
@@ -67,7 +68,7 @@ func buildCommand(env *environment) *cli.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			sourcePassword, err := sourcePassword(c, env)
+			sourcePassword, err := readPassword(c, env, "password-stdin", "username", envSourcePassword)
 			if err != nil {
 				return err
 			}
@@ -82,7 +83,7 @@ func buildCommand(env *environment) *cli.Command {
 			// The encoder's buffers are most of the heap; a tighter GC target
 			// keeps build's RSS near 200 MiB for a little CPU.
 			debug.SetGCPercent(50)
-			_, err = build.Run(c.Context, build.Options{
+			_, err = (&builder.Build{
 				Chart:          c.String("chart"),
 				Output:         c.String("output"),
 				KeyPath:        c.String("key"),
@@ -106,7 +107,7 @@ func buildCommand(env *environment) *cli.Command {
 				Created:     created,
 				Log:         env.stderr,
 				TTY:         isTerminal(env.stderr),
-			})
+			}).Run(c.Context)
 			return err
 		},
 	}
@@ -139,10 +140,10 @@ func verifyCommand(env *environment) *cli.Command {
 			} else if verr == nil {
 				m := rep.Manifest
 				fmt.Fprintf(env.stdout, "Verified OK: %s\n  signature: valid (%s)\n  content:   %d blobs, %s checked\n  chart:     %s %s (appVersion %s)\n  images:    %d\n",
-					path, rep.Digest, rep.BlobsChecked, build.HumanBytes(rep.BytesChecked),
+					path, rep.Digest, rep.BlobsChecked, humanize.Bytes(rep.BytesChecked),
 					m.Chart.Name, m.Chart.Version, m.Chart.AppVersion, len(m.Images))
 				if a := rep.ExpectedAtSite; a != nil {
-					fmt.Fprintf(env.stdout, "  differential: %d blobs (%s) are expected in the site registry from %s\n", len(a.Blobs), build.HumanBytes(a.Bytes), a.Base)
+					fmt.Fprintf(env.stdout, "  differential: %d blobs (%s) are expected in the site registry from %s\n", len(a.Blobs), humanize.Bytes(a.Bytes), a.Base)
 				}
 			}
 			if verr != nil {
@@ -195,17 +196,17 @@ func inspectCommand(env *environment) *cli.Command {
 			fmt.Fprintf(w, "Secretgen:  %s\n", m.Secretgen)
 			if m.Base != nil {
 				n, size := m.OmittedBytes()
-				fmt.Fprintf(w, "Base:       %s (manifest %s): differential, %d blobs (%s) expected at the site\n", m.Base.Name, m.Base.ManifestDigest, n, build.HumanBytes(size))
+				fmt.Fprintf(w, "Base:       %s (manifest %s): differential, %d blobs (%s) expected at the site\n", m.Base.Name, m.Base.ManifestDigest, n, humanize.Bytes(size))
 			}
 			fmt.Fprintln(w)
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "IMAGE\tDIGEST\tPLATFORM\tSIZE")
 			for _, img := range m.Images {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", img.Ref, img.Digest, strings.Join(img.Platforms, ","), build.HumanBytes(img.Size))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", img.Ref, img.Digest, strings.Join(img.Platforms, ","), humanize.Bytes(img.Size))
 			}
 			tw.Flush()
 			fmt.Fprintf(w, "\nTotals:     %d images, %d unique blobs, %s (%s before sharing)\n",
-				m.Totals.Images, m.Totals.Blobs, build.HumanBytes(m.Totals.BlobBytes), build.HumanBytes(m.Totals.ImageBytes))
+				m.Totals.Images, m.Totals.Blobs, humanize.Bytes(m.Totals.BlobBytes), humanize.Bytes(m.Totals.ImageBytes))
 			return nil
 		},
 	}
@@ -217,7 +218,7 @@ func keygenCommand(env *environment) *cli.Command {
 		Usage:     "write a cosign-compatible key pair: PREFIX.key (encrypted, 0600) and PREFIX.pub",
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "output-prefix", Value: "cosign", Usage: "path `PREFIX` of the key files"},
+			&cli.StringFlag{Name: "output-prefix", Value: bundle.DefaultKeyPrefix, Usage: "path `PREFIX` of the key files"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -291,12 +292,12 @@ func keyPassword(env *environment, keyPath string, confirm bool) ([]byte, error)
 	return pw, nil
 }
 
-// sourcePassword takes the registry password from stdin or the environment,
-// never from argv.
-func sourcePassword(c *cli.Context, env *environment) (string, error) {
-	if c.Bool("password-stdin") {
-		if c.String("username") == "" {
-			return "", usagef("--password-stdin needs --username")
+// readPassword takes a registry password from stdin (--STDINFLAG) or the
+// environment, never from argv; either needs --USERFLAG.
+func readPassword(c *cli.Context, env *environment, stdinFlag, userFlag, envVar string) (string, error) {
+	if c.Bool(stdinFlag) {
+		if c.String(userFlag) == "" {
+			return "", usagef("--%s needs --%s", stdinFlag, userFlag)
 		}
 		line, err := bufio.NewReader(env.stdin).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -304,13 +305,13 @@ func sourcePassword(c *cli.Context, env *environment) (string, error) {
 		}
 		pw := strings.TrimRight(line, "\r\n")
 		if pw == "" {
-			return "", usagef("--password-stdin: stdin held no password")
+			return "", usagef("--%s: stdin held no password", stdinFlag)
 		}
 		return pw, nil
 	}
-	pw := os.Getenv(envSourcePassword)
-	if pw != "" && c.String("username") == "" {
-		return "", usagef("$%s is set but --username is not", envSourcePassword)
+	pw := os.Getenv(envVar)
+	if pw != "" && c.String(userFlag) == "" {
+		return "", usagef("$%s is set but --%s is not", envVar, userFlag)
 	}
 	return pw, nil
 }
@@ -380,12 +381,12 @@ func printDiff(w io.Writer, d *bundle.Diff) {
 		}
 	}
 	fmt.Fprintf(w, "Unchanged:  %d images (%d re-tagged, same digest)\n", len(d.Unchanged), retagged)
-	fmt.Fprintf(w, "Blobs:      %d new (%s), %d shared (%s)\n", d.NewBlobs, build.HumanBytes(d.NewBytes), d.SharedBlobs, build.HumanBytes(d.SharedBytes))
+	fmt.Fprintf(w, "Blobs:      %d new (%s), %d shared (%s)\n", d.NewBlobs, humanize.Bytes(d.NewBytes), d.SharedBlobs, humanize.Bytes(d.SharedBytes))
 	pct := 0.0
 	if d.FullBytes > 0 {
 		pct = 100 * float64(d.NewBytes) / float64(d.FullBytes)
 	}
-	fmt.Fprintf(w, "Carried:    full bundle %s, differential bundle %s (%.0f %%)\n", build.HumanBytes(d.FullBytes), build.HumanBytes(d.NewBytes), pct)
+	fmt.Fprintf(w, "Carried:    full bundle %s, differential bundle %s (%.0f %%)\n", humanize.Bytes(d.FullBytes), humanize.Bytes(d.NewBytes), pct)
 }
 
 func tagOf(ref string) string {

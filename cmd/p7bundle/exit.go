@@ -36,7 +36,7 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
-	case isUsage(err) || strings.Contains(err.Error(), "flag provided but not defined") || strings.HasPrefix(err.Error(), "Required flag"):
+	case isUsage(err) || errors.Is(err, installer.ErrOptions) || strings.Contains(err.Error(), "flag provided but not defined") || strings.HasPrefix(err.Error(), "Required flag"):
 		return exitUsage
 	case errors.Is(err, installer.ErrLint):
 		return exitLint
@@ -60,7 +60,7 @@ func exitCode(err error) int {
 		return exitInput
 	case errors.Is(err, os.ErrNotExist):
 		return exitInput
-	case errors.Is(err, errOutput), errors.Is(err, os.ErrPermission), errors.Is(err, syscall.ENOSPC),
+	case errors.Is(err, errOutput), errors.Is(err, installer.ErrOutput), errors.Is(err, os.ErrPermission), errors.Is(err, syscall.ENOSPC),
 		errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EDQUOT):
 		return exitOutput
 	}

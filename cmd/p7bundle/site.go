@@ -1,20 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
-	"github.com/p7bundle/p7bundle/internal/build"
-	"github.com/p7bundle/p7bundle/mirror"
+	"github.com/p7bundle/p7bundle/internal/humanize"
+	"github.com/p7bundle/p7bundle/manifests"
 )
 
 const envRegistryPassword = "P7BUNDLE_REGISTRY_PASSWORD"
@@ -23,7 +18,7 @@ const envRegistryPassword = "P7BUNDLE_REGISTRY_PASSWORD"
 func siteRegistryFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "registry", Required: true, Usage: "site registry `HOST[:PORT]`"},
-		&cli.StringFlag{Name: "registry-prefix", Value: "pseven", Usage: "repository `PATH` under the site registry (\"\" mirrors at the root)"},
+		&cli.StringFlag{Name: "registry-prefix", Value: installer.DefaultPrefix, Usage: "repository `PATH` under the site registry (\"\" mirrors at the root)"},
 		&cli.StringFlag{Name: "registry-username", Usage: "site registry `USER` (default: docker config credentials)"},
 		&cli.BoolFlag{Name: "registry-password-stdin", Usage: "read the site registry password from stdin (or set $" + envRegistryPassword + ")"},
 		&cli.StringFlag{Name: "ca-file", Usage: "PEM `FILE` of the site registry's CA"},
@@ -32,44 +27,29 @@ func siteRegistryFlags() []cli.Flag {
 	}
 }
 
-// siteRegistry is the parsed site registry flag group.
-type siteRegistry struct {
-	host, prefix, username, password string
-	options                          mirror.RegistryOptions
+// siteRegistry binds the site registry flag group.
+func siteRegistry(c *cli.Context, env *environment) (installer.SiteRegistry, error) {
+	s := installer.SiteRegistry{
+		Host: c.String("registry"), Prefix: c.String("registry-prefix"), Username: c.String("registry-username"),
+		CAFile: c.String("ca-file"), Insecure: c.Bool("insecure"), PlainHTTP: c.Bool("plain-http"),
+	}
+	if c.IsSet("registry-prefix") && s.Prefix == "" {
+		s.Prefix = "/" // "" on the command line mirrors at the root
+	}
+	var err error
+	s.Password, err = readPassword(c, env, "registry-password-stdin", "registry-username", envRegistryPassword)
+	return s, err
 }
 
-func parseSiteRegistry(c *cli.Context, env *environment, extraAllowed ...string) (*siteRegistry, error) {
-	host := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(c.String("registry"), "https://"), "http://"), "/")
-	if host == "" || strings.Contains(host, "/") {
-		return nil, usagef("--registry %q: want HOST[:PORT]", c.String("registry"))
-	}
-	s := &siteRegistry{host: host, prefix: strings.Trim(c.String("registry-prefix"), "/"), username: c.String("registry-username")}
-	if c.Bool("registry-password-stdin") {
-		if s.username == "" {
-			return nil, usagef("--registry-password-stdin needs --registry-username")
-		}
-		line, err := bufio.NewReader(env.stdin).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("reading password from stdin: %w", err)
-		}
-		if s.password = strings.TrimRight(line, "\r\n"); s.password == "" {
-			return nil, usagef("--registry-password-stdin: stdin held no password")
-		}
-	} else if pw := os.Getenv(envRegistryPassword); pw != "" {
-		if s.username == "" {
-			return nil, usagef("$%s is set but --registry-username is not", envRegistryPassword)
-		}
-		s.password = pw
-	}
-	s.options = mirror.RegistryOptions{
-		PlainHTTP:   c.Bool("plain-http"),
-		CAFile:      c.String("ca-file"),
-		Insecure:    c.Bool("insecure"),
-		Username:    s.username,
-		Password:    s.password,
-		DialContext: installer.SiteGuard(host, c.Bool("plain-http"), extraAllowed...).DialContext,
-	}
-	return s, nil
+// signature binds the verify flag group.
+func signature(c *cli.Context) installer.Signature {
+	return installer.Signature{Key: c.String("key"), File: c.String("signature"), InsecureSkipVerify: c.Bool("insecure-skip-verify")}
+}
+
+// checkedIfKeyed binds values' and lint's signature flags: checked when
+// --key is given, never skipped on purpose (they push nothing).
+func checkedIfKeyed(c *cli.Context) installer.Signature {
+	return installer.Signature{Key: c.String("key"), File: c.String("signature")}
 }
 
 func verifyFlags() []cli.Flag {
@@ -86,7 +66,7 @@ func pushCommand(env *environment) *cli.Command {
 		Usage:     "verify a bundle and push its images into the site registry (no cluster needed)",
 		ArgsUsage: "BUNDLE",
 		Flags: append(append(verifyFlags(), siteRegistryFlags()...),
-			&cli.IntFlag{Name: "jobs", Value: 8, Usage: "concurrent uploads (registries answer each request slowly; more in flight hides that)"},
+			&cli.IntFlag{Name: "jobs", Value: installer.DefaultJobs, Usage: "concurrent uploads (registries answer each request slowly; more in flight hides that)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 			baseFlag(),
 		),
@@ -95,23 +75,14 @@ func pushCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if c.String("key") == "" && !c.Bool("insecure-skip-verify") {
-				return fmt.Errorf("%w: --key is required: a bundle is verified before anything is pushed", bundle.ErrKey)
-			}
-			site, err := parseSiteRegistry(c, env)
+			site, err := siteRegistry(c, env)
 			if err != nil {
 				return err
 			}
-			client, err := mirror.NewClient(site.options)
-			if err != nil {
-				return err
-			}
-			res, err := installer.Push(c.Context, installer.PushOptions{
-				Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
-				InsecureSkipVerify: c.Bool("insecure-skip-verify"),
-				Registry:           site.host, Prefix: site.prefix, Jobs: c.Int("jobs"),
-				Client: client, Log: env.stderr, Base: c.String("base"),
-			})
+			res, err := (&installer.Push{
+				Bundle: path, Signature: signature(c), Site: site, Base: c.String("base"),
+				Jobs: c.Int("jobs"), Log: env.stderr,
+			}).Run(c.Context)
 			if err != nil {
 				return err
 			}
@@ -119,7 +90,7 @@ func pushCommand(env *environment) *cli.Command {
 				return printJSON(env.stdout, res)
 			}
 			fmt.Fprintf(env.stdout, "pushed %d images to %s: %d blobs uploaded (%s), %d already present, %d mounted\n",
-				len(res.Images), site.host, res.BlobsPushed, build.HumanBytes(res.BytesPushed), res.BlobsSkipped, res.BlobsMounted)
+				len(res.Images), site.Host, res.BlobsPushed, humanize.Bytes(res.BytesPushed), res.BlobsSkipped, res.BlobsMounted)
 			return nil
 		},
 	}
@@ -138,47 +109,33 @@ func valuesCommand(env *environment) *cli.Command {
 		Usage:     "write the site values: every image reference moved to the site registry, registry.* set",
 		ArgsUsage: "BUNDLE",
 		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:2]...), siteRegistryFlags()...), append(valuesFlags(),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "values.airgap.yaml", Usage: "values `FILE` to write (mode 0600)"})...),
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: installer.DefaultValuesFile, Usage: "values `FILE` to write (mode 0600)"})...),
 		Action: func(c *cli.Context) error {
-			p, site, err := prepareValues(c, env)
+			path, err := oneArg(c)
 			if err != nil {
 				return err
 			}
-			if err := installer.WriteSecretFile(c.String("output"), p.Values.Document); err != nil {
-				return fmt.Errorf("%w: %v", errOutput, err)
+			site, err := siteRegistry(c, env)
+			if err != nil {
+				return err
 			}
-			for _, f := range p.Values.TagForms {
+			res, err := (&installer.Values{
+				Bundle: path, Signature: checkedIfKeyed(c), Site: site,
+				Files: c.StringSlice("values"), Sets: c.StringSlice("set"), Output: c.String("output"), Log: env.stderr,
+			}).Run(c.Context)
+			if err != nil {
+				return err
+			}
+			for _, f := range res.Values.TagForms {
 				fmt.Fprintf(env.stderr, "%s\n", f)
 			}
-			for _, r := range p.Values.Repointed {
+			for _, r := range res.Values.Repointed {
 				fmt.Fprintf(env.stderr, "%s moved to this bundle: %s -> %s\n", r.Path, r.From, r.To)
 			}
-			fmt.Fprintf(env.stdout, "wrote %s (mode 0600): %d image references moved to %s\n", c.String("output"), len(p.Values.Rewritten), manifestsSitePath(site))
+			fmt.Fprintf(env.stdout, "wrote %s (mode 0600): %d image references moved to %s\n", res.Output, len(res.Values.Rewritten), res.SitePath)
 			return nil
 		},
 	}
-}
-
-// prepareValues is the shared start of values and lint: the bundle's chart
-// with the admin's values moved to the site registry.
-func prepareValues(c *cli.Context, env *environment) (*installer.Prepared, *siteRegistry, error) {
-	path, err := oneArg(c)
-	if err != nil {
-		return nil, nil, err
-	}
-	site, err := parseSiteRegistry(c, env)
-	if err != nil {
-		return nil, nil, err
-	}
-	if c.String("key") == "" {
-		fmt.Fprintf(env.stderr, "note: no --key: the chart in %s is used without checking its signature\n", path)
-	}
-	p, err := installer.Prepare(installer.ValuesOptions{
-		Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
-		SiteRegistry: site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
-		Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
-	})
-	return p, site, err
 }
 
 func lintCommand(env *environment) *cli.Command {
@@ -187,19 +144,23 @@ func lintCommand(env *environment) *cli.Command {
 		Usage:     "render the chart with the site values and fail on any image from outside the site registry",
 		ArgsUsage: "BUNDLE",
 		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:2]...), siteRegistryFlags()...), append(valuesFlags(),
-			&cli.StringFlag{Name: "release", Value: "pseven-rl", Usage: "release `NAME` to render with"},
-			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "pseven-ns", Usage: "`NAMESPACE` to render with"},
+			&cli.StringFlag{Name: "release", Value: manifests.DefaultReleaseName, Usage: "release `NAME` to render with"},
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: manifests.DefaultNamespace, Usage: "`NAMESPACE` to render with"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"})...),
 		Action: func(c *cli.Context) error {
-			p, site, err := prepareValues(c, env)
+			path, err := oneArg(c)
 			if err != nil {
 				return err
 			}
-			client, err := mirror.NewClient(site.options)
+			site, err := siteRegistry(c, env)
 			if err != nil {
 				return err
 			}
-			res, err := installer.Lint(c.Context, p, client, site.host, site.prefix, c.String("release"), c.String("namespace"))
+			res, err := (&installer.Lint{
+				Bundle: path, Signature: checkedIfKeyed(c), Site: site,
+				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
+				Release: c.String("release"), Namespace: c.String("namespace"), Log: env.stderr,
+			}).Run(c.Context)
 			if err != nil {
 				return err
 			}
@@ -215,19 +176,12 @@ func lintCommand(env *environment) *cli.Command {
 					fmt.Fprintf(env.stdout, "OFFENDER %s\n", o)
 				}
 				if len(res.Offenders) == 0 {
-					fmt.Fprintf(env.stdout, "air-gap lint passed: %d images, all in %s\n", len(res.Images), manifestsSitePath(site))
+					fmt.Fprintf(env.stdout, "air-gap lint passed: %d images, all in %s\n", len(res.Images), res.SitePath)
 				}
 			}
 			return res.Err()
 		},
 	}
-}
-
-func manifestsSitePath(s *siteRegistry) string {
-	if s.prefix == "" {
-		return s.host
-	}
-	return s.host + "/" + s.prefix
 }
 
 func installCommand(env *environment) *cli.Command {
@@ -237,12 +191,12 @@ func installCommand(env *environment) *cli.Command {
 		ArgsUsage: "BUNDLE",
 		Flags: append(append(append(verifyFlags(), siteRegistryFlags()...), valuesFlags()...),
 			&cli.StringFlag{Name: "secrets", Usage: "secrets `FILE` (pseven-secrets.yaml) to use as given"},
-			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "pseven-ns", Usage: "`NAMESPACE` to install into"},
-			&cli.StringFlag{Name: "release", Value: "pseven-rl", Usage: "Helm release `NAME`"},
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: manifests.DefaultNamespace, Usage: "`NAMESPACE` to install into"},
+			&cli.StringFlag{Name: "release", Value: manifests.DefaultReleaseName, Usage: "Helm release `NAME`"},
 			&cli.BoolFlag{Name: "create-namespace", Usage: "create the namespace if it does not exist"},
 			&cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "kubeconfig `FILE`"},
 			&cli.StringFlag{Name: "kube-context", Usage: "kubeconfig `CONTEXT`"},
-			&cli.DurationFlag{Name: "timeout", Value: 60 * time.Minute, Usage: "Helm operation timeout"},
+			&cli.DurationFlag{Name: "timeout", Value: installer.DefaultTimeout, Usage: "Helm operation timeout"},
 			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait until every resource and Job is ready (the default, as in the guide)"},
 			&cli.BoolFlag{Name: "no-wait", Usage: "do not wait for resources and Jobs to be ready"},
 			&cli.BoolFlag{Name: "recover", Usage: "roll a release stuck in pending-* (an interrupted run) back to its last deployed revision, then go on"},
@@ -252,8 +206,8 @@ func installCommand(env *environment) *cli.Command {
 			&cli.BoolFlag{Name: "reset-values", Usage: "upgrade from the chart's defaults plus -f/--set, not from the running release's values"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "check and render only: push nothing, install nothing"},
 			&cli.StringFlag{Name: "log-file", Usage: "debug log `FILE` (default pseven-<chart version>.log)"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "values.airgap.yaml", Usage: "values `FILE` to write (mode 0600)"},
-			&cli.IntFlag{Name: "jobs", Value: 8, Usage: "concurrent uploads (registries answer each request slowly; more in flight hides that)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: installer.DefaultValuesFile, Usage: "values `FILE` to write (mode 0600)"},
+			&cli.IntFlag{Name: "jobs", Value: installer.DefaultJobs, Usage: "concurrent uploads (registries answer each request slowly; more in flight hides that)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			baseFlag(),
 		),
@@ -262,18 +216,12 @@ func installCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if c.String("key") == "" && !c.Bool("insecure-skip-verify") {
-				return fmt.Errorf("%w: --key is required: a bundle is verified before anything is installed", bundle.ErrKey)
-			}
-			site, err := parseSiteRegistry(c, env)
+			site, err := siteRegistry(c, env)
 			if err != nil {
 				return err
 			}
-			rep, err := installer.Install(c.Context, installer.InstallOptions{
-				Bundle: path, KeyPath: c.String("key"), SigPath: c.String("signature"),
-				InsecureSkipVerify: c.Bool("insecure-skip-verify"), Base: c.String("base"),
-				SiteRegistry: site.host, Prefix: site.prefix, Username: site.username, Password: site.password,
-				Registry: site.options, Jobs: c.Int("jobs"),
+			rep, err := (&installer.Install{
+				Bundle: path, Signature: signature(c), Base: c.String("base"), Site: site, Jobs: c.Int("jobs"),
 				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
 				SecretsFile: c.String("secrets"), ValuesOut: c.String("output"), LogFile: c.String("log-file"),
 				Namespace: c.String("namespace"), Release: c.String("release"), CreateNamespace: c.Bool("create-namespace"),
@@ -282,7 +230,7 @@ func installCommand(env *environment) *cli.Command {
 				Recover: c.Bool("recover"), AllowDowngrade: c.Bool("allow-downgrade"), ResetValues: c.Bool("reset-values"),
 				NoBackup: c.Bool("no-backup"), BackupDir: c.String("backup-dir"),
 				Out: env.stdout, Log: env.stderr,
-			})
+			}).Run(c.Context)
 			if rep != nil && c.Bool("json") {
 				if jerr := printJSON(env.stdout, rep); jerr != nil && err == nil {
 					err = jerr
@@ -301,7 +249,7 @@ func restoreValuesCommand(env *environment) *cli.Command {
 		Usage:     "write the release values saved in a pre-upgrade backup (pseven-backup-*.tar.zst)",
 		ArgsUsage: "BACKUP",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "values.restored.yaml", Usage: "values `FILE` to write (mode 0600, never overwritten)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: installer.DefaultRestoredValuesFile, Usage: "values `FILE` to write (mode 0600, never overwritten)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/p7bundle/p7bundle/bench/internal/workload"
-	"github.com/p7bundle/p7bundle/internal/build"
+	"github.com/p7bundle/p7bundle/internal/humanize"
 )
 
 // Result is everything a run measured; latest.json is its JSON form.
@@ -566,7 +566,7 @@ func abbreviate(s string) string {
 }
 
 // human renders byte counts as p7bundle does.
-var human = build.HumanBytes
+var human = humanize.Bytes
 
 func sizeLabel(n int64) string {
 	switch {

@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/p7bundle/p7bundle/bench/internal/workload"
+	"github.com/p7bundle/p7bundle/builder"
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
-	"github.com/p7bundle/p7bundle/internal/build"
 	"github.com/p7bundle/p7bundle/internal/testregistry"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -77,11 +77,11 @@ func run(ctx context.Context, size int64, seed uint64, out string) error {
 
 	report := map[string]any{}
 	err = profile(out, "build", report, func() error {
-		_, err := build.Run(ctx, build.Options{
+		_, err := (&builder.Build{
 			Chart: chart, Output: bundlePath, KeyPath: keyPath, KeyPassword: password,
 			Registry: mirror.RegistryOptions{Mirrors: map[string]string{workload.SourceHost: src.Host}, PlainHTTP: true},
 			Jobs:     4, ToolVersion: "p7prof",
-		})
+		}).Run(ctx)
 		return err
 	})
 	if err != nil {
@@ -94,12 +94,8 @@ func run(ctx context.Context, size int64, seed uint64, out string) error {
 	}
 	defer site.Stop()
 	push := func() error {
-		client, err := mirror.NewClient(mirror.RegistryOptions{PlainHTTP: true})
-		if err != nil {
-			return err
-		}
-		res, err := installer.Push(ctx, installer.PushOptions{Bundle: bundlePath, KeyPath: pubPath,
-			Registry: site.Host, Prefix: "pseven", Jobs: 4, Client: client})
+		res, err := (&installer.Push{Bundle: bundlePath, Signature: installer.Signature{Key: pubPath},
+			Site: installer.SiteRegistry{Host: site.Host, PlainHTTP: true}, Jobs: 4}).Run(ctx)
 		if err == nil {
 			logf("  pushed %d blobs (%d bytes), skipped %d", res.BlobsPushed, res.BytesPushed, res.BlobsSkipped)
 		}

@@ -1,6 +1,7 @@
-// Package build composes chart discovery, image pulls and the bundle writer
-// into `p7bundle build`.
-package build
+// Package builder is the build phase: one action, Build, composes chart
+// discovery (manifests), image pulls (mirror) and the bundle writer (bundle)
+// into `p7bundle build`. It never talks to a cluster or a site registry.
+package builder
 
 import (
 	"context"
@@ -17,12 +18,17 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/humanize"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
 
-// Options are everything `p7bundle build` needs; cmd fills them from flags.
-type Options struct {
+// DefaultJobs is how many images Build pulls at once when Jobs is zero.
+const DefaultJobs = 4
+
+// Build is `p7bundle build`: it pulls every image the chart names and
+// writes one signed, reproducible bundle. Zero fields mean the defaults.
+type Build struct {
 	Chart  string
 	Output string // default "<chart>-<version>.tar.zst" in the working directory
 	// KeyPath is the cosign private key; KeyPassword decrypts it.
@@ -34,8 +40,8 @@ type Options struct {
 	SourceRegistry string // default registry.pseven.io
 	Registry       mirror.RegistryOptions
 	Platforms      []string // default linux/amd64
-	Jobs           int
-	CacheDir       string // empty: a temporary cache removed afterwards
+	Jobs           int      // images pulled at once; default DefaultJobs
+	CacheDir       string   // empty: a temporary cache removed afterwards
 	Images         []string
 	Exclude        []string
 	// Base, a bundle or an exported manifest, makes a differential bundle:
@@ -63,7 +69,8 @@ type Result struct {
 }
 
 // Run builds, signs and writes one bundle.
-func Run(ctx context.Context, opts Options) (*Result, error) {
+func (b *Build) Run(ctx context.Context) (*Result, error) {
+	opts := *b
 	start := time.Now()
 	log := opts.Log
 	if log == nil {
@@ -71,6 +78,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if opts.SourceRegistry == "" {
 		opts.SourceRegistry = manifests.DefaultSourceRegistry
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = DefaultJobs
 	}
 	// Key first: a wrong password must fail before gigabytes are pulled.
 	signer := opts.Signer
@@ -188,7 +198,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			return nil, err
 		}
 		n, size := m.OmittedBytes()
-		fmt.Fprintf(log, "differential against %s (%s %s): %d of %d blobs (%s) left to the base\n", opts.Base, base.Chart.Name, base.Chart.Version, n, len(m.Blobs), HumanBytes(size))
+		fmt.Fprintf(log, "differential against %s (%s %s): %d of %d blobs (%s) left to the base\n", opts.Base, base.Chart.Name, base.Chart.Version, n, len(m.Blobs), humanize.Bytes(size))
 	}
 	order := make([]ocispec.Descriptor, 0, len(m.Blobs))
 	for _, b := range m.Blobs {
@@ -197,8 +207,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 		order = append(order, ocispec.Descriptor{MediaType: b.MediaType, Digest: digest.Digest(b.Digest), Size: b.Size})
 	}
-	jobs := max(opts.Jobs, 1)
-	prefetch := client.Prefetch(ctx, cache, order, blobSources(pulled), jobs, 2*jobs, progress)
+	prefetch := client.Prefetch(ctx, cache, order, blobSources(pulled), opts.Jobs, 2*opts.Jobs, progress)
 	defer prefetch.Close()
 	res, err := bundle.Write(ctx, output, bundle.WriteOptions{
 		Manifest: m,
@@ -216,7 +225,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	progress.writeDone()
 	out := &Result{WriteResult: res, Manifest: m, Retries: opts.Registry.Retries.Load(), Elapsed: time.Since(start)}
 	fmt.Fprintf(log, "wrote %s: %d images, %d blobs, %s uncompressed -> %s (%.1f%%), sha256 %s, %d retries, %s\n",
-		res.Path, m.Totals.Images, m.Totals.Blobs, HumanBytes(res.UncompressedSize), HumanBytes(res.Size),
+		res.Path, m.Totals.Images, m.Totals.Blobs, humanize.Bytes(res.UncompressedSize), humanize.Bytes(res.Size),
 		100*float64(res.Size)/float64(max(res.UncompressedSize, 1)), res.Digest, out.Retries, out.Elapsed.Round(time.Millisecond))
 	return out, nil
 }
@@ -266,18 +275,4 @@ func checkOutputDir(output string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
-}
-
-// HumanBytes renders a byte count in binary units.
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

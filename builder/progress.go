@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/humanize"
 	"github.com/p7bundle/p7bundle/mirror"
 )
 
@@ -46,7 +47,7 @@ func (p *progress) BlobDone(_ string, d ocispec.Descriptor, cached bool) {
 		p.fetched += d.Size
 	}
 	p.draw(fmt.Sprintf("fetching: %d/%d images resolved, %d blobs, %s fetched, %s already cached",
-		p.imagesDone, p.images, p.blobs, HumanBytes(p.fetched), HumanBytes(p.cached)))
+		p.imagesDone, p.images, p.blobs, humanize.Bytes(p.fetched), humanize.Bytes(p.cached)))
 }
 
 func (p *progress) ImageDone(ref string, img *mirror.Pulled) {
@@ -58,14 +59,14 @@ func (p *progress) ImageDone(ref string, img *mirror.Pulled) {
 		size += b.Size
 	}
 	p.clear()
-	fmt.Fprintf(p.w, "resolved %s %s (%v, %d blobs, %s)\n", ref, img.Root.Digest, img.Platforms, len(img.Blobs), HumanBytes(size))
+	fmt.Fprintf(p.w, "resolved %s %s (%v, %d blobs, %s)\n", ref, img.Root.Digest, img.Platforms, len(img.Blobs), humanize.Bytes(size))
 }
 
 func (p *progress) pullDone() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.clear()
-	fmt.Fprintf(p.w, "resolved %d images (manifests and configs: %s fetched, %s from cache); layers are fetched while the bundle is written\n", p.imagesDone, HumanBytes(p.fetched), HumanBytes(p.cached))
+	fmt.Fprintf(p.w, "resolved %d images (manifests and configs: %s fetched, %s from cache); layers are fetched while the bundle is written\n", p.imagesDone, humanize.Bytes(p.fetched), humanize.Bytes(p.cached))
 	p.fetched, p.cached = 0, 0
 }
 
@@ -74,7 +75,7 @@ func (p *progress) written(m *bundle.Manifest) func(int64) {
 	return func(n int64) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		p.draw(fmt.Sprintf("writing: %s of ~%s", HumanBytes(n), HumanBytes(p.total)))
+		p.draw(fmt.Sprintf("writing: %s of ~%s", humanize.Bytes(n), humanize.Bytes(p.total)))
 	}
 }
 
@@ -82,7 +83,7 @@ func (p *progress) writeDone() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.clear()
-	fmt.Fprintf(p.w, "blobs: %s fetched, %s from cache\n", HumanBytes(p.fetched), HumanBytes(p.cached))
+	fmt.Fprintf(p.w, "blobs: %s fetched, %s from cache\n", humanize.Bytes(p.fetched), humanize.Bytes(p.cached))
 }
 
 func (p *progress) draw(line string) {

@@ -1,0 +1,435 @@
+package installer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chartutil"
+	kubefake "helm.sh/helm/v3/pkg/kube/fake"
+	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/storage"
+	"helm.sh/helm/v3/pkg/storage/driver"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/version"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/p7bundle/p7bundle/builder"
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/manifests"
+	"github.com/p7bundle/p7bundle/mirror"
+)
+
+// These tests run every branch of Install in seconds against fakes: an
+// in-memory registry (go-containerregistry), client-go's fake clientset
+// and Helm's in-memory release storage. The real-site e2e tests in
+// cmd/p7bundle prove the same flow against a real cluster and registry.
+
+var fixtureBundle struct {
+	once      sync.Once
+	path, pub string
+	err       error
+}
+
+// testBundle builds, once, a signed bundle of the fixture chart whose
+// images are small random ones served by an in-memory upstream.
+func testBundle(t *testing.T) (path, pub string) {
+	t.Helper()
+	fb := &fixtureBundle
+	fb.once.Do(func() { fb.path, fb.pub, fb.err = buildTestBundle() })
+	if fb.err != nil {
+		t.Fatal(fb.err)
+	}
+	return fb.path, fb.pub
+}
+
+func buildTestBundle() (string, string, error) {
+	dir, err := os.MkdirTemp("", "p7bundle-installer-test-")
+	if err != nil {
+		return "", "", err
+	}
+	upstream := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer upstream.Close()
+	host := strings.TrimPrefix(upstream.URL, "http://")
+	chartDir := filepath.Join("..", "testdata", "charts", "pseven")
+	ch, err := manifests.LoadChart(chartDir)
+	if err != nil {
+		return "", "", err
+	}
+	images, err := manifests.DiscoverImages(ch, manifests.DiscoverOptions{SourceRegistry: manifests.DefaultSourceRegistry})
+	if err != nil {
+		return "", "", err
+	}
+	refs := []string{manifests.SecretgenRef(manifests.DefaultSourceRegistry, ch.AppVersion)}
+	for _, img := range images {
+		refs = append(refs, img.Ref)
+	}
+	for _, ref := range refs {
+		if err := pushRandomImage(strings.Replace(ref, manifests.DefaultSourceRegistry, host, 1)); err != nil {
+			return "", "", fmt.Errorf("upstream %s: %w", ref, err)
+		}
+	}
+	password := []byte("installer-test")
+	key, pub, err := bundle.GenerateKeyPair(filepath.Join(dir, "cosign"), password)
+	if err != nil {
+		return "", "", err
+	}
+	out := filepath.Join(dir, "pseven.tar.zst")
+	_, err = (&builder.Build{
+		Chart: chartDir, Output: out, KeyPath: key, KeyPassword: password, ToolVersion: "test",
+		Registry: mirror.RegistryOptions{Mirrors: map[string]string{manifests.DefaultSourceRegistry: host}, PlainHTTP: true},
+	}).Run(context.Background())
+	return out, pub, err
+}
+
+func pushRandomImage(ref string) error {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return err
+	}
+	img, err := random.Image(512, 1)
+	if err != nil {
+		return err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	cf.OS, cf.Architecture = "linux", "amd64"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return err
+	}
+	return remote.Write(r, img)
+}
+
+// fakeSite is one in-memory site: registry, API, Helm storage.
+type fakeSite struct {
+	registry string
+	client   *mirror.Client
+	kube     *fake.Clientset
+	cluster  *Cluster
+	helm     *action.Configuration
+	// kubeClient is what Helm applies with; set its errors to fail Helm.
+	kubeClient *kubefake.FailingKubeClient
+	dir        string
+}
+
+func newFakeSite(t *testing.T) *fakeSite {
+	t.Helper()
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	u, _ := url.Parse(reg.URL)
+	client, err := mirror.NewClient(mirror.RegistryOptions{PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := node("node-1", "192.0.2.10", "16Gi", "8", true)
+	kube := fake.NewSimpleClientset(&n, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: manifests.DefaultNamespace}})
+	kube.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{GitVersion: "v1.25.2"}
+	kc := &kubefake.FailingKubeClient{PrintingKubeClient: kubefake.PrintingKubeClient{Out: io.Discard}}
+	helm := &action.Configuration{
+		Releases:     storage.Init(driver.NewMemory()),
+		KubeClient:   kc,
+		Capabilities: chartutil.DefaultCapabilities,
+		Log:          func(string, ...interface{}) {},
+	}
+	dir := t.TempDir()
+	return &fakeSite{
+		registry: u.Host, client: client, kube: kube, helm: helm, kubeClient: kc, dir: dir,
+		cluster: &Cluster{Clientset: kube, Config: &rest.Config{Host: "https://api.site.test:6443"}, APIHost: "api.site.test:6443"},
+	}
+}
+
+// install is what `p7bundle install --no-wait` does, against the fakes.
+func (s *fakeSite) install(t *testing.T, edit func(*Install)) (*Report, error, string) {
+	t.Helper()
+	path, pub := testBundle(t)
+	var log bytes.Buffer
+	in := &Install{
+		Bundle: path, Signature: Signature{Key: pub},
+		Site:       SiteRegistry{Host: s.registry, PlainHTTP: true, Username: "admin", Password: "site-pass"},
+		ValuesOut:  filepath.Join(s.dir, "values.airgap.yaml"),
+		SecretsOut: filepath.Join(s.dir, "pseven-secrets.yaml"),
+		LogFile:    filepath.Join(s.dir, "install.log"),
+		BackupDir:  s.dir,
+		NoWait:     true,
+		Log:        &log,
+		Cluster:    s.cluster, Helm: s.helm, Client: s.client,
+	}
+	if edit != nil {
+		edit(in)
+	}
+	rep, err := in.Run(context.Background())
+	return rep, err, log.String()
+}
+
+func (s *fakeSite) history(t *testing.T) []*release.Release {
+	t.Helper()
+	h, err := s.helm.Releases.History(manifests.DefaultReleaseName)
+	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (s *fakeSite) statuses(t *testing.T) string {
+	var out []string
+	for _, r := range s.history(t) {
+		out = append(out, fmt.Sprintf("%d:%s", r.Version, r.Info.Status))
+	}
+	return strings.Join(out, " ")
+}
+
+func (s *fakeSite) tags(t *testing.T) int {
+	t.Helper()
+	repos, err := remote.Catalog(context.Background(), mustRegistry(t, s.registry))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range repos {
+		tags, err := remote.List(mustRegistry(t, s.registry).Repo(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(tags)
+	}
+	return n
+}
+
+func mustRegistry(t *testing.T, host string) name.Registry {
+	r, err := name.NewRegistry(host, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (s *fakeSite) secretsFile(t *testing.T) string {
+	return filepath.Join(s.dir, "secrets-given.yaml")
+}
+
+func writeSecrets(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInstallFirstThenUpgradeKeepsSecrets(t *testing.T) {
+	s := newFakeSite(t)
+	given := s.secretsFile(t)
+	writeSecrets(t, given, "secrets:\n  dbPassword: first-secret\n")
+	rep, err, log := s.install(t, func(in *Install) { in.SecretsFile = given })
+	if err != nil {
+		t.Fatalf("first install: %v\n%s", err, log)
+	}
+	if rep.Action != string(StepInstall) || rep.Revision != 1 || rep.Status != "deployed" {
+		t.Errorf("first install: action %q revision %d status %q", rep.Action, rep.Revision, rep.Status)
+	}
+	m, _ := bundle.ReadManifest(fixtureBundle.path)
+	if want := len(m.Images); len(rep.Pushed.Images) != want || s.tags(t) < want {
+		t.Errorf("pushed %d images, %d tags in the site registry; the bundle has %d", len(rep.Pushed.Images), s.tags(t), want)
+	}
+	if fi, err := os.Stat(rep.ValuesFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("values file %s: %v", rep.ValuesFile, err)
+	}
+	kept, err := s.kube.CoreV1().Secrets(manifests.DefaultNamespace).Get(context.Background(), keptSecretName(manifests.DefaultReleaseName), metav1.GetOptions{})
+	if err != nil || !strings.Contains(string(kept.Data[secretsKey]), "first-secret") {
+		t.Fatalf("--secrets not kept in the cluster: %v", err)
+	}
+
+	// The monthly upgrade: no --secrets; the kept ones are reused, the
+	// running revision is backed up, nothing is pushed twice.
+	rep, err, log = s.install(t, nil)
+	if err != nil {
+		t.Fatalf("upgrade: %v\n%s", err, log)
+	}
+	if rep.Action != string(StepUpgrade) || rep.Revision != 2 || rep.Pushed.BlobsPushed != 0 {
+		t.Errorf("upgrade: action %q revision %d, %d blobs pushed", rep.Action, rep.Revision, rep.Pushed.BlobsPushed)
+	}
+	if !strings.Contains(log, "secrets: reusing the secrets of release") || rep.Backup == "" {
+		t.Errorf("upgrade did not reuse the kept secrets or back up (backup %q):\n%s", rep.Backup, log)
+	}
+	rel, _ := s.helm.Releases.Last(manifests.DefaultReleaseName)
+	if got := fmt.Sprint(rel.Config["secrets"]); !strings.Contains(got, "first-secret") {
+		t.Errorf("upgraded release secrets = %s", got)
+	}
+	if got := s.statuses(t); got != "1:superseded 2:deployed" {
+		t.Errorf("history = %s", got)
+	}
+	assertNoSecretIn(t, log, "first-secret", "site-pass")
+}
+
+func TestInstallFailedUpgradeNeverUninstalls(t *testing.T) {
+	s := newFakeSite(t)
+	writeSecrets(t, s.secretsFile(t), "secrets:\n  dbPassword: x\n")
+	if _, err, log := s.install(t, func(in *Install) { in.SecretsFile = s.secretsFile(t) }); err != nil {
+		t.Fatalf("first install: %v\n%s", err, log)
+	}
+	s.kubeClient.UpdateError = errors.New("admission webhook said no")
+	_, err, log := s.install(t, nil)
+	if !errors.Is(err, ErrHelm) || !strings.Contains(err.Error(), "revision 1 still runs, nothing was uninstalled") {
+		t.Fatalf("failed upgrade: %v\n%s", err, log)
+	}
+	if got := s.statuses(t); got != "1:deployed 2:failed" {
+		t.Errorf("history after a failed upgrade = %s, want revision 1 still deployed", got)
+	}
+	// The retry is an upgrade from the failed revision, never an uninstall.
+	s.kubeClient.UpdateError = nil
+	rep, err, log := s.install(t, nil)
+	if err != nil || rep.Action != string(StepUpgrade) {
+		t.Fatalf("retry: %v %+v\n%s", err, rep, log)
+	}
+	if got := s.statuses(t); got != "1:superseded 2:failed 3:deployed" {
+		t.Errorf("history after the retry = %s", got)
+	}
+	if strings.Contains(log, "uninstall") && !strings.Contains(log, "nothing is uninstalled") {
+		t.Errorf("the retry talks of uninstalling:\n%s", log)
+	}
+}
+
+func TestInstallFailedFirstInstallIsCleanedUp(t *testing.T) {
+	s := newFakeSite(t)
+	writeSecrets(t, s.secretsFile(t), "secrets:\n  dbPassword: x\n")
+	s.kubeClient.CreateError = errors.New("quota exceeded")
+	if _, err, _ := s.install(t, func(in *Install) { in.SecretsFile = s.secretsFile(t) }); !errors.Is(err, ErrHelm) {
+		t.Fatalf("failing first install: %v", err)
+	}
+	if got := s.statuses(t); got != "1:failed" {
+		t.Fatalf("history = %s", got)
+	}
+	s.kubeClient.CreateError = nil
+	rep, err, log := s.install(t, nil) // secrets kept from the first attempt
+	if err != nil || rep.Action != string(StepCleanInstall) || rep.Status != "deployed" {
+		t.Fatalf("retry: %v %+v\n%s", err, rep, log)
+	}
+}
+
+func TestInstallDryRunChangesNothing(t *testing.T) {
+	s := newFakeSite(t)
+	rep, err, log := s.install(t, func(in *Install) { in.DryRun = true })
+	if err != nil {
+		t.Fatalf("dry run: %v\n%s", err, log)
+	}
+	if rep.Action != "install (dry run)" || rep.Pushed != nil || len(rep.Lint.Offenders) == 0 {
+		t.Errorf("dry run report: action %q pushed %v offenders %d (the images are not pushed, so lint must say so)", rep.Action, rep.Pushed, len(rep.Lint.Offenders))
+	}
+	if n := s.tags(t); n != 0 {
+		t.Errorf("dry run left %d tags in the site registry", n)
+	}
+	if h := s.history(t); len(h) != 0 {
+		t.Errorf("dry run created release revisions: %s", s.statuses(t))
+	}
+	if _, err := s.kube.CoreV1().Secrets(manifests.DefaultNamespace).Get(context.Background(), keptSecretName(manifests.DefaultReleaseName), metav1.GetOptions{}); err == nil {
+		t.Errorf("dry run kept secrets in the cluster")
+	}
+}
+
+// A release installed without p7bundle: its secrets are the values no
+// chart defines, and an upgrade reuses them.
+func TestInstallReusesSecretsOfAForeignRelease(t *testing.T) {
+	s := newFakeSite(t)
+	path, _ := testBundle(t)
+	_, chartArchive, err := bundle.ReadChart(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := manifests.LoadChartArchive("chart", chartArchive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := action.NewInstall(s.helm)
+	in.ReleaseName, in.Namespace = manifests.DefaultReleaseName, manifests.DefaultNamespace
+	if _, err := in.Run(ch.Chart, map[string]interface{}{"secrets": map[string]interface{}{"dbPassword": "foreign-secret"}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err, log := s.install(t, nil)
+	if err != nil || rep.Action != string(StepUpgrade) {
+		t.Fatalf("upgrade of a foreign release: %v\n%s", err, log)
+	}
+	if !strings.Contains(log, "reusing the deployed release's values [secrets]") {
+		t.Errorf("secrets not taken from the deployed values:\n%s", log)
+	}
+	rel, _ := s.helm.Releases.Last(manifests.DefaultReleaseName)
+	if got := fmt.Sprint(rel.Config["secrets"]); !strings.Contains(got, "foreign-secret") {
+		t.Errorf("upgraded release secrets = %s", got)
+	}
+}
+
+// The secretgen branch: the Job's pod fails; nothing is installed and no
+// secrets file appears.
+func TestInstallSecretgenFailureStopsBeforeHelm(t *testing.T) {
+	s := newFakeSite(t)
+	s.kube.PrependReactor("create", "jobs", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		job := a.(k8stesting.CreateAction).GetObject().(interface{ GetName() string })
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: job.GetName() + "-abcde", Namespace: a.GetNamespace(), Labels: map[string]string{"job-name": job.GetName()}},
+			Status: corev1.PodStatus{Phase: corev1.PodFailed, ContainerStatuses: []corev1.ContainerStatus{{
+				Name: "secretgen", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Error", ExitCode: 2}},
+			}}},
+		}
+		return false, nil, s.kube.Tracker().Add(pod)
+	})
+	_, err, log := s.install(t, nil)
+	if !errors.Is(err, ErrSecrets) || !strings.Contains(err.Error(), "secretgen") {
+		t.Fatalf("secretgen failure: %v\n%s", err, log)
+	}
+	if h := s.history(t); len(h) != 0 {
+		t.Errorf("Helm ran after secretgen failed: %s", s.statuses(t))
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "pseven-secrets.yaml")); !os.IsNotExist(err) {
+		t.Errorf("a secrets file was written: %v", err)
+	}
+}
+
+func TestInstallRefusesBadOptions(t *testing.T) {
+	s := newFakeSite(t)
+	for name, edit := range map[string]func(*Install){
+		"no key":             func(in *Install) { in.Key = "" },
+		"registry with path": func(in *Install) { in.Site.Host = "registry.site/x" },
+		"password, no user":  func(in *Install) { in.Site.Username = "" },
+		"existing secrets file": func(in *Install) {
+			writeSecrets(t, in.SecretsOut, "secrets: {}\n")
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err, _ := s.install(t, edit); err == nil {
+				t.Fatal("accepted")
+			}
+			if h := s.history(t); len(h) != 0 {
+				t.Errorf("release revisions after a refused install: %s", s.statuses(t))
+			}
+		})
+	}
+}
+
+func assertNoSecretIn(t *testing.T, text string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(text, s) {
+			t.Errorf("secret %q printed", s)
+		}
+	}
+}

@@ -1,0 +1,52 @@
+// Package atomicfile writes whole files so that a reader, a crash or a
+// full disk never sees one half-written at its final path: the data goes
+// to a temp file beside it (mode set before the first byte, fsynced), which
+// is then renamed (Write) or hard-linked (Create, never replacing) into place.
+package atomicfile
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Write replaces path with data.
+func Write(path string, data []byte, mode os.FileMode) error {
+	return write(path, data, mode, func(tmp string) error { return os.Rename(tmp, path) })
+}
+
+// Create writes path, which must not exist; the error wraps os.ErrExist
+// when it does. For files that are never overwritten: keys, secrets, backups.
+func Create(path string, data []byte, mode os.FileMode) error {
+	return write(path, data, mode, func(tmp string) error {
+		if err := os.Link(tmp, path); err != nil {
+			return fmt.Errorf("%s: %w (never overwritten)", path, err)
+		}
+		return nil
+	})
+}
+
+func write(path string, data []byte, mode os.FileMode, commit func(tmp string) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	// The mode first: a secret is never readable by others, even half-written.
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return commit(tmp.Name())
+}

@@ -1,0 +1,3 @@
+// Package layering holds no code: its test checks that each package
+// imports only what its layer may (README "Layout").
+package layering
