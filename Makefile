@@ -30,7 +30,7 @@ $(TOOLS_BIN)/cosign-$(COSIGN_VERSION):
 	GOBIN=$(TOOLS_BIN) GOFLAGS=-mod=mod $(GO) install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
 	@touch $@
 
-# Kubernetes binaries for internal/testsite, cached in .cache/k8s/<version>/bin
+# Kubernetes binaries for internal/testing/testsite, cached in .cache/k8s/<version>/bin
 # (a no-op when present; about 7 minutes cold on 2 cores).
 k8s-binaries:
 	tools/k8s/build.sh
@@ -58,7 +58,7 @@ fuzz:
 	done
 
 demo: test-deps build
-	$(GO) run ./internal/demo --bin bin/p7bundle
+	$(GO) run ./internal/testing/demo --bin bin/p7bundle
 
 clean:
 	rm -rf bin .cache

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/p7bundle/p7bundle/internal/faultproxy"
-	"github.com/p7bundle/p7bundle/internal/testenv"
+	"github.com/p7bundle/p7bundle/internal/testing/faultproxy"
+	"github.com/p7bundle/p7bundle/internal/testing/testenv"
 )
 
 // startCLI runs p7bundle as a separate process (this test binary).

@@ -16,7 +16,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 
 	"github.com/p7bundle/p7bundle/bundle"
-	"github.com/p7bundle/p7bundle/internal/testregistry"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 	"github.com/p7bundle/p7bundle/mirror"
 )
 

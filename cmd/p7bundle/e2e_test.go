@@ -16,7 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/p7bundle/p7bundle/bundle"
-	"github.com/p7bundle/p7bundle/internal/testenv"
+	"github.com/p7bundle/p7bundle/internal/testing/testenv"
 )
 
 const testKeyPassword = "key-pa55word-never-printed"

@@ -18,9 +18,9 @@ import (
 	"oras.land/oras-go/v2/registry"
 
 	"github.com/p7bundle/p7bundle/bundle"
-	"github.com/p7bundle/p7bundle/internal/faultproxy"
-	"github.com/p7bundle/p7bundle/internal/testenv"
-	"github.com/p7bundle/p7bundle/internal/testregistry"
+	"github.com/p7bundle/p7bundle/internal/testing/faultproxy"
+	"github.com/p7bundle/p7bundle/internal/testing/testenv"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 	"github.com/p7bundle/p7bundle/mirror"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/p7bundle/p7bundle/internal/testsite"
+	"github.com/p7bundle/p7bundle/internal/testing/testsite"
 )
 
 // asCLI makes the test binary act as p7bundle, so a test can run the CLI as

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/p7bundle/p7bundle/installer"
-	"github.com/p7bundle/p7bundle/internal/testenv"
-	"github.com/p7bundle/p7bundle/internal/testsite"
+	"github.com/p7bundle/p7bundle/internal/testing/testenv"
+	"github.com/p7bundle/p7bundle/internal/testing/testsite"
 )
 
 // nextMonthChart writes the fixture chart as next month's release into

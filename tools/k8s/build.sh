@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes binaries internal/testsite runs into
+# Builds the Kubernetes binaries internal/testing/testsite runs into
 # <repo>/.cache/k8s/<version>/bin. The cache is keyed by the version, so a
 # rerun with all binaries present is a no-op. Each binary is built into a
 # temporary directory and renamed into place: an interrupted build never leaves

@@ -1,4 +1,4 @@
-// Kubernetes binaries for internal/testsite, built by build.sh.
+// Kubernetes binaries for internal/testing/testsite, built by build.sh.
 module github.com/p7bundle/p7bundle/tools/k8s
 
 go 1.26.8

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/p7bundle/p7bundle/bench/internal/workload"
-	"github.com/p7bundle/p7bundle/internal/testregistry"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 )
 
 // Config is one benchmark run.

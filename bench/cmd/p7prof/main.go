@@ -24,7 +24,7 @@ import (
 	"github.com/p7bundle/p7bundle/builder"
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
-	"github.com/p7bundle/p7bundle/internal/testregistry"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 	"github.com/p7bundle/p7bundle/mirror"
 )
 

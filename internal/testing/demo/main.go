@@ -16,8 +16,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/p7bundle/p7bundle/internal/testenv"
-	"github.com/p7bundle/p7bundle/internal/testsite"
+	"github.com/p7bundle/p7bundle/internal/testing/testenv"
+	"github.com/p7bundle/p7bundle/internal/testing/testsite"
 )
 
 func main() {

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"text/template"
 
-	"github.com/p7bundle/p7bundle/internal/testregistry"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 )
 
 // Configuration of the site's daemons. Each blocker of the reference recipe

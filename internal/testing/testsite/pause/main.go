@@ -1,6 +1,6 @@
 // Command pause is the site's pod sandbox process (what registry.k8s.io/pause
 // does): it sleeps until SIGTERM or SIGINT and reaps zombies, being PID 1 of
-// the pod. internal/testsite embeds this source and builds it statically.
+// the pod. internal/testing/testsite embeds this source and builds it statically.
 package main
 
 import (

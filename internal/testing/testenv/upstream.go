@@ -12,8 +12,8 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/p7bundle/p7bundle/internal/fixture"
-	"github.com/p7bundle/p7bundle/internal/testregistry"
+	"github.com/p7bundle/p7bundle/internal/testing/fixture"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 	"github.com/p7bundle/p7bundle/manifests"
 )
 

@@ -33,7 +33,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/p7bundle/p7bundle/internal/fixture"
+	"github.com/p7bundle/p7bundle/internal/testing/fixture"
 )
 
 const (
@@ -335,7 +335,7 @@ func (s *Site) checkPrereqs() error {
 // repoRoot is the module root, found from this source file.
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
 func (s *Site) bin(name string) string { return filepath.Join(s.binDir, name) }

@@ -28,7 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/p7bundle/p7bundle/internal/fixture"
+	"github.com/p7bundle/p7bundle/internal/testing/fixture"
 )
 
 // Some work has to happen inside the site's namespaces, where the registry is
