@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/p7bundle/p7bundle/internal/imageref"
 )
 
 // LoadManifest reads the manifest of a bundle, or a manifest exported with
@@ -132,22 +134,13 @@ func DiffManifests(old, new *Manifest) *Diff {
 func byRepository(images []Image) map[string][]Image {
 	out := map[string][]Image{}
 	for _, img := range images {
-		name, _, _ := SplitRef(img.Ref)
+		name, _, _ := imageref.Split(img.Ref)
 		out[name] = append(out[name], img)
 	}
 	for _, imgs := range out {
 		sort.Slice(imgs, func(i, j int) bool { return imgs[i].Ref < imgs[j].Ref })
 	}
 	return out
-}
-
-// SplitRef cuts "host[:port]/repo[:tag][@digest]"; a port is not a tag.
-func SplitRef(ref string) (repo, tag, dgst string) {
-	repo, dgst, _ = strings.Cut(ref, "@")
-	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
-		repo, tag = repo[:i], repo[i+1:]
-	}
-	return repo, tag, dgst
 }
 
 func sortedKeys(m map[string]bool) []string {

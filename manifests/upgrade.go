@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/p7bundle/p7bundle/internal/imageref"
 )
 
 // UserValues returns what an admin chose in a deployed release's values:
@@ -106,13 +108,10 @@ func newBundleTags(refs []string, sourceRegistry string) bundleTags {
 	return bt
 }
 
-// splitRef cuts "repo[:tag][@digest]".
+// splitRef cuts "repo[:tag][@digest]" with the one reference parser.
 func splitRef(ref string) (repo, tag, dgst string) {
-	repo, dgst, _ = strings.Cut(ref, "@")
-	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
-		repo, tag = repo[:i], repo[i+1:]
-	}
-	return repo, tag, dgst
+	repo, tag, d := imageref.Split(ref)
+	return repo, tag, string(d)
 }
 
 // only returns the bundle's one tag for repo when tag is not one of the

@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/imageref"
 	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
@@ -179,18 +180,20 @@ func transient(err error) bool {
 		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "unexpected EOF")
 }
 
+// splitRef parses an image reference for oras; "repo:tag@digest"
+// resolves by digest, the tag being informational.
 func splitRef(s string) (registry.Reference, string, error) {
-	// "repo:tag@sha256:..." resolves by digest; the tag is informational.
-	if at := strings.Index(s, "@"); at >= 0 {
-		name := s[:at]
-		if slash := strings.LastIndex(name, "/"); strings.LastIndex(name, ":") > slash {
-			name = name[:strings.LastIndex(name, ":")]
-		}
-		s = name + s[at:]
-	}
-	ref, err := registry.ParseReference(s)
+	r, err := imageref.Parse(s)
 	if err != nil {
-		return ref, "", fmt.Errorf("invalid image reference: %w", err)
+		return registry.Reference{}, "", fmt.Errorf("invalid image reference: %w", err)
+	}
+	ref, err := registry.ParseReference(r.Name)
+	if err != nil {
+		return ref, "", fmt.Errorf("invalid image reference %q: %w", s, err)
+	}
+	ref.Reference = r.Tag
+	if r.Digest != "" {
+		ref.Reference = r.Digest.String()
 	}
 	if ref.Reference == "" {
 		return ref, "", fmt.Errorf("reference %q has no tag or digest", s)

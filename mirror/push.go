@@ -19,6 +19,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/imageref"
 )
 
 // smallBlob is the size up to which a blob is read into memory and pushed
@@ -78,17 +79,15 @@ type Target struct {
 // TargetFor maps "registry.pseven.io/pseven-app:6.47" to repository
 // "<prefix>/pseven-app", tag "6.47": the path after the source host.
 func TargetFor(source, prefix string) (Target, error) {
-	name, tag, _ := strings.Cut(source, "@")
-	if slash := strings.LastIndex(name, "/"); strings.LastIndex(name, ":") > slash {
-		tag = name[strings.LastIndex(name, ":")+1:]
-		name = name[:strings.LastIndex(name, ":")]
-	} else {
-		tag = ""
+	r, err := imageref.Parse(source)
+	if err != nil {
+		return Target{}, err
 	}
-	ref, err := registry.ParseReference(name)
+	ref, err := registry.ParseReference(r.Name)
 	if err != nil {
 		return Target{}, fmt.Errorf("image %s: %w", source, err)
 	}
+	tag := r.Tag
 	repo := ref.Repository
 	if p := strings.Trim(prefix, "/"); p != "" {
 		repo = p + "/" + repo

@@ -19,6 +19,7 @@ import (
 	"github.com/p7bundle/p7bundle/builder"
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/internal/humanize"
+	"github.com/p7bundle/p7bundle/internal/imageref"
 	"github.com/p7bundle/p7bundle/internal/version"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
@@ -390,12 +391,12 @@ func printDiff(w io.Writer, d *bundle.Diff) {
 }
 
 func tagOf(ref string) string {
-	_, tag, dgst := bundle.SplitRef(ref)
+	_, tag, dgst := imageref.Split(ref)
 	switch {
 	case tag != "":
 		return tag
 	case dgst != "":
-		return "@" + shortDigest(dgst)
+		return "@" + shortDigest(dgst.String())
 	}
 	return "-"
 }
