@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/p7bundle/p7bundle/bench/internal/workload"
@@ -188,8 +189,11 @@ func (b *Bench) source(ctx context.Context, dir string, size int64) (*testregist
 	}
 	w := workload.Plan(b.cfg.Seed, size)
 	start := time.Now()
+	var mu sync.Mutex // Generate reports from each of its workers
 	last := time.Now()
 	err = w.Generate(ctx, reg.Host, 2, func(done, total int64) {
+		mu.Lock()
+		defer mu.Unlock()
 		if time.Since(last) > 5*time.Second {
 			last = time.Now()
 			b.logf("  generated %s of %s", human(done), human(total))

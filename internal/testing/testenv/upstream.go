@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/p7bundle/p7bundle/internal/testing/fixture"
@@ -102,12 +101,8 @@ func (u *Upstream) MirrorFlag() string {
 	return manifests.DefaultSourceRegistry + "=" + u.Host
 }
 
-// RepoRoot finds the module root from the caller's source file, so tests
-// in any package can reach testdata/ and the cached tools.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+// RepoRoot is the module root (fixture.RepoRoot).
+func RepoRoot() string { return fixture.RepoRoot() }
 
 // FixtureChart is the pSeven-like chart directory.
 func FixtureChart() string {

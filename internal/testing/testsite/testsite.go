@@ -24,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -332,11 +331,8 @@ func (s *Site) checkPrereqs() error {
 	return nil
 }
 
-// repoRoot is the module root, found from this source file.
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
-}
+// repoRoot is the module root.
+func repoRoot() string { return fixture.RepoRoot() }
 
 func (s *Site) bin(name string) string { return filepath.Join(s.binDir, name) }
 func (s *Site) path(p string) string   { return filepath.Join(s.Dir, p) }
