@@ -77,9 +77,11 @@ func SitePath(siteRegistry, prefix string) string {
 }
 
 // hostPattern matches host where it stands alone: not inside a longer
-// host name ("myregistry.pseven.io", "registry.pseven.io.evil").
+// host name ("myregistry.pseven.io", "registry.pseven.io.evil") and not in
+// a URL ("https://registry.pseven.io/docs" names no image), as discovery's
+// refPattern: what the rewrite moves and lint reports is what build bundled.
 func hostPattern(host string) *regexp.Regexp {
-	return regexp.MustCompile(`(^|[^A-Za-z0-9.-])` + regexp.QuoteMeta(host) + `($|[^A-Za-z0-9.-])`)
+	return regexp.MustCompile(`(^|` + notInName + `)` + regexp.QuoteMeta(host) + `($|[^A-Za-z0-9.-])`)
 }
 
 // AirgapValuesFor builds the install's values: chart defaults, then the

@@ -173,3 +173,51 @@ func copyDir(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// Discovery, rewrite and lint agree on what names the source registry: a
+// URL of the vendor's site is not an image, so it is neither moved nor an
+// offender; a reference or the bare host is both.
+func TestRewriteAndLintAgreeWithDiscovery(t *testing.T) {
+	c, err := LoadChart(filepath.Join("..", "testdata", "charts", "pseven"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets := []string{
+		"docs=see https://registry.pseven.io/docs/x",
+		"note=pull registry.pseven.io/pseven/pseven-app:1",
+		"mirrorHost=registry.pseven.io",
+	}
+	got, err := AirgapValuesFor(c, nil, sets, airgapOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := got.Values["docs"]; v != "see https://registry.pseven.io/docs/x" {
+		t.Errorf("docs URL rewritten to %q", v)
+	}
+	for _, k := range []string{"note", "mirrorHost"} {
+		if v, _ := got.Values[k].(string); strings.Contains(v, "registry.pseven.io") {
+			t.Errorf("%s not moved: %q", k, v)
+		}
+	}
+	if refs := FindRegistryRefs("see https://registry.pseven.io/docs/x", "registry.pseven.io"); len(refs) != 0 {
+		t.Errorf("discovery finds %v in a URL", refs)
+	}
+	_, offenders, err := AirgapLint(c, got.Values, LintOptions{SitePath: site + "/pseven"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range offenders {
+		if strings.Contains(o.String(), "docs") {
+			t.Errorf("lint reports the docs URL: %s", o)
+		}
+	}
+	got.Values["planted"] = "registry.pseven.io/pseven/x:1"
+	_, offenders, _ = AirgapLint(c, got.Values, LintOptions{SitePath: site + "/pseven"})
+	found := false
+	for _, o := range offenders {
+		found = found || strings.Contains(o.String(), "planted (values): still mentions registry.pseven.io")
+	}
+	if !found {
+		t.Errorf("lint misses a reference planted after the rewrite: %v", offenders)
+	}
+}

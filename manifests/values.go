@@ -10,12 +10,18 @@ import (
 	"helm.sh/helm/v3/pkg/chart"
 )
 
+// notInName is what may stand before a registry host that begins a
+// reference: not a name character, and not '/', so "https://host/docs"
+// (a URL) and "other.host/host/x" (a path) are not references to host.
+// Discovery, the values rewrite and lint all start a match this way.
+const notInName = `[^A-Za-z0-9._/-]`
+
 // refPattern matches references to host inside any string: the vendor
 // guide's `registry\.pseven\.io/[^:]+`, tightened to reference characters and
 // extended with an optional tag and digest. The host must not continue a
 // longer host name or a URL path (so "https://host/..." is not an image).
 func refPattern(host string) *regexp.Regexp {
-	return regexp.MustCompile(`(?:^|[^A-Za-z0-9._/-])(` + regexp.QuoteMeta(host) +
+	return regexp.MustCompile(`(?:^|` + notInName + `)(` + regexp.QuoteMeta(host) +
 		`/[A-Za-z0-9._/-]*[A-Za-z0-9]` + // repository; uppercase is matched to be reported, not cut
 		`(?::[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_])?)?` + // tag; a final '.' or '-' is taken as punctuation
 		`(?:@[A-Za-z][A-Za-z0-9]*(?:[+._-][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,})?)`) // digest
