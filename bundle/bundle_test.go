@@ -4,7 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
+	"crypto"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
 )
 
 // fixture is an in-memory set of two images sharing a base layer.
@@ -401,14 +404,25 @@ func TestReaderChecksManifestReferences(t *testing.T) {
 func TestSignatureIsCosignFormat(t *testing.T) {
 	// The .sig verifies against sha256 of the file: what cosign verify-blob checks.
 	dir := t.TempDir()
-	s, v := testKeys(t, dir)
+	s, _ := testKeys(t, dir)
 	f := newFixture(t)
 	out := filepath.Join(dir, "b.tar.zst")
 	f.write(t, out, s, 0)
-	data, _ := os.ReadFile(out)
-	sig, _ := os.ReadFile(out + ".sig")
-	sum := sha256.Sum256(data)
-	if err := v.VerifyDigest(sum[:], string(sig)); err != nil {
+	// Checked the way cosign verify-blob --key does, without our verifier:
+	// base64 ECDSA signature over the file, key from the PEM file.
+	pub, err := cryptoutils.UnmarshalPEMToPublicKey(mustRead(t, filepath.Join(dir, "cosign.pub")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := signature.LoadVerifier(pub, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := base64.StdEncoding.DecodeString(string(mustRead(t, out+".sig")))
+	if err != nil {
+		t.Fatalf(".sig is not base64: %v", err)
+	}
+	if err := sv.VerifySignature(bytes.NewReader(sig), bytes.NewReader(mustRead(t, out))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := hex.DecodeString(strings.Fields(string(mustRead(t, out+".sha256")))[0]); err != nil {

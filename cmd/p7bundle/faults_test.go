@@ -84,9 +84,14 @@ func flakyRun(t *testing.T, s *site, seed int64) {
 		t.Fatalf("push through a flaky network: %v", r)
 	}
 	var res mirror.PushResult
-	json.Unmarshal([]byte(r.stdout), &res)
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatalf("push --json: %v\n%s", err, r.stdout)
+	}
 	t.Logf("push: %d requests, %d faults injected (%d 5xx, %d 429, %d resets), %d passes over the bundle",
 		front.Requests.Load(), front.Injected(), front.Status5xx.Load(), front.Status429.Load(), front.Resets.Load(), res.Passes)
+	if front.Injected() == 0 {
+		t.Fatal("no fault was injected during the push")
+	}
 	client, err := mirror.NewClient(mirror.RegistryOptions{CAFile: site.CAFile, Username: site.Username, Password: site.Password})
 	if err != nil {
 		t.Fatal(err)
