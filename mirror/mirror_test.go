@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"syscall"
 	"testing"
 )
@@ -52,10 +54,26 @@ func TestSplitRef(t *testing.T) {
 }
 
 func TestTransientAndClassify(t *testing.T) {
-	if !transient(fmt.Errorf("copy: %w", syscall.ECONNRESET)) || !transient(io.ErrUnexpectedEOF) || transient(errors.New("manifest unknown")) {
-		t.Error("transient misclassifies")
+	for err, want := range map[error]bool{
+		fmt.Errorf("copy: %w", syscall.ECONNRESET): true,
+		io.ErrUnexpectedEOF:                        true,
+		&net.OpError{Op: "read", Net: "tcp", Err: errors.New("use of closed connection")}: true,
+		&url.Error{Op: "Get", URL: "https://r/v2/", Err: timeoutError{}}:                  true,
+		&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}:                   false,
+		errors.New("manifest unknown"):                                                    false,
+		errors.New("read: connection reset by peer"):                                      false, // text, not type
+	} {
+		if transient(err) != want {
+			t.Errorf("transient(%v) = %v, want %v", err, !want, want)
+		}
 	}
 	if err := Classify(fmt.Errorf("dial: %w", syscall.ECONNREFUSED)); !errors.Is(err, ErrUnreachable) {
 		t.Errorf("Classify(ECONNREFUSED) = %v", err)
 	}
 }
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }

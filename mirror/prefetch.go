@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/errdef"
@@ -82,28 +81,23 @@ func (p *Prefetcher) fetch(ctx context.Context, d ocispec.Descriptor) error {
 	if err != nil {
 		return err
 	}
-	for attempt := 1; ; attempt++ {
-		err = p.fetchOnce(ctx, repo, d)
+	err = p.c.retry(ctx, retryAttempts, func() error {
+		err := p.fetchOnce(ctx, repo, d)
 		if err == nil {
 			p.fresh.Store(d.Digest.String(), struct{}{})
 		}
-		if err == nil || errors.Is(err, errdef.ErrAlreadyExists) {
-			if p.prog != nil {
-				p.prog.BlobDone(src, d, false)
-			}
+		if errors.Is(err, errdef.ErrAlreadyExists) {
 			return nil
 		}
-		if attempt >= 4 || !transient(err) || ctx.Err() != nil {
-			return fmt.Errorf("image %s: blob %s: %w", src, d.Digest, Classify(err))
-		}
-		if p.c.opts.Retries != nil {
-			p.c.opts.Retries.Add(1)
-		}
-		select {
-		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
-		case <-ctx.Done():
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("image %s: blob %s: %w", src, d.Digest, Classify(err))
 	}
+	if p.prog != nil {
+		p.prog.BlobDone(src, d, false)
+	}
+	return nil
 }
 
 func (p *Prefetcher) fetchOnce(ctx context.Context, repo interface {

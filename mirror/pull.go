@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -132,7 +130,7 @@ func (c *Client) Pull(ctx context.Context, cache *Cache, refs []string, opts Pul
 		opts.Jobs = 4
 	}
 	if opts.Attempts <= 0 {
-		opts.Attempts = 4
+		opts.Attempts = retryAttempts
 	}
 	out := make([]*Pulled, len(refs))
 	g, gctx := errgroup.WithContext(ctx)
@@ -142,21 +140,11 @@ func (c *Client) Pull(ctx context.Context, cache *Cache, refs []string, opts Pul
 			if opts.Progress != nil {
 				opts.Progress.ImageStarted(ref)
 			}
-			var err error
-			for attempt := 1; ; attempt++ {
+			// Whole blobs already in the cache are kept; a retry fetches only the rest.
+			err := c.retry(gctx, opts.Attempts, func() (err error) {
 				out[i], err = c.pullOne(gctx, cache, ref, opts)
-				if err == nil || attempt >= opts.Attempts || !transient(err) || gctx.Err() != nil {
-					break
-				}
-				if c.opts.Retries != nil {
-					c.opts.Retries.Add(1)
-				}
-				// Whole blobs already in the cache are kept; only the rest is fetched again.
-				select {
-				case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
-				case <-gctx.Done():
-				}
-			}
+				return err
+			})
 			if err != nil {
 				return fmt.Errorf("image %s: %w", ref, Classify(err))
 			}
@@ -170,14 +158,6 @@ func (c *Client) Pull(ctx context.Context, cache *Cache, refs []string, opts Pul
 		return nil, err
 	}
 	return out, nil
-}
-
-// transient reports errors worth another attempt: a connection reset or
-// cut-off body mid-blob, which the per-request retry cannot recover.
-func transient(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, content.ErrMismatchedDigest) ||
-		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "unexpected EOF")
 }
 
 // splitRef parses an image reference for oras; "repo:tag@digest"
