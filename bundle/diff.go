@@ -195,8 +195,10 @@ func sortedCopy(s []string) []string {
 // fileDigest reads B.sha256 beside a bundle when build wrote one, else hashes B.
 func fileDigest(path string) (string, error) {
 	if b, err := os.ReadFile(path + ".sha256"); err == nil {
-		if f := strings.Fields(string(b)); len(f) > 0 && len(f[0]) == 64 {
-			return "sha256:" + f[0], nil
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if d := digest.NewDigestFromEncoded(digest.SHA256, f[0]); d.Validate() == nil {
+				return d.String(), nil
+			}
 		}
 	}
 	f, err := os.Open(path)

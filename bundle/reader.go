@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -79,7 +79,7 @@ func (e *Entry) verify() error {
 		return fmt.Errorf("%w: %s: %d bytes, expected %d", ErrCorrupt, e.Name, e.read, e.Size)
 	}
 	if e.want != "" {
-		if got := "sha256:" + hex.EncodeToString(e.h.Sum(nil)); got != e.want {
+		if got := digest.NewDigestFromBytes(digest.SHA256, e.h.Sum(nil)).String(); got != e.want {
 			return fmt.Errorf("%w: %s: digest mismatch: expected %s, got %s", ErrCorrupt, e.Name, e.want, got)
 		}
 	}

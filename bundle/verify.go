@@ -2,11 +2,12 @@ package bundle
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // VerifyOptions configure Verify.
@@ -69,7 +70,7 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (*Report, erro
 		return fail(fmt.Errorf("reading bundle %s: %w", path, err))
 	}
 	sum := h.Sum(nil)
-	rep.Digest = "sha256:" + hex.EncodeToString(sum)
+	rep.Digest = digest.NewDigestFromBytes(digest.SHA256, sum).String()
 	rep.Size = raw.n
 	if opts.Verifier != nil {
 		if err := opts.Verifier.VerifyDigest(sum, sig); err != nil {

@@ -126,7 +126,7 @@ func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, e
 	sum := fileHash.Sum(nil)
 	res := &WriteResult{
 		Path:             path,
-		Digest:           "sha256:" + hex.EncodeToString(sum),
+		Digest:           digest.NewDigestFromBytes(digest.SHA256, sum).String(),
 		Size:             counted.n,
 		UncompressedSize: tarBytes.n,
 		SHA256Path:       path + ".sha256",
@@ -274,7 +274,7 @@ func (t *tarWriter) blob(ctx context.Context, b Blob, open BlobOpener, fresh boo
 	if n != b.Size {
 		return fmt.Errorf("blob %s: read %d bytes, expected %d", b.Digest, n, b.Size)
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); !fresh && got != b.Digest {
+	if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)).String(); !fresh && got != b.Digest {
 		return fmt.Errorf("blob %s: source content has digest %s", b.Digest, got)
 	}
 	return nil

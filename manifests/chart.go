@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 )
@@ -134,7 +134,7 @@ func LoadChart(p string) (*Chart, error) {
 		Path:       p,
 		Chart:      ch,
 		Archive:    archive,
-		Digest:     "sha256:" + hex.EncodeToString(sum[:]),
+		Digest:     digest.NewDigestFromBytes(digest.SHA256, sum[:]).String(),
 		FileName:   md.Name + "-" + md.Version + ".tgz",
 	}, nil
 }
@@ -157,7 +157,7 @@ func LoadChartArchive(name string, archive []byte) (*Chart, error) {
 	return &Chart{
 		Name: md.Name, Version: md.Version, AppVersion: md.AppVersion,
 		Path: name, Chart: ch, Archive: archive,
-		Digest:   "sha256:" + hex.EncodeToString(sum[:]),
+		Digest:   digest.NewDigestFromBytes(digest.SHA256, sum[:]).String(),
 		FileName: md.Name + "-" + md.Version + ".tgz",
 	}, nil
 }
