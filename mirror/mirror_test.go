@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"syscall"
 	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 func TestParseMirrors(t *testing.T) {
@@ -77,3 +79,27 @@ type timeoutError struct{}
 func (timeoutError) Error() string   { return "i/o timeout" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
+
+func TestPlatforms(t *testing.T) {
+	for _, s := range []string{"linux/amd64", "linux/arm64/v8", "windows/amd64"} {
+		p, err := ParsePlatform(s)
+		if err != nil || PlatformString(p) != s {
+			t.Errorf("ParsePlatform(%q) = %+v, %v (renders %q)", s, p, err, PlatformString(p))
+		}
+	}
+	for _, bad := range []string{"", "linux", "/amd64", "linux/", "a/b/c/d"} {
+		if p, err := ParsePlatform(bad); err == nil {
+			t.Errorf("ParsePlatform(%q) = %+v, want an error", bad, p)
+		}
+	}
+	arm64v8, _ := ParsePlatform("linux/arm64/v8")
+	arm64, _ := ParsePlatform("linux/arm64")
+	armv6, _ := ParsePlatform("linux/arm/v6")
+	armv7, _ := ParsePlatform("linux/arm/v7")
+	if !matchPlatform(arm64v8, []ocispec.Platform{arm64}) {
+		t.Error("linux/arm64 does not take linux/arm64/v8")
+	}
+	if matchPlatform(armv6, []ocispec.Platform{armv7}) || matchPlatform(arm64, []ocispec.Platform{armv7}) {
+		t.Error("a platform matched another variant or architecture")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/p7bundle/p7bundle/bundle"
@@ -98,26 +99,21 @@ type Pulled struct {
 	Blobs []ocispec.Descriptor
 }
 
-// ParsePlatform parses os/arch[/variant].
+// ParsePlatform parses os/arch[/variant] (go-containerregistry's syntax;
+// the architecture is required).
 func ParsePlatform(s string) (ocispec.Platform, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+	p, err := v1.ParsePlatform(s)
+	if err != nil || p.OS == "" || p.Architecture == "" || strings.Count(s, "/") > 2 {
 		return ocispec.Platform{}, fmt.Errorf("--platform %q: want os/arch[/variant]", s)
 	}
-	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
-	}
-	return p, nil
+	return ocispec.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant, OSVersion: p.OSVersion}, nil
 }
 
 // PlatformString renders os/arch[/variant].
-func PlatformString(p ocispec.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
+func PlatformString(p ocispec.Platform) string { return ggcrPlatform(p).String() }
+
+func ggcrPlatform(p ocispec.Platform) v1.Platform {
+	return v1.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant, OSVersion: p.OSVersion, OSFeatures: p.OSFeatures}
 }
 
 // Pull copies every image into cache, in parallel, and reports what it
@@ -349,9 +345,11 @@ func graph(ctx context.Context, f content.Fetcher, root ocispec.Descriptor) ([]o
 	return out, nil
 }
 
+// matchPlatform: p satisfies one of want, as go-containerregistry decides
+// (an unset variant in want matches any).
 func matchPlatform(p ocispec.Platform, want []ocispec.Platform) bool {
 	for _, w := range want {
-		if p.OS == w.OS && p.Architecture == w.Architecture && (w.Variant == "" || p.Variant == w.Variant) {
+		if ggcrPlatform(p).Satisfies(ggcrPlatform(w)) {
 			return true
 		}
 	}
