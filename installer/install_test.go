@@ -6,20 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chartutil"
 	kubefake "helm.sh/helm/v3/pkg/kube/fake"
@@ -36,6 +28,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/p7bundle/p7bundle/builder"
+	"github.com/p7bundle/p7bundle/internal/testing/memregistry"
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
@@ -69,26 +62,11 @@ func buildTestBundle() (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	upstream := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	upstream := memregistry.Start()
 	defer upstream.Close()
-	host := strings.TrimPrefix(upstream.URL, "http://")
 	chartDir := filepath.Join("..", "testdata", "charts", "pseven")
-	ch, err := manifests.LoadChart(chartDir)
-	if err != nil {
+	if _, err := upstream.PushChartImages(chartDir); err != nil {
 		return "", "", err
-	}
-	images, err := manifests.DiscoverImages(ch, manifests.DiscoverOptions{SourceRegistry: manifests.DefaultSourceRegistry})
-	if err != nil {
-		return "", "", err
-	}
-	refs := []string{manifests.SecretgenRef(manifests.DefaultSourceRegistry, ch.AppVersion)}
-	for _, img := range images {
-		refs = append(refs, img.Ref)
-	}
-	for _, ref := range refs {
-		if err := pushRandomImage(strings.Replace(ref, manifests.DefaultSourceRegistry, host, 1)); err != nil {
-			return "", "", fmt.Errorf("upstream %s: %w", ref, err)
-		}
 	}
 	password := []byte("installer-test")
 	key, pub, err := bundle.GenerateKeyPair(filepath.Join(dir, "cosign"), password)
@@ -98,34 +76,14 @@ func buildTestBundle() (string, string, error) {
 	out := filepath.Join(dir, "pseven.tar.zst")
 	_, err = (&builder.Build{
 		Chart: chartDir, Output: out, KeyPath: key, KeyPassword: password, ToolVersion: "test",
-		Registry: mirror.RegistryOptions{Mirrors: map[string]string{manifests.DefaultSourceRegistry: host}, PlainHTTP: true},
+		Registry: mirror.RegistryOptions{Mirrors: map[string]string{manifests.DefaultSourceRegistry: upstream.Host}, PlainHTTP: true},
 	}).Run(context.Background())
 	return out, pub, err
 }
 
-func pushRandomImage(ref string) error {
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		return err
-	}
-	img, err := random.Image(512, 1)
-	if err != nil {
-		return err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	cf.OS, cf.Architecture = "linux", "amd64"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return err
-	}
-	return remote.Write(r, img)
-}
-
 // fakeSite is one in-memory site: registry, API, Helm storage.
 type fakeSite struct {
-	registry string
+	registry *memregistry.Registry
 	client   *mirror.Client
 	kube     *fake.Clientset
 	cluster  *Cluster
@@ -137,9 +95,8 @@ type fakeSite struct {
 
 func newFakeSite(t *testing.T) *fakeSite {
 	t.Helper()
-	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	reg := memregistry.Start()
 	t.Cleanup(reg.Close)
-	u, _ := url.Parse(reg.URL)
 	client, err := mirror.NewClient(mirror.RegistryOptions{PlainHTTP: true})
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +113,7 @@ func newFakeSite(t *testing.T) *fakeSite {
 	}
 	dir := t.TempDir()
 	return &fakeSite{
-		registry: u.Host, client: client, kube: kube, helm: helm, kubeClient: kc, dir: dir,
+		registry: reg, client: client, kube: kube, helm: helm, kubeClient: kc, dir: dir,
 		cluster: &Cluster{Clientset: kube, Config: &rest.Config{Host: "https://api.site.test:6443"}, APIHost: "api.site.test:6443"},
 	}
 }
@@ -168,7 +125,7 @@ func (s *fakeSite) install(t *testing.T, edit func(*Install)) (*Report, error, s
 	var log bytes.Buffer
 	in := &Install{
 		Bundle: path, Signature: Signature{Key: pub},
-		Site:       SiteRegistry{Host: s.registry, PlainHTTP: true, Username: "admin", Password: "site-pass"},
+		Site:       SiteRegistry{Host: s.registry.Host, PlainHTTP: true, Username: "admin", Password: "site-pass"},
 		ValuesOut:  filepath.Join(s.dir, "values.airgap.yaml"),
 		SecretsOut: filepath.Join(s.dir, "pseven-secrets.yaml"),
 		LogFile:    filepath.Join(s.dir, "install.log"),
@@ -203,27 +160,11 @@ func (s *fakeSite) statuses(t *testing.T) string {
 
 func (s *fakeSite) tags(t *testing.T) int {
 	t.Helper()
-	repos, err := remote.Catalog(context.Background(), mustRegistry(t, s.registry))
+	n, err := s.registry.Tags()
 	if err != nil {
 		t.Fatal(err)
-	}
-	n := 0
-	for _, r := range repos {
-		tags, err := remote.List(mustRegistry(t, s.registry).Repo(r))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n += len(tags)
 	}
 	return n
-}
-
-func mustRegistry(t *testing.T, host string) name.Registry {
-	r, err := name.NewRegistry(host, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 func (s *fakeSite) secretsFile(t *testing.T) string {

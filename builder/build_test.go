@@ -1,0 +1,158 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/testing/memregistry"
+	"github.com/p7bundle/p7bundle/manifests"
+	"github.com/p7bundle/p7bundle/mirror"
+)
+
+// These run Build against an in-memory upstream; the CLI tests in
+// cmd/p7bundle run it against a real registry, faults and all.
+
+var chartDir = filepath.Join("..", "testdata", "charts", "pseven")
+
+type upstream struct {
+	*memregistry.Registry
+	digests  map[string]string
+	key, pub string
+	password []byte
+	dir      string
+}
+
+func newUpstream(t *testing.T) *upstream {
+	t.Helper()
+	reg := memregistry.Start()
+	t.Cleanup(reg.Close)
+	digests, err := reg.PushChartImages(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	u := &upstream{Registry: reg, digests: digests, password: []byte("builder-test"), dir: dir}
+	if u.key, u.pub, err = bundle.GenerateKeyPair(filepath.Join(dir, "cosign"), u.password); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// build is `p7bundle build --mirror registry.pseven.io=UPSTREAM`.
+func (u *upstream) build(out string, edit func(*Build)) (*Result, error) {
+	b := &Build{
+		Chart: chartDir, Output: out, KeyPath: u.key, KeyPassword: u.password, ToolVersion: "test",
+		Created:  time.Unix(1700000000, 0),
+		Registry: mirror.RegistryOptions{Mirrors: map[string]string{manifests.DefaultSourceRegistry: u.Host}, PlainHTTP: true},
+	}
+	if edit != nil {
+		edit(b)
+	}
+	return b.Run(context.Background())
+}
+
+func TestBuildCarriesEveryImageSignedAndReproducibly(t *testing.T) {
+	u := newUpstream(t)
+	first := filepath.Join(u.dir, "a.tar.zst")
+	res, err := u.build(first, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := res.Manifest
+	if len(m.Images) != len(u.digests) {
+		t.Errorf("bundle has %d images, upstream %d", len(m.Images), len(u.digests))
+	}
+	for _, img := range m.Images {
+		if want := u.digests[img.Ref]; img.Digest != want {
+			t.Errorf("%s: digest %s, upstream %s", img.Ref, img.Digest, want)
+		}
+	}
+	if m.Secretgen == "" || u.digests[m.Secretgen] == "" {
+		t.Errorf("secretgen %q not bundled", m.Secretgen)
+	}
+	v, err := bundle.LoadVerifier(u.pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := bundle.Verify(context.Background(), first, bundle.VerifyOptions{Verifier: v})
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if rep.BlobsChecked != len(m.Blobs) {
+		t.Errorf("verify checked %d of %d blobs", rep.BlobsChecked, len(m.Blobs))
+	}
+	// Same inputs, same bytes: with a 1-image-at-a-time pull this time.
+	second := filepath.Join(u.dir, "b.tar.zst")
+	if _, err := u.build(second, func(b *Build) { b.Jobs = 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := mustRead(t, first), mustRead(t, second); !bytes.Equal(a, b) {
+		t.Errorf("two builds differ: %d and %d bytes", len(a), len(b))
+	}
+}
+
+// A wrong key password or an unwritable output fails before any pull.
+func TestBuildFailsBeforePulling(t *testing.T) {
+	u := newUpstream(t)
+	before := u.Requests.Load()
+	_, err := u.build(filepath.Join(u.dir, "x.tar.zst"), func(b *Build) { b.KeyPassword = []byte("wrong") })
+	if !errors.Is(err, bundle.ErrKey) {
+		t.Errorf("wrong key password: %v", err)
+	}
+	_, err = u.build(filepath.Join(u.dir, "missing", "x.tar.zst"), nil)
+	if err == nil {
+		t.Error("built into a missing directory")
+	}
+	if n := u.Requests.Load() - before; n != 0 {
+		t.Errorf("%d registry requests before failing", n)
+	}
+	if entries, _ := os.ReadDir(u.dir); len(entries) != 2 { // the key pair
+		t.Errorf("files left behind: %v", entries)
+	}
+}
+
+func TestBuildDifferentialOmitsTheBase(t *testing.T) {
+	u := newUpstream(t)
+	full := filepath.Join(u.dir, "full.tar.zst")
+	if _, err := u.build(full, nil); err != nil {
+		t.Fatal(err)
+	}
+	// One image changes; a differential build carries only its blobs.
+	var changed string
+	for ref := range u.digests {
+		if ref != "" {
+			changed = ref
+			break
+		}
+	}
+	if _, err := u.PushRandom(changed[len(manifests.DefaultSourceRegistry)+1:], 512); err != nil {
+		t.Fatal(err)
+	}
+	res, err := u.build(filepath.Join(u.dir, "delta.tar.zst"), func(b *Build) { b.Base = full })
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := res.Manifest
+	if m.Base == nil || m.Base.Name == "" {
+		t.Fatalf("no base recorded: %+v", m.Base)
+	}
+	n, _ := m.OmittedBytes()
+	if carried := len(m.Blobs) - n; carried == 0 || carried > 3 {
+		t.Errorf("differential carries %d of %d blobs; one changed image has 3 (manifest, config, layer)", carried, len(m.Blobs))
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
