@@ -28,8 +28,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/p7bundle/p7bundle/builder"
-	"github.com/p7bundle/p7bundle/internal/testing/memregistry"
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/testing/memregistry"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
