@@ -2,6 +2,12 @@
 // tar+zstd stream holding a bundle manifest, a Helm chart and an OCI image
 // layout. It knows nothing of registries or Kubernetes; docs/FORMAT.md is the
 // specification.
+//
+// The streaming tar+zstd reader and writer are written here, not taken
+// from oras' oci store or go-containerregistry's layout: those need a
+// directory or random access, while a bundle of tens of GB is read and
+// written once, front to back, in flat memory, with byte-reproducible
+// entry headers and order. Signatures are cosign's (sigstore libraries).
 package bundle
 
 import (

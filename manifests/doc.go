@@ -15,4 +15,13 @@
 // and therefore not rendered. The pseven-secretgen image, which the chart
 // does not reference but the installation needs (see the vendor guide,
 // "Secrets"), is always added.
+//
+// It also writes the site values (every source-registry reference moved,
+// registry.* set) and lints a render of them. Discovery, that rewrite and
+// lint share one matcher of the source registry (refPattern, hostPattern).
+// Two pieces are hand-written on purpose: the values merge edits the
+// admin's YAML node tree (yaml.v3) so the first -f file keeps its comments
+// and key order, which Helm's map-based merge loses; and chart packaging
+// writes the .tgz with fixed headers and order, as Helm's packager does
+// not, so a bundle built twice from one chart is byte-identical.
 package manifests
