@@ -208,13 +208,9 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 
 	switch {
 	case bundle.IsIndex(desc.MediaType):
-		raw, err := content.FetchAll(ctx, repo, desc)
+		idx, err := fetchJSON[ocispec.Index](ctx, repo, desc, "index")
 		if err != nil {
 			return nil, err
-		}
-		var idx ocispec.Index
-		if err := json.Unmarshal(raw, &idx); err != nil {
-			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
 		}
 		var kept []ocispec.Descriptor
 		var available []string
@@ -279,39 +275,36 @@ func metadataSuccessors(ctx context.Context, f content.Fetcher, desc ocispec.Des
 	if !bundle.IsManifest(desc.MediaType) {
 		return content.Successors(ctx, f, desc)
 	}
-	raw, err := content.FetchAll(ctx, f, desc)
+	m, err := fetchJSON[ocispec.Manifest](ctx, f, desc, "manifest")
 	if err != nil {
 		return nil, err
-	}
-	var m ocispec.Manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	return []ocispec.Descriptor{m.Config}, nil
 }
 
 // manifestPlatform reads the platform from an image's config.
 func manifestPlatform(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) (ocispec.Platform, error) {
-	raw, err := content.FetchAll(ctx, f, desc)
+	m, err := fetchJSON[ocispec.Manifest](ctx, f, desc, "manifest")
 	if err != nil {
 		return ocispec.Platform{}, err
-	}
-	var m ocispec.Manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return ocispec.Platform{}, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	if m.Config.Size > maxMetadataBytes {
 		return ocispec.Platform{}, fmt.Errorf("config %s too large", m.Config.Digest)
 	}
-	cfg, err := content.FetchAll(ctx, f, m.Config)
+	return fetchJSON[ocispec.Platform](ctx, f, m.Config, "config")
+}
+
+// fetchJSON fetches desc (size and digest checked by oras) and decodes it.
+func fetchJSON[T any](ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, what string) (T, error) {
+	var v T
+	raw, err := content.FetchAll(ctx, f, desc)
 	if err != nil {
-		return ocispec.Platform{}, err
+		return v, err
 	}
-	var plat ocispec.Platform
-	if err := json.Unmarshal(cfg, &plat); err != nil {
-		return ocispec.Platform{}, fmt.Errorf("config %s: %w", m.Config.Digest, err)
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, fmt.Errorf("%s %s: %w", what, desc.Digest, err)
 	}
-	return plat, nil
+	return v, nil
 }
 
 // graph lists root and everything below it, each blob once, sorted.
