@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -111,32 +110,11 @@ func LoadChart(p string) (*Chart, error) {
 		if err != nil {
 			return nil, fmt.Errorf("chart %q: %w", p, err)
 		}
-		if len(archive) > MaxChartSize {
-			return nil, fmt.Errorf("chart %q: %w: more than the %d MiB limit", p, ErrChartTooLarge, MaxChartSize>>20)
-		}
-		ch, err = loader.LoadArchive(bytes.NewReader(archive))
-		if err != nil {
-			return nil, fmt.Errorf("chart %q: %w: %w", p, ErrInvalidChart, err)
-		}
-		if err := checkMetadata(p, ch); err != nil {
-			return nil, err
-		}
+		return LoadChartArchive(p, archive)
 	default:
 		return nil, fmt.Errorf("chart %q: %w: neither a directory nor a regular file", p, ErrInvalidChart)
 	}
-
-	sum := sha256.Sum256(archive)
-	md := ch.Metadata
-	return &Chart{
-		Name:       md.Name,
-		Version:    md.Version,
-		AppVersion: md.AppVersion,
-		Path:       p,
-		Chart:      ch,
-		Archive:    archive,
-		Digest:     digest.NewDigestFromBytes(digest.SHA256, sum[:]).String(),
-		FileName:   md.Name + "-" + md.Version + ".tgz",
-	}, nil
+	return newChart(p, ch, archive), nil
 }
 
 // LoadChartArchive loads a chart .tgz held in memory (from a bundle);
@@ -152,14 +130,17 @@ func LoadChartArchive(name string, archive []byte) (*Chart, error) {
 	if err := checkMetadata(name, ch); err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(archive)
+	return newChart(name, ch, archive), nil
+}
+
+func newChart(path string, ch *chart.Chart, archive []byte) *Chart {
 	md := ch.Metadata
 	return &Chart{
 		Name: md.Name, Version: md.Version, AppVersion: md.AppVersion,
-		Path: name, Chart: ch, Archive: archive,
-		Digest:   digest.NewDigestFromBytes(digest.SHA256, sum[:]).String(),
+		Path: path, Chart: ch, Archive: archive,
+		Digest:   digest.FromBytes(archive).String(),
 		FileName: md.Name + "-" + md.Version + ".tgz",
-	}, nil
+	}
 }
 
 // checkMetadata rejects charts p7bundle cannot install. Helm's loader has
