@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -372,5 +373,37 @@ func assertNoSecretIn(t *testing.T, text string, secrets ...string) {
 		if strings.Contains(text, s) {
 			t.Errorf("secret %q printed", s)
 		}
+	}
+}
+
+// install --plain-http --registry HOST (no port) talks to HOST:80, through
+// the egress guard Install builds itself (once it allowed HOST:443 only).
+func TestInstallPlainHTTPRegistryWithoutPort(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.2:80")
+	if err != nil {
+		t.Skipf("cannot listen on 127.0.0.2:80 for a port-less registry: %v", err)
+	}
+	reg, _ := memregistry.StartOn(l)
+	t.Cleanup(reg.Close)
+	if reg.Host != "127.0.0.2" {
+		t.Fatalf("registry host %q", reg.Host)
+	}
+	s := newFakeSite(t)
+	s.registry = reg
+	writeSecrets(t, s.secretsFile(t), "secrets:\n  dbPassword: x\n")
+	rep, err, log := s.install(t, func(in *Install) {
+		in.SecretsFile = s.secretsFile(t)
+		in.Client = nil // built by Install, behind its guard
+		in.Site.Username, in.Site.Password = "", ""
+	})
+	if err != nil {
+		t.Fatalf("install --plain-http --registry 127.0.0.2: %v\n%s", err, log)
+	}
+	if rep.Pushed == nil || len(rep.Pushed.Images) == 0 || s.tags(t) == 0 {
+		t.Errorf("nothing pushed to 127.0.0.2:80")
+	}
+	doc, _ := os.ReadFile(rep.ValuesFile)
+	if !strings.Contains(string(doc), "url: 127.0.0.2/pseven") {
+		t.Errorf("values do not point at 127.0.0.2/pseven:\n%s", doc)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -32,16 +33,27 @@ type Registry struct {
 	srv      *httptest.Server
 }
 
-// Start starts an empty registry; Close stops it.
+// Start starts an empty registry on a free loopback port; Close stops it.
 func Start() *Registry {
+	r, _ := StartOn(nil)
+	return r
+}
+
+// StartOn starts an empty registry on l (nil: a free loopback port).
+func StartOn(l net.Listener) (*Registry, error) {
 	r := &Registry{}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.Requests.Add(1)
 		reg.ServeHTTP(w, req)
 	}))
-	r.Host = strings.TrimPrefix(r.srv.URL, "http://")
-	return r
+	if l != nil {
+		r.srv.Listener.Close()
+		r.srv.Listener = l
+	}
+	r.srv.Start()
+	r.Host = strings.TrimSuffix(strings.TrimPrefix(r.srv.URL, "http://"), ":80")
+	return r, nil
 }
 
 func (r *Registry) Close() { r.srv.Close() }
