@@ -64,7 +64,11 @@ func startTestSite(t *testing.T) *testsite.Site {
 type podList struct {
 	Items []struct {
 		Metadata struct {
-			Name string `json:"name"`
+			Name              string    `json:"name"`
+			CreationTimestamp time.Time `json:"creationTimestamp"`
+			OwnerReferences   []struct {
+				Kind string `json:"kind"`
+			} `json:"ownerReferences"`
 		} `json:"metadata"`
 		Spec struct {
 			Containers     []struct{ Image string } `json:"containers"`
@@ -192,7 +196,7 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 	for _, img := range m.Images {
 		digests[site.Registry+"/pseven/"+strings.TrimPrefix(img.Ref, "registry.pseven.io/")] = img.Digest
 	}
-	waitPodsFrom(t, site, digests)
+	waitPodsFrom(t, site, digests, time.Time{})
 
 	t.Run("dry run changes nothing", func(t *testing.T) {
 		r := install("-n", "pseven-ns", "--dry-run")
