@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -205,14 +206,10 @@ func blobRank(mediaType string) int {
 }
 
 // IsManifest reports an image manifest media type (OCI or Docker v2).
-func IsManifest(mt string) bool {
-	return mt == ocispec.MediaTypeImageManifest || mt == "application/vnd.docker.distribution.manifest.v2+json"
-}
+func IsManifest(mt string) bool { return types.MediaType(mt).IsImage() }
 
 // IsIndex reports an index media type (OCI or Docker manifest list).
-func IsIndex(mt string) bool {
-	return mt == ocispec.MediaTypeImageIndex || mt == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
+func IsIndex(mt string) bool { return types.MediaType(mt).IsIndex() }
 
 // Encode returns the canonical JSON of the manifest.
 func (m *Manifest) Encode() ([]byte, error) {
