@@ -443,22 +443,35 @@ func setPath(m *yaml.Node, path []interface{}, value interface{}) error {
 
 // walkValues calls visit for every string leaf with its path.
 func walkValues(v interface{}, path []interface{}, visit func([]interface{}, string)) {
+	walk(v, path, func(path []interface{}, v interface{}) []string {
+		if s, ok := v.(string); ok {
+			visit(path, s)
+		}
+		return nil
+	})
+}
+
+// walk is the one values walker: it visits v and everything below it,
+// depth-first, map keys in sorted order, each node with its path. For a
+// map, visit returns the keys not to descend into.
+func walk(v interface{}, path []interface{}, visit func(path []interface{}, v interface{}) (skip []string)) {
+	skip := visit(path, v)
 	switch t := v.(type) {
 	case map[string]interface{}:
 		keys := make([]string, 0, len(t))
 		for k := range t {
-			keys = append(keys, k)
+			if !slices.Contains(skip, k) {
+				keys = append(keys, k)
+			}
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			walkValues(t[k], append(append([]interface{}{}, path...), k), visit)
+			walk(t[k], append(slices.Clip(path), k), visit)
 		}
 	case []interface{}:
 		for i, e := range t {
-			walkValues(e, append(append([]interface{}{}, path...), i), visit)
+			walk(e, append(slices.Clip(path), i), visit)
 		}
-	case string:
-		visit(path, t)
 	}
 }
 
@@ -612,27 +625,19 @@ func AirgapLint(c *Chart, vals map[string]interface{}, opts LintOptions) ([]Imag
 // strings holding it, or {registry?, repository, tag} maps.
 func pinnedBy(vals map[string]interface{}, repo, tag string) []string {
 	var out []string
-	var walk func(v interface{}, path []interface{})
-	walk = func(v interface{}, path []interface{}) {
+	walk(vals, nil, func(path []interface{}, v interface{}) []string {
 		switch t := v.(type) {
 		case map[string]interface{}:
 			if full, got, ok := imageMapRepo(t); ok && full == repo && got == tag {
 				out = append(out, pathString(path))
-			}
-			for k, e := range t {
-				walk(e, append(append([]interface{}{}, path...), k))
-			}
-		case []interface{}:
-			for i, e := range t {
-				walk(e, append(append([]interface{}{}, path...), i))
 			}
 		case string:
 			if strings.Contains(t, repo) && (tag == "" || strings.Contains(t, repo+":"+tag)) {
 				out = append(out, pathString(path))
 			}
 		}
-	}
-	walk(vals, nil)
+		return nil
+	})
 	sort.Strings(out)
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -140,34 +141,21 @@ func (bt bundleTags) only(repo, tag string) string {
 // paths with the string or tag to set there.
 func repointSite(merged map[string]interface{}, sitePath string, bt bundleTags) (sets []pathValue, moved []Repointed) {
 	siteRe := refPattern(sitePath)
-	var walk func(v interface{}, path []interface{})
-	walk = func(v interface{}, path []interface{}) {
+	walk(merged, nil, func(path []interface{}, v interface{}) []string {
 		switch t := v.(type) {
 		case map[string]interface{}:
-			if full, tag, ok := imageMapRepo(t); ok {
-				if rel, ok := strings.CutPrefix(full, sitePath+"/"); ok {
-					if to := bt.only(rel, tag); tag != "" && to != "" {
-						p := append(append([]interface{}{}, path...), "tag")
-						sets = append(sets, pathValue{p, to})
-						moved = append(moved, Repointed{Path: pathString(p), From: tag, To: to})
-					}
+			full, tag, ok := imageMapRepo(t)
+			if !ok {
+				return nil
+			}
+			if rel, ok := strings.CutPrefix(full, sitePath+"/"); ok {
+				if to := bt.only(rel, tag); tag != "" && to != "" {
+					p := append(slices.Clip(path), "tag")
+					sets = append(sets, pathValue{p, to})
+					moved = append(moved, Repointed{Path: pathString(p), From: tag, To: to})
 				}
 			}
-			keys := make([]string, 0, len(t))
-			for k := range t {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				if _, isMap := t["repository"]; isMap && k == "tag" {
-					continue
-				}
-				walk(t[k], append(append([]interface{}{}, path...), k))
-			}
-		case []interface{}:
-			for i, e := range t {
-				walk(e, append(append([]interface{}{}, path...), i))
-			}
+			return []string{"tag"} // the map's tag is handled with the map
 		case string:
 			s := t
 			for _, m := range siteRe.FindAllStringSubmatch(t, -1) {
@@ -181,8 +169,8 @@ func repointSite(merged map[string]interface{}, sitePath string, bt bundleTags) 
 				moved = append(moved, Repointed{Path: pathString(path), From: t, To: s})
 			}
 		}
-	}
-	walk(merged, nil)
+		return nil
+	})
 	return sets, moved
 }
 

@@ -3,6 +3,7 @@ package manifests
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,7 +44,7 @@ func FindRegistryRefs(s, host string) []string {
 // component can be enabled at install time, and its image must be there).
 func valueImages(ch *chart.Chart, host string) ([]foundRef, error) {
 	s := &valueScanner{re: refPattern(host), host: host}
-	s.chart(ch, "", nil)
+	s.chart(ch, nil, nil)
 	return s.found, s.err
 }
 
@@ -57,12 +58,12 @@ type valueScanner struct {
 // chart scans ch's own values. prefix is the path of ch's values as seen
 // from the top-level chart ("" for it, "sub" for a subchart), chain the
 // subchart names from the top.
-func (s *valueScanner) chart(ch *chart.Chart, prefix string, chain []string) {
+func (s *valueScanner) chart(ch *chart.Chart, prefix []interface{}, chain []string) {
 	suffix := ""
 	if len(chain) > 0 {
 		suffix = " (subchart " + strings.Join(chain, "/") + ")"
 	}
-	s.walk(ch.Values, prefix, suffix)
+	s.scan(ch.Values, prefix, suffix)
 
 	deps := append([]*chart.Chart(nil), ch.Dependencies()...)
 	sort.Slice(deps, func(i, j int) bool { return deps[i].Name() < deps[j].Name() })
@@ -70,7 +71,7 @@ func (s *valueScanner) chart(ch *chart.Chart, prefix string, chain []string) {
 		// A subchart's values live under its alias, or its name.
 		keys := subchartKeys(ch, sub.Name())
 		for _, k := range keys {
-			s.chart(sub, joinPath(prefix, k), append(append([]string(nil), chain...), k))
+			s.chart(sub, append(slices.Clip(prefix), k), append(slices.Clip(chain), k))
 		}
 	}
 }
@@ -91,52 +92,33 @@ func subchartKeys(parent *chart.Chart, name string) []string {
 	return keys
 }
 
-func (s *valueScanner) add(ref, path, suffix string) {
-	s.found = append(s.found, foundRef{ref: ref, source: "values:" + path + suffix})
+func (s *valueScanner) add(ref string, path []interface{}, suffix string) {
+	s.found = append(s.found, foundRef{ref: ref, source: "values:" + pathString(path) + suffix})
 }
 
-func (s *valueScanner) walk(v interface{}, path, suffix string) {
-	if s.err != nil {
-		return
-	}
-	switch n := v.(type) {
-	case map[string]interface{}:
-		consumed := map[string]bool{}
-		if ref, keys, ok, err := s.imageMap(n); err != nil {
-			s.err = fmt.Errorf("values:%s%s: %w", path, suffix, err)
-			return
-		} else if ok {
-			s.add(ref, path, suffix)
-			for _, k := range keys {
-				consumed[k] = true
+// scan collects the references below v: strings, and image maps whose
+// keys are then not scanned again.
+func (s *valueScanner) scan(v interface{}, path []interface{}, suffix string) {
+	walk(v, path, func(path []interface{}, v interface{}) []string {
+		if s.err != nil {
+			return nil
+		}
+		switch n := v.(type) {
+		case map[string]interface{}:
+			ref, keys, ok, err := s.imageMap(n)
+			if err != nil {
+				s.err = fmt.Errorf("values:%s%s: %w", pathString(path), suffix, err)
+			} else if ok {
+				s.add(ref, path, suffix)
+			}
+			return keys
+		case string:
+			for _, m := range s.re.FindAllStringSubmatch(n, -1) {
+				s.add(m[1], path, suffix)
 			}
 		}
-		keys := make([]string, 0, len(n))
-		for k := range n {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			if !consumed[k] {
-				s.walk(n[k], joinPath(path, k), suffix)
-			}
-		}
-	case []interface{}:
-		for i, item := range n {
-			s.walk(item, fmt.Sprintf("%s[%d]", path, i), suffix)
-		}
-	case string:
-		for _, m := range s.re.FindAllStringSubmatch(n, -1) {
-			s.add(m[1], path, suffix)
-		}
-	}
-}
-
-func joinPath(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
+		return nil
+	})
 }
 
 // imageMap recognises {repository, tag?, digest?} and {registry, repository,
