@@ -164,7 +164,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		Secretgen:      manifests.SecretgenRef(opts.SourceRegistry, ch.AppVersion),
 		Chart: bundle.Chart{
 			Name: ch.Name, Version: ch.Version, AppVersion: ch.AppVersion,
-			Path: bundle.ChartDir + ch.FileName, Digest: ch.Digest, Size: int64(len(ch.Archive)),
+			Path: bundle.ChartDir + ch.FileName, Digest: digest.Digest(ch.Digest), Size: int64(len(ch.Archive)),
 		},
 	}
 	for _, p := range platforms {
@@ -176,13 +176,13 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	blobs := map[string]bundle.Blob{}
 	for _, p := range pulled {
 		img := bundle.Image{
-			Ref: p.Ref, Digest: p.Root.Digest.String(), MediaType: p.Root.MediaType,
-			Platforms: p.Platforms, SourceDigest: p.SourceDigest, Sources: sources[p.Ref],
+			Ref: p.Ref, Digest: digest.Digest(p.Root.Digest.String()), MediaType: p.Root.MediaType,
+			Platforms: p.Platforms, SourceDigest: digest.Digest(p.SourceDigest), Sources: sources[p.Ref],
 		}
 		for _, b := range p.Blobs {
 			img.Size += b.Size
-			img.Blobs = append(img.Blobs, b.Digest.String())
-			blobs[b.Digest.String()] = bundle.Blob{Digest: b.Digest.String(), Size: b.Size, MediaType: blobMediaType(b)}
+			img.Blobs = append(img.Blobs, digest.Digest(b.Digest.String()))
+			blobs[b.Digest.String()] = bundle.Blob{Digest: digest.Digest(b.Digest.String()), Size: b.Size, MediaType: blobMediaType(b)}
 		}
 		m.Images = append(m.Images, img)
 	}
@@ -208,7 +208,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		if b.Omitted {
 			continue
 		}
-		order = append(order, ocispec.Descriptor{MediaType: b.MediaType, Digest: digest.Digest(b.Digest), Size: b.Size})
+		order = append(order, ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size})
 	}
 	prefetch := client.Prefetch(ctx, cache, order, blobSources(pulled), opts.Jobs, 2*opts.Jobs, progress)
 	defer prefetch.Close()

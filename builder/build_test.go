@@ -69,7 +69,7 @@ func TestBuildCarriesEveryImageSignedAndReproducibly(t *testing.T) {
 		t.Errorf("bundle has %d images, upstream %d", len(m.Images), len(u.digests))
 	}
 	for _, img := range m.Images {
-		if want := u.digests[img.Ref]; img.Digest != want {
+		if want := u.digests[img.Ref]; img.Digest.String() != want {
 			t.Errorf("%s: digest %s, upstream %s", img.Ref, img.Digest, want)
 		}
 	}

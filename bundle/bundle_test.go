@@ -14,7 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,21 +27,21 @@ import (
 
 // fixture is an in-memory set of two images sharing a base layer.
 type fixture struct {
-	blobs    map[string][]byte
+	blobs    map[digest.Digest][]byte
 	manifest *Manifest
 	chart    []byte
 }
 
 func (f *fixture) add(mt string, data []byte) ocispec.Descriptor {
 	d := digest.FromBytes(data)
-	f.blobs[d.String()] = data
-	f.manifest.Blobs = append(f.manifest.Blobs, Blob{Digest: d.String(), Size: int64(len(data)), MediaType: mt})
+	f.blobs[d] = data
+	f.manifest.Blobs = append(f.manifest.Blobs, Blob{Digest: d, Size: int64(len(data)), MediaType: mt})
 	return ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(data))}
 }
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{blobs: map[string][]byte{}, manifest: &Manifest{
+	f := &fixture{blobs: map[digest.Digest][]byte{}, manifest: &Manifest{
 		Tool:           Tool{Name: "p7bundle", Version: "test"},
 		SourceRegistry: "registry.pseven.io",
 		Platforms:      []string{"linux/amd64"},
@@ -49,7 +49,7 @@ func newFixture(t testing.TB) *fixture {
 	}}
 	f.chart = []byte("not really a tgz, but the bundle does not care")
 	f.manifest.Chart = Chart{Name: "pseven", Version: "2023.09.25", AppVersion: "1.0", Path: "chart/pseven-2023.09.25.tgz",
-		Digest: digest.FromBytes(f.chart).String(), Size: int64(len(f.chart))}
+		Digest: digest.FromBytes(f.chart), Size: int64(len(f.chart))}
 	base := f.add(ocispec.MediaTypeImageLayerGzip, bytes.Repeat([]byte("shared base layer "), 5000))
 	for _, name := range []string{"pseven-app", "pseven-secretgen"} {
 		own := f.add(ocispec.MediaTypeImageLayerGzip, []byte("layer of "+name))
@@ -57,7 +57,7 @@ func newFixture(t testing.TB) *fixture {
 		man, _ := json.Marshal(ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{base, own}})
 		md := f.add(ocispec.MediaTypeImageManifest, man)
 		f.manifest.Images = append(f.manifest.Images, Image{
-			Ref: "registry.pseven.io/" + name + ":1.0", Digest: md.Digest.String(), MediaType: md.MediaType,
+			Ref: "registry.pseven.io/" + name + ":1.0", Digest: md.Digest, MediaType: md.MediaType,
 			Platforms: []string{"linux/amd64"}, Size: md.Size + cfg.Size + base.Size + own.Size,
 			Blobs: sortedDigests(md, cfg, base, own),
 		})
@@ -65,16 +65,16 @@ func newFixture(t testing.TB) *fixture {
 	return f
 }
 
-func sortedDigests(ds ...ocispec.Descriptor) []string {
-	var out []string
+func sortedDigests(ds ...ocispec.Descriptor) []digest.Digest {
+	var out []digest.Digest
 	for _, d := range ds {
-		out = append(out, d.Digest.String())
+		out = append(out, d.Digest)
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 
-func (f *fixture) open(_ context.Context, d string) (io.ReadCloser, error) {
+func (f *fixture) open(_ context.Context, d digest.Digest) (io.ReadCloser, error) {
 	b, ok := f.blobs[d]
 	if !ok {
 		return nil, fmt.Errorf("no blob %s", d)
@@ -368,7 +368,7 @@ func TestReaderChecksManifestReferences(t *testing.T) {
 	dir := t.TempDir()
 	f := newFixture(t)
 	// Drop a layer from the blob list: the manifest naming it must be refused.
-	var layer string
+	var layer digest.Digest
 	for _, b := range f.manifest.Blobs {
 		if b.MediaType == ocispec.MediaTypeImageLayerGzip && b.Size < 100 {
 			layer = b.Digest
@@ -383,7 +383,7 @@ func TestReaderChecksManifestReferences(t *testing.T) {
 	f.manifest.Blobs = kept
 	// Keep the image lists consistent so only the manifest's own reference is wrong.
 	for i, img := range f.manifest.Images {
-		var ds []string
+		var ds []digest.Digest
 		for _, d := range img.Blobs {
 			if d != layer {
 				ds = append(ds, d)
@@ -396,7 +396,7 @@ func TestReaderChecksManifestReferences(t *testing.T) {
 	out := filepath.Join(dir, "b.tar.zst")
 	f.write(t, out, nil, 0)
 	_, err := Verify(context.Background(), out, VerifyOptions{})
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "references "+layer) {
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "references "+layer.String()) {
 		t.Fatalf("Verify = %v, want a missing-reference error naming %s", err, layer)
 	}
 }
@@ -444,13 +444,13 @@ func TestReaderChecksImageBlobLists(t *testing.T) {
 	// Claim the other image's config for the first image: its manifests do not name it.
 	var foreign Blob
 	for _, b := range f.manifest.Blobs {
-		if b.MediaType == ocispec.MediaTypeImageConfig && !contains(f.manifest.Images[0].Blobs, b.Digest) {
+		if b.MediaType == ocispec.MediaTypeImageConfig && !slices.Contains(f.manifest.Images[0].Blobs, b.Digest) {
 			foreign = b
 		}
 	}
 	img := &f.manifest.Images[0]
 	img.Blobs = append(img.Blobs, foreign.Digest)
-	sort.Strings(img.Blobs)
+	slices.Sort(img.Blobs)
 	img.Size += foreign.Size
 	out := filepath.Join(t.TempDir(), "b.tar.zst")
 	f.write(t, out, nil, 0)
@@ -460,22 +460,13 @@ func TestReaderChecksImageBlobLists(t *testing.T) {
 	}
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func TestFreshBlobsKeepTheSizeCheck(t *testing.T) {
 	f := newFixture(t)
 	d := f.manifest.Blobs[0].Digest
 	f.blobs[d] = f.blobs[d][:len(f.blobs[d])-1]
 	out := filepath.Join(t.TempDir(), "b.tar.zst")
 	_, err := Write(context.Background(), out, WriteOptions{Manifest: f.manifest, Chart: f.chart, Blobs: f.open,
-		Fresh: func(string) bool { return true }})
+		Fresh: func(digest.Digest) bool { return true }})
 	if err == nil || !strings.Contains(err.Error(), "expected") {
 		t.Fatalf("Write with a short fresh blob = %v, want a size error", err)
 	}

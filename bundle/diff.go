@@ -70,11 +70,11 @@ type ChartChange struct {
 // ImageChange is one image across the two bundles; From is empty for an
 // added image, To for a removed one.
 type ImageChange struct {
-	Repository string `json:"repository"`
-	FromRef    string `json:"fromRef,omitempty"`
-	ToRef      string `json:"toRef,omitempty"`
-	From       string `json:"fromDigest,omitempty"`
-	To         string `json:"toDigest,omitempty"`
+	Repository string        `json:"repository"`
+	FromRef    string        `json:"fromRef,omitempty"`
+	ToRef      string        `json:"toRef,omitempty"`
+	From       digest.Digest `json:"fromDigest,omitempty"`
+	To         digest.Digest `json:"toDigest,omitempty"`
 }
 
 // DiffManifests compares two bundle manifests.
@@ -114,7 +114,7 @@ func DiffManifests(old, new *Manifest) *Diff {
 			}
 		}
 	}
-	had := make(map[string]bool, len(old.Blobs))
+	had := make(map[digest.Digest]bool, len(old.Blobs))
 	for _, b := range old.Blobs {
 		had[b.Digest] = true
 	}
@@ -167,7 +167,7 @@ func BaseFor(m, base *Manifest, path string) error {
 	if err != nil {
 		return err
 	}
-	had := make(map[string]bool, len(base.Blobs))
+	had := make(map[digest.Digest]bool, len(base.Blobs))
 	for _, b := range base.Blobs {
 		had[b.Digest] = true
 	}

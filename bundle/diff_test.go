@@ -4,10 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 )
 
 func TestDiffManifestsMatchesByRepository(t *testing.T) {
-	blob := func(d string, size int64) Blob { return Blob{Digest: d, Size: size} }
+	blob := func(d digest.Digest, size int64) Blob { return Blob{Digest: d, Size: size} }
 	old := &Manifest{Chart: Chart{Name: "pseven", Version: "1", AppVersion: "a"},
 		Images: []Image{
 			{Ref: "r.io/app:1", Digest: "sha256:a1"},

@@ -91,34 +91,34 @@ type Chart struct {
 	Version    string `json:"version"`
 	AppVersion string `json:"appVersion"`
 	// Path is the tar entry name, under ChartDir.
-	Path   string `json:"path"`
-	Digest string `json:"digest"`
-	Size   int64  `json:"size"`
+	Path   string        `json:"path"`
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
 }
 
 type Image struct {
 	// Ref is the original reference, e.g. registry.pseven.io/pseven-app:6.47.
-	Ref       string `json:"ref"`
-	Digest    string `json:"digest"`
-	MediaType string `json:"mediaType"`
+	Ref       string        `json:"ref"`
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
 	// Platforms kept from the upstream image ("linux/amd64").
 	Platforms []string `json:"platforms"`
 	// SourceDigest is the upstream index digest when an index was filtered
 	// down to Platforms; empty when Digest is what upstream serves.
-	SourceDigest string `json:"sourceDigest,omitempty"`
+	SourceDigest digest.Digest `json:"sourceDigest,omitempty"`
 	// Size sums every blob the image needs, shared ones included.
 	Size int64 `json:"size"`
 	// Blobs are the digests of every blob the image needs, root included,
 	// sorted: an installer knows which repositories a blob belongs to before
 	// the manifests that say so arrive at the end of the stream.
-	Blobs   []string `json:"blobs"`
-	Sources []string `json:"sources,omitempty"`
+	Blobs   []digest.Digest `json:"blobs"`
+	Sources []string        `json:"sources,omitempty"`
 }
 
 type Blob struct {
-	Digest    string `json:"digest"`
-	Size      int64  `json:"size"`
-	MediaType string `json:"mediaType"`
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size"`
+	MediaType string        `json:"mediaType"`
 	// Omitted blobs are carried by Manifest.Base, not by this archive.
 	Omitted bool `json:"omitted,omitempty"`
 	// Part is the 1-based part holding the blob when Manifest.Part is set.
@@ -266,16 +266,15 @@ func (m *Manifest) Validate() error {
 	if !strings.HasPrefix(m.Chart.Path, ChartDir) || !validChartFileName(strings.TrimPrefix(m.Chart.Path, ChartDir)) {
 		return bad("chart path %q", m.Chart.Path)
 	}
-	if _, err := digest.Parse(m.Chart.Digest); err != nil {
+	if err := m.Chart.Digest.Validate(); err != nil {
 		return bad("chart digest %q: %v", m.Chart.Digest, err)
 	}
 	if m.Chart.Size < 0 || m.Chart.Size > maxChartBytes {
 		return bad("chart size %d", m.Chart.Size)
 	}
-	seen := make(map[string]Blob, len(m.Blobs))
+	seen := make(map[digest.Digest]Blob, len(m.Blobs))
 	for i, b := range m.Blobs {
-		d, err := digest.Parse(b.Digest)
-		if err != nil || d.Algorithm() != digest.SHA256 {
+		if err := b.Digest.Validate(); err != nil || b.Digest.Algorithm() != digest.SHA256 {
 			return bad("blob %d: digest %q is not sha256", i, b.Digest)
 		}
 		if b.Size < 0 {
@@ -334,6 +333,6 @@ func validChartFileName(s string) bool {
 }
 
 // BlobPath is the tar entry name of a blob.
-func BlobPath(d string) string {
-	return BlobDir + strings.TrimPrefix(d, "sha256:")
+func BlobPath(d digest.Digest) string {
+	return BlobDir + d.Encoded()
 }

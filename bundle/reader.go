@@ -40,7 +40,7 @@ type Entry struct {
 
 	r        io.Reader
 	h        hash.Hash
-	want     string // expected sha256 digest, "" when checked otherwise
+	want     digest.Digest // expected sha256 digest, "" when checked otherwise
 	keep     *bytes.Buffer
 	read     int64
 	verified bool
@@ -79,7 +79,7 @@ func (e *Entry) verify() error {
 		return fmt.Errorf("%w: %s: %d bytes, expected %d", ErrCorrupt, e.Name, e.read, e.Size)
 	}
 	if e.want != "" {
-		if got := digest.NewDigestFromBytes(digest.SHA256, e.h.Sum(nil)).String(); got != e.want {
+		if got := digest.NewDigestFromBytes(digest.SHA256, e.h.Sum(nil)); got != e.want {
 			return fmt.Errorf("%w: %s: digest mismatch: expected %s, got %s", ErrCorrupt, e.Name, e.want, got)
 		}
 	}
@@ -96,11 +96,11 @@ type Reader struct {
 	state    int // 0 chart, 1 oci-layout, 2 blobs, 3 index.json, 4 end
 	blobIdx  int
 	cur      *Entry
-	mtime    time.Time         // every entry's mtime: epoch, or the manifest's created
-	present  map[string]Blob   // blobs read and verified so far
-	meta     map[string][]byte // manifests and indexes, to check image blob lists
+	mtime    time.Time                // every entry's mtime: epoch, or the manifest's created
+	present  map[digest.Digest]Blob   // blobs read and verified so far
+	meta     map[digest.Digest][]byte // manifests and indexes, to check image blob lists
 	// omittedBlobs are the blobs a differential bundle leaves to its base.
-	omittedBlobs map[string]Blob
+	omittedBlobs map[digest.Digest]Blob
 	done         bool
 }
 
@@ -111,7 +111,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
 	}
-	br := &Reader{dec: dec, tr: tar.NewReader(dec), present: map[string]Blob{}, meta: map[string][]byte{}}
+	br := &Reader{dec: dec, tr: tar.NewReader(dec), present: map[digest.Digest]Blob{}, meta: map[digest.Digest][]byte{}}
 	// The manifest's own mtime is checked once its created field is known.
 	br.mtime = time.Unix(0, 0)
 	hdr, err := br.tr.Next()
@@ -304,9 +304,9 @@ func (r *Reader) checkChildren(b Blob, data []byte) error {
 		children = append([]ocispec.Descriptor{*doc.Config}, doc.Layers...)
 	}
 	for _, c := range children {
-		got, ok := r.present[c.Digest.String()]
+		got, ok := r.present[c.Digest]
 		if !ok {
-			got, ok = r.omitted(c.Digest.String())
+			got, ok = r.omitted(c.Digest)
 		}
 		if !ok {
 			return fmt.Errorf("%w: manifest %s references %s, which is not in the bundle before it", ErrCorrupt, b.Digest, c.Digest)
@@ -319,9 +319,9 @@ func (r *Reader) checkChildren(b Blob, data []byte) error {
 }
 
 // omitted returns the manifest's entry for a blob the base carries.
-func (r *Reader) omitted(d string) (Blob, bool) {
+func (r *Reader) omitted(d digest.Digest) (Blob, bool) {
 	if r.omittedBlobs == nil {
-		r.omittedBlobs = map[string]Blob{}
+		r.omittedBlobs = map[digest.Digest]Blob{}
 		for _, b := range r.manifest.Blobs {
 			if b.Omitted {
 				r.omittedBlobs[b.Digest] = b
@@ -340,9 +340,9 @@ func (r *Reader) checkImageBlobs() error {
 		if r.metaOmitted(img) {
 			continue
 		}
-		graph := map[string]bool{}
-		var walk func(d string) error
-		walk = func(d string) error {
+		graph := map[digest.Digest]bool{}
+		var walk func(d digest.Digest) error
+		walk = func(d digest.Digest) error {
 			if graph[d] {
 				return nil
 			}
@@ -364,7 +364,7 @@ func (r *Reader) checkImageBlobs() error {
 				children = append(children, *doc.Config)
 			}
 			for _, c := range children {
-				if err := walk(c.Digest.String()); err != nil {
+				if err := walk(c.Digest); err != nil {
 					return err
 				}
 			}

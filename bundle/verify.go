@@ -96,9 +96,9 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (*Report, erro
 
 // AtSite is what must already be in the site registry for a differential bundle.
 type AtSite struct {
-	Base  string   `json:"base"`
-	Blobs []string `json:"blobs"`
-	Bytes int64    `json:"bytes"`
+	Base  string          `json:"base"`
+	Blobs []digest.Digest `json:"blobs"`
+	Bytes int64           `json:"bytes"`
 }
 
 func walk(ctx context.Context, r io.Reader, rep *Report) error {

@@ -22,7 +22,7 @@ import (
 )
 
 // BlobOpener opens a blob by digest; the writer checks what it reads.
-type BlobOpener func(ctx context.Context, d string) (io.ReadCloser, error)
+type BlobOpener func(ctx context.Context, d digest.Digest) (io.ReadCloser, error)
 
 // WriteOptions says what goes into a bundle and how.
 type WriteOptions struct {
@@ -32,7 +32,7 @@ type WriteOptions struct {
 	// Fresh, when set, names blobs the caller verified against their digest
 	// in this run (fetched into its cache); the writer checks only their
 	// size instead of hashing them a second time.
-	Fresh func(digest string) bool
+	Fresh func(digest.Digest) bool
 	// Signer signs the archive digest; nil writes no .sig.
 	Signer Signer
 	// ModTime stamps every entry; zero means the Unix epoch.
@@ -62,7 +62,7 @@ func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, e
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	if d := digest.FromBytes(opts.Chart).String(); d != m.Chart.Digest || int64(len(opts.Chart)) != m.Chart.Size {
+	if d := digest.FromBytes(opts.Chart); d != m.Chart.Digest || int64(len(opts.Chart)) != m.Chart.Size {
 		return nil, fmt.Errorf("chart %s: content does not match its manifest entry", m.Chart.Path)
 	}
 	dir := filepath.Dir(path)
@@ -208,14 +208,14 @@ func layoutFile() []byte {
 func LayoutIndex(m *Manifest) ([]byte, error) {
 	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
 	idx.SchemaVersion = 2
-	sizes := make(map[string]int64, len(m.Blobs))
+	sizes := make(map[digest.Digest]int64, len(m.Blobs))
 	for _, b := range m.Blobs {
 		sizes[b.Digest] = b.Size
 	}
 	for _, img := range m.Images {
 		idx.Manifests = append(idx.Manifests, ocispec.Descriptor{
 			MediaType:   img.MediaType,
-			Digest:      digest.Digest(img.Digest),
+			Digest:      img.Digest,
 			Size:        sizes[img.Digest],
 			Annotations: map[string]string{RefNameAnnotation: img.Ref},
 		})
@@ -274,7 +274,7 @@ func (t *tarWriter) blob(ctx context.Context, b Blob, open BlobOpener, fresh boo
 	if n != b.Size {
 		return fmt.Errorf("blob %s: read %d bytes, expected %d", b.Digest, n, b.Size)
 	}
-	if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)).String(); !fresh && got != b.Digest {
+	if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)); !fresh && got != b.Digest {
 		return fmt.Errorf("blob %s: source content has digest %s", b.Digest, got)
 	}
 	return nil

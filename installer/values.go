@@ -134,7 +134,7 @@ func prepareFrom(p *Prepared, m *bundle.Manifest, archive []byte, opts valuesInp
 func bundleImages(m *bundle.Manifest) []string {
 	var refs []string
 	for _, img := range m.Images {
-		refs = append(refs, img.Ref+"@"+img.Digest)
+		refs = append(refs, img.Ref+"@"+img.Digest.String())
 	}
 	return refs
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
@@ -19,7 +20,7 @@ type Prefetcher struct {
 	c      *Client
 	cache  *Cache
 	ref    map[string]string // digest -> an image reference that has it
-	ready  map[string]chan struct{}
+	ready  map[digest.Digest]chan struct{}
 	errs   sync.Map // digest -> error
 	fresh  sync.Map // digest -> struct{}: fetched and verified in this run
 	slots  chan struct{}
@@ -32,11 +33,11 @@ type Prefetcher struct {
 // opened, jobs at a time.
 func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Descriptor, sources map[string]string, jobs, ahead int, prog Progress) *Prefetcher {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &Prefetcher{c: c, cache: cache, ref: sources, ready: map[string]chan struct{}{}, slots: make(chan struct{}, max(ahead, 1)), cancel: cancel, prog: prog}
+	p := &Prefetcher{c: c, cache: cache, ref: sources, ready: map[digest.Digest]chan struct{}{}, slots: make(chan struct{}, max(ahead, 1)), cancel: cancel, prog: prog}
 	var todo []ocispec.Descriptor
 	for _, d := range order {
 		ch := make(chan struct{})
-		p.ready[d.Digest.String()] = ch
+		p.ready[d.Digest] = ch
 		if ok, _ := cache.storage.Exists(ctx, d); ok {
 			close(ch)
 			if prog != nil {
@@ -64,7 +65,7 @@ func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Des
 				if err := p.fetch(ctx, d); err != nil {
 					p.errs.Store(d.Digest.String(), err)
 				}
-				close(p.ready[d.Digest.String()])
+				close(p.ready[d.Digest])
 			}()
 		}
 	}()
@@ -84,7 +85,7 @@ func (p *Prefetcher) fetch(ctx context.Context, d ocispec.Descriptor) error {
 	err = p.c.retry(ctx, retryAttempts, func() error {
 		err := p.fetchOnce(ctx, repo, d)
 		if err == nil {
-			p.fresh.Store(d.Digest.String(), struct{}{})
+			p.fresh.Store(d.Digest, struct{}{})
 		}
 		if errors.Is(err, errdef.ErrAlreadyExists) {
 			return nil
@@ -114,7 +115,7 @@ func (p *Prefetcher) fetchOnce(ctx context.Context, repo interface {
 
 // Open waits for blob d and opens it from the cache. Opening a blob frees
 // room for the prefetcher to go one blob further.
-func (p *Prefetcher) Open(ctx context.Context, d string) (io.ReadCloser, error) {
+func (p *Prefetcher) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
 	ch, ok := p.ready[d]
 	if !ok {
 		return nil, fmt.Errorf("blob %s was not planned", d)
@@ -137,7 +138,7 @@ func (p *Prefetcher) Open(ctx context.Context, d string) (io.ReadCloser, error) 
 // Fresh reports whether blob d was fetched in this run: its digest was
 // verified on the way into the cache, so a reader need not hash it again.
 // Blobs that were already cached are not fresh.
-func (p *Prefetcher) Fresh(d string) bool {
+func (p *Prefetcher) Fresh(d digest.Digest) bool {
 	_, ok := p.fresh.Load(d)
 	return ok
 }

@@ -56,8 +56,8 @@ func OpenCache(dir string) (*Cache, error) {
 }
 
 // Open returns a cached blob by digest ("sha256:...").
-func (c *Cache) Open(ctx context.Context, d string) (io.ReadCloser, error) {
-	dg, err := digest.Parse(d)
+func (c *Cache) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
+	dg, err := digest.Parse(string(d))
 	if err != nil {
 		return nil, err
 	}

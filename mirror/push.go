@@ -238,14 +238,14 @@ func (p *pusher) pass(ctx context.Context, src BundleSource, first bool) (map[st
 				g.Wait()
 				return nil, err
 			}
-			p.meta[b.Digest] = data
+			p.meta[b.Digest.String()] = data
 			continue
 		}
-		repo := p.home[b.Digest]
-		if repo == "" || p.present(repo, b.Digest) {
+		repo := p.home[b.Digest.String()]
+		if repo == "" || p.present(repo, b.Digest.String()) {
 			continue // Next drains and verifies it
 		}
-		desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: digest.Digest(b.Digest), Size: b.Size}
+		desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
 		if b.Size <= smallBlob {
 			data, err := io.ReadAll(e)
 			if err != nil {
@@ -254,7 +254,7 @@ func (p *pusher) pass(ctx context.Context, src BundleSource, first bool) (map[st
 			}
 			g.Go(func() error {
 				if err := p.upload(gctx, repo, desc, bytes.NewReader(data)); err != nil {
-					fail(b.Digest, err)
+					fail(b.Digest.String(), err)
 				}
 				return nil
 			})
@@ -267,7 +267,7 @@ func (p *pusher) pass(ctx context.Context, src BundleSource, first bool) (map[st
 				g.Wait()
 				return nil, err
 			}
-			fail(b.Digest, err)
+			fail(b.Digest.String(), err)
 		}
 	}
 	g.Wait()
@@ -306,8 +306,8 @@ func (p *pusher) plan(ctx context.Context) error {
 		}
 		p.targets[img.Ref] = t
 		for _, d := range img.Blobs {
-			if _, ok := p.home[d]; !ok {
-				p.home[d] = t.Repository
+			if _, ok := p.home[string(d)]; !ok {
+				p.home[string(d)] = t.Repository
 			}
 		}
 	}
@@ -315,7 +315,7 @@ func (p *pusher) plan(ctx context.Context) error {
 	var checks []check
 	for _, b := range p.m.Blobs {
 		if !bundle.IsManifest(b.MediaType) && !bundle.IsIndex(b.MediaType) {
-			checks = append(checks, check{p.home[b.Digest], b.Digest})
+			checks = append(checks, check{p.home[b.Digest.String()], b.Digest.String()})
 		}
 	}
 	p.current = make(map[string]bool, len(p.m.Images))
@@ -360,15 +360,15 @@ func (p *pusher) checkBase(ctx context.Context) error {
 	omitted := map[string]bundle.Blob{}
 	for _, b := range p.m.Blobs {
 		if b.Omitted {
-			omitted[b.Digest] = b
+			omitted[b.Digest.String()] = b
 		}
 	}
 	// Every repository of this bundle that may hold a blob, its own first.
 	repos := map[string][]string{}
 	for _, img := range p.m.Images {
 		for _, d := range img.Blobs {
-			if _, ok := omitted[d]; ok {
-				repos[d] = append(repos[d], p.targets[img.Ref].Repository)
+			if _, ok := omitted[string(d)]; ok {
+				repos[string(d)] = append(repos[string(d)], p.targets[img.Ref].Repository)
 			}
 		}
 	}
@@ -406,12 +406,12 @@ func (p *pusher) checkBase(ctx context.Context) error {
 // fromBase looks for an omitted blob in repo: a manifest is fetched (and
 // verified), another blob becomes the source of later mounts.
 func (p *pusher) fromBase(ctx context.Context, repoName string, b bundle.Blob) (bool, error) {
-	desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: digest.Digest(b.Digest), Size: b.Size}
+	desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
 	if !bundle.IsManifest(b.MediaType) && !bundle.IsIndex(b.MediaType) {
-		ok, err := p.exists(ctx, repoName, b.Digest)
+		ok, err := p.exists(ctx, repoName, b.Digest.String())
 		if ok {
 			p.mu.Lock()
-			p.home[b.Digest] = repoName
+			p.home[b.Digest.String()] = repoName
 			p.mu.Unlock()
 		}
 		return ok, err
@@ -433,7 +433,7 @@ func (p *pusher) fromBase(ctx context.Context, repoName string, b bundle.Blob) (
 		return false, fmt.Errorf("%w: registry %s: manifest %s in %s: %v", bundle.ErrBase, p.opts.Registry, b.Digest, repoName, err)
 	}
 	p.mu.Lock()
-	p.meta[b.Digest] = data
+	p.meta[b.Digest.String()] = data
 	p.mu.Unlock()
 	return true, nil
 }
@@ -449,7 +449,7 @@ func (p *pusher) isCurrent(ctx context.Context, img bundle.Image) (bool, error) 
 	}
 	ref := t.Tag
 	if ref == "" {
-		ref = img.Digest
+		ref = img.Digest.String()
 	}
 	desc, err := repo.Resolve(ctx, ref)
 	if err != nil {
@@ -458,7 +458,7 @@ func (p *pusher) isCurrent(ctx context.Context, img bundle.Image) (bool, error) 
 		}
 		return false, fmt.Errorf("registry %s: resolving %s: %w", p.opts.Registry, t.Ref(p.opts.Registry, ""), Classify(err))
 	}
-	return desc.Digest.String() == img.Digest, nil
+	return desc.Digest == img.Digest, nil
 }
 
 func (p *pusher) allCurrent() bool {
@@ -518,17 +518,17 @@ func (p *pusher) finish(ctx context.Context) error {
 	mediaType := map[string]string{}
 	sizes := map[string]int64{}
 	for _, b := range p.m.Blobs {
-		mediaType[b.Digest], sizes[b.Digest] = b.MediaType, b.Size
+		mediaType[b.Digest.String()], sizes[b.Digest.String()] = b.MediaType, b.Size
 	}
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.Jobs)
 	for _, img := range p.m.Images {
 		t := p.targets[img.Ref]
-		target := t.Ref(p.opts.Registry, img.Digest)
+		target := t.Ref(p.opts.Registry, img.Digest.String())
 		record := func() {
 			mu.Lock()
-			p.res.Images = append(p.res.Images, PushedImage{Source: img.Ref, Target: target, Digest: img.Digest})
+			p.res.Images = append(p.res.Images, PushedImage{Source: img.Ref, Target: target, Digest: img.Digest.String()})
 			mu.Unlock()
 		}
 		if p.current[img.Ref] {
@@ -541,39 +541,39 @@ func (p *pusher) finish(ctx context.Context) error {
 				return err
 			}
 			for _, d := range img.Blobs {
-				if _, isMeta := p.meta[d]; isMeta {
+				if _, isMeta := p.meta[string(d)]; isMeta {
 					continue
 				}
-				ok, err := p.exists(gctx, t.Repository, d)
+				ok, err := p.exists(gctx, t.Repository, string(d))
 				if err != nil {
 					return err
 				}
 				if ok {
 					continue
 				}
-				desc := ocispec.Descriptor{MediaType: mediaType[d], Digest: digest.Digest(d), Size: sizes[d]}
-				if err := repo.Mount(gctx, desc, p.home[d], nil); err != nil {
-					return fmt.Errorf("registry %s: mounting %s from %s into %s: %w", p.opts.Registry, d, p.home[d], t.Repository, Classify(err))
+				desc := ocispec.Descriptor{MediaType: mediaType[string(d)], Digest: digest.Digest(d), Size: sizes[string(d)]}
+				if err := repo.Mount(gctx, desc, p.home[string(d)], nil); err != nil {
+					return fmt.Errorf("registry %s: mounting %s from %s into %s: %w", p.opts.Registry, d, p.home[string(d)], t.Repository, Classify(err))
 				}
 				p.mounted.Add(1)
-				p.markPresent(t.Repository, d)
+				p.markPresent(t.Repository, string(d))
 			}
 			// Manifests below an index first, then the root by digest, then the tag.
 			var metas []string
 			for _, d := range img.Blobs {
-				if _, ok := p.meta[d]; ok && d != img.Digest {
-					metas = append(metas, d)
+				if _, ok := p.meta[string(d)]; ok && d != img.Digest {
+					metas = append(metas, string(d))
 				}
 			}
-			for _, d := range append(metas, img.Digest) {
+			for _, d := range append(metas, img.Digest.String()) {
 				desc := ocispec.Descriptor{MediaType: mediaType[d], Digest: digest.Digest(d), Size: sizes[d]}
 				if err := repo.Manifests().Push(gctx, desc, bytes.NewReader(p.meta[d])); err != nil {
 					return fmt.Errorf("registry %s: pushing manifest %s of %s: %w", p.opts.Registry, d, img.Ref, Classify(err))
 				}
 			}
 			if t.Tag != "" {
-				desc := ocispec.Descriptor{MediaType: img.MediaType, Digest: digest.Digest(img.Digest), Size: sizes[img.Digest]}
-				if err := repo.PushReference(gctx, desc, bytes.NewReader(p.meta[img.Digest]), t.Tag); err != nil {
+				desc := ocispec.Descriptor{MediaType: img.MediaType, Digest: img.Digest, Size: sizes[img.Digest.String()]}
+				if err := repo.PushReference(gctx, desc, bytes.NewReader(p.meta[img.Digest.String()]), t.Tag); err != nil {
 					return fmt.Errorf("registry %s: tagging %s: %w", p.opts.Registry, t.Ref(p.opts.Registry, ""), Classify(err))
 				}
 			}

@@ -371,7 +371,7 @@ func printDiff(w io.Writer, d *bundle.Diff) {
 		images []bundle.ImageChange
 	}{{"changed", d.Changed}, {"added", d.Added}, {"removed", d.Removed}} {
 		for _, c := range group.images {
-			fmt.Fprintf(tw, "%s\t%s\t%s -> %s\t%s -> %s\n", group.what, c.Repository, tagOf(c.FromRef), tagOf(c.ToRef), shortDigest(c.From), shortDigest(c.To))
+			fmt.Fprintf(tw, "%s\t%s\t%s -> %s\t%s -> %s\n", group.what, c.Repository, tagOf(c.FromRef), tagOf(c.ToRef), shortDigest(string(c.From)), shortDigest(string(c.To)))
 		}
 	}
 	tw.Flush()

@@ -135,10 +135,10 @@ func TestBuildVerifyInspect(t *testing.T) {
 		case !ok:
 			t.Errorf("unexpected image %s", img.Ref)
 		case multi[img.Ref]:
-			if img.SourceDigest != want || img.Digest == want || strings.Join(img.Platforms, ",") != "linux/amd64" {
+			if img.SourceDigest.String() != want || img.Digest.String() == want || strings.Join(img.Platforms, ",") != "linux/amd64" {
 				t.Errorf("%s: digest %s source %s platforms %v; upstream index %s", img.Ref, img.Digest, img.SourceDigest, img.Platforms, want)
 			}
-		case img.Digest != want:
+		case img.Digest.String() != want:
 			t.Errorf("%s: digest %s, upstream %s", img.Ref, img.Digest, want)
 		}
 	}

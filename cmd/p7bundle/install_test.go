@@ -194,7 +194,7 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 	// Every pod runs, pulled from the site registry with the bundle's digest.
 	digests := map[string]string{}
 	for _, img := range m.Images {
-		digests[site.Registry+"/pseven/"+strings.TrimPrefix(img.Ref, "registry.pseven.io/")] = img.Digest
+		digests[site.Registry+"/pseven/"+strings.TrimPrefix(img.Ref, "registry.pseven.io/")] = img.Digest.String()
 	}
 	waitPodsFrom(t, site, digests, time.Time{})
 

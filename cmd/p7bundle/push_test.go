@@ -107,7 +107,7 @@ func TestPush(t *testing.T) {
 	for _, img := range m.Images {
 		target := reg.Host + "/pseven/" + strings.TrimPrefix(img.Ref, "registry.pseven.io/")
 		want = append(want, strings.TrimPrefix(target, reg.Host+"/"))
-		if err := resolveDigest(client, target, img.Digest); err != nil {
+		if err := resolveDigest(client, target, img.Digest.String()); err != nil {
 			t.Error(err)
 		}
 	}

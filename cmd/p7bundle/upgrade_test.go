@@ -190,7 +190,7 @@ func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
 	// The upgraded pods run this month's images.
 	v2digests := map[string]string{}
 	for _, img := range m2.Images {
-		v2digests[site.Registry+"/pseven/"+strings.TrimPrefix(img.Ref, "registry.pseven.io/")] = img.Digest
+		v2digests[site.Registry+"/pseven/"+strings.TrimPrefix(img.Ref, "registry.pseven.io/")] = img.Digest.String()
 	}
 	waitPodsFrom(t, site, v2digests, started.Add(upgradeTime))
 	if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
