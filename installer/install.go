@@ -233,7 +233,7 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 			step("  %s", d)
 		}
 	}
-	if err := WriteSecretFile(o.ValuesOut, p.Values.Document); err != nil {
+	if err := writeSecretFile(o.ValuesOut, p.Values.Document); err != nil {
 		return nil, err
 	}
 	step("wrote %s (mode 0600)", o.ValuesOut)
@@ -358,7 +358,7 @@ func (o *Install) connect() (*Cluster, *mirror.Client, error) {
 		apiHost = cluster.APIHost
 	} else {
 		var err error
-		if apiHost, err = APIEndpoint(o.Kubeconfig, o.KubeContext); err != nil {
+		if apiHost, err = apiEndpoint(o.Kubeconfig, o.KubeContext); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -370,7 +370,7 @@ func (o *Install) connect() (*Cluster, *mirror.Client, error) {
 		}
 	}
 	if cluster == nil {
-		if cluster, err = Connect(o.Kubeconfig, o.KubeContext, o.Namespace, apiHost, guard.DialContext); err != nil {
+		if cluster, err = connectCluster(o.Kubeconfig, o.KubeContext, o.Namespace, apiHost, guard.DialContext); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -108,12 +108,12 @@ contexts: [{name: c, context: {cluster: c, user: u}}, {name: d, context: {cluste
 current-context: c
 `), 0o600)
 	for ctx, want := range map[string]string{"": "198.18.0.2:6443", "d": "api.site:443"} {
-		got, err := APIEndpoint(kc, ctx)
+		got, err := apiEndpoint(kc, ctx)
 		if err != nil || got != want {
-			t.Errorf("APIEndpoint(context %q) = %q, %v; want %q", ctx, got, err, want)
+			t.Errorf("apiEndpoint(context %q) = %q, %v; want %q", ctx, got, err, want)
 		}
 	}
-	if _, err := APIEndpoint(filepath.Join(t.TempDir(), "none"), ""); !errors.Is(err, ErrPreflight) {
+	if _, err := apiEndpoint(filepath.Join(t.TempDir(), "none"), ""); !errors.Is(err, ErrPreflight) {
 		t.Errorf("missing kubeconfig: %v", err)
 	}
 }

@@ -50,9 +50,9 @@ type Cluster struct {
 	APIHost string
 }
 
-// APIEndpoint reads the API server address from the kubeconfig without
+// apiEndpoint reads the API server address from the kubeconfig without
 // connecting, so the egress guard can be built before any dial.
-func APIEndpoint(kubeconfig, kubeContext string) (string, error) {
+func apiEndpoint(kubeconfig, kubeContext string) (string, error) {
 	flags := kubeFlags(kubeconfig, kubeContext, "", nil)
 	cfg, err := flags.ToRESTConfig()
 	if err != nil {
@@ -94,8 +94,8 @@ func kubeFlags(kubeconfig, kubeContext, namespace string, dial func(ctx context.
 	return f
 }
 
-// Connect builds clients whose every connection goes through dial.
-func Connect(kubeconfig, kubeContext, namespace, apiHost string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*Cluster, error) {
+// connectCluster builds clients whose every connection goes through dial.
+func connectCluster(kubeconfig, kubeContext, namespace, apiHost string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*Cluster, error) {
 	flags := kubeFlags(kubeconfig, kubeContext, namespace, dial)
 	cfg, err := flags.ToRESTConfig()
 	if err != nil {

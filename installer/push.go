@@ -32,9 +32,9 @@ type Push struct {
 	verified *bundle.Verified
 }
 
-// VerifyBundle checks the signature of path and returns what it verified
+// verifyBundle checks the signature of path and returns what it verified
 // (digest, manifest, chart); with skip it warns loudly and returns nil.
-func VerifyBundle(path, keyPath, sigPath string, skip bool, log io.Writer) (*bundle.Verified, error) {
+func verifyBundle(path, keyPath, sigPath string, skip bool, log io.Writer) (*bundle.Verified, error) {
 	if skip {
 		fmt.Fprintf(log, "WARNING: --insecure-skip-verify: the signature of %s is NOT checked; anyone who could change the file chooses what runs at this site\n", path)
 		return nil, nil

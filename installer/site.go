@@ -94,7 +94,7 @@ type Signature struct {
 // verify checks path's signature and returns what it verified (digest,
 // manifest, chart); with InsecureSkipVerify it warns and returns nil.
 func (s Signature) verify(path string, log io.Writer) (*bundle.Verified, error) {
-	return VerifyBundle(path, s.Key, s.File, s.InsecureSkipVerify, log)
+	return verifyBundle(path, s.Key, s.File, s.InsecureSkipVerify, log)
 }
 
 // optional checks the signature when a key is given (values, lint) and

@@ -54,7 +54,7 @@ func (v *Values) Run(ctx context.Context) (*ValuesResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := WriteSecretFile(out, p.Values.Document); err != nil {
+	if err := writeSecretFile(out, p.Values.Document); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrOutput, err)
 	}
 	return &ValuesResult{Prepared: p, Output: out, SitePath: site.Path()}, nil
@@ -139,9 +139,9 @@ func bundleImages(m *bundle.Manifest) []string {
 	return refs
 }
 
-// WriteSecretFile writes data to path with mode 0600 via a temp file and
+// writeSecretFile writes data to path with mode 0600 via a temp file and
 // rename, so the file is never readable by others, even half-written.
-func WriteSecretFile(path string, data []byte) error {
+func writeSecretFile(path string, data []byte) error {
 	return atomicfile.Write(path, data, 0o600)
 }
 
