@@ -63,7 +63,7 @@ func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Des
 			go func() {
 				defer func() { <-sem }()
 				if err := p.fetch(ctx, d); err != nil {
-					p.errs.Store(d.Digest.String(), err)
+					p.errs.Store(d.Digest, err)
 				}
 				close(p.ready[d.Digest])
 			}()
