@@ -4,24 +4,33 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/p7bundle/p7bundle/bundle"
-	"github.com/p7bundle/p7bundle/internal/testing/memregistry"
+	"github.com/p7bundle/p7bundle/internal/testing/randimage"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
 
-// These run Build against an in-memory upstream; the CLI tests in
-// cmd/p7bundle run it against a real registry, faults and all.
+// These run Build against a docker-registry upstream behind a proxy that
+// counts requests; the CLI tests in cmd/p7bundle add faults and auth.
 
 var chartDir = filepath.Join("..", "testdata", "charts", "pseven")
 
 type upstream struct {
-	*memregistry.Registry
+	Host     string       // the counting proxy in front of the registry
+	Requests atomic.Int64 // requests that reached the upstream
+	registry *testregistry.Registry
 	digests  map[string]string
 	key, pub string
 	password []byte
@@ -30,14 +39,24 @@ type upstream struct {
 
 func newUpstream(t *testing.T) *upstream {
 	t.Helper()
-	reg := memregistry.Start()
-	t.Cleanup(reg.Close)
-	digests, err := reg.PushChartImages(chartDir)
+	reg, err := testregistry.Start(context.Background(), testregistry.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { reg.Stop() })
 	dir := t.TempDir()
-	u := &upstream{Registry: reg, digests: digests, password: []byte("builder-test"), dir: dir}
+	u := &upstream{registry: reg, password: []byte("builder-test"), dir: dir}
+	if u.digests, err = randimage.PushChart(reg.Host, chartDir); err != nil {
+		t.Fatal(err)
+	}
+	target, _ := url.Parse(reg.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.Requests.Add(1)
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	u.Host = strings.TrimPrefix(front.URL, "http://")
 	if u.key, u.pub, err = bundle.GenerateKeyPair(filepath.Join(dir, "cosign"), u.password); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +150,7 @@ func TestBuildDifferentialOmitsTheBase(t *testing.T) {
 			break
 		}
 	}
-	if _, err := u.PushRandom(changed[len(manifests.DefaultSourceRegistry)+1:], 512); err != nil {
+	if _, err := randimage.Push(u.registry.Host, strings.TrimPrefix(changed, manifests.DefaultSourceRegistry+"/"), 512); err != nil {
 		t.Fatal(err)
 	}
 	res, err := u.build(filepath.Join(u.dir, "delta.tar.zst"), func(b *Build) { b.Base = full })

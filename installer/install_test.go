@@ -30,7 +30,8 @@ import (
 
 	"github.com/p7bundle/p7bundle/builder"
 	"github.com/p7bundle/p7bundle/bundle"
-	"github.com/p7bundle/p7bundle/internal/testing/memregistry"
+	"github.com/p7bundle/p7bundle/internal/testing/randimage"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -47,7 +48,7 @@ var fixtureBundle struct {
 }
 
 // testBundle builds, once, a signed bundle of the fixture chart whose
-// images are small random ones served by an in-memory upstream.
+// images are small random ones served by a docker-registry upstream.
 func testBundle(t *testing.T) (path, pub string) {
 	t.Helper()
 	fb := &fixtureBundle
@@ -63,10 +64,13 @@ func buildTestBundle() (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	upstream := memregistry.Start()
-	defer upstream.Close()
+	upstream, err := testregistry.Start(context.Background(), testregistry.Options{})
+	if err != nil {
+		return "", "", err
+	}
+	defer upstream.Stop()
 	chartDir := filepath.Join("..", "testdata", "charts", "pseven")
-	if _, err := upstream.PushChartImages(chartDir); err != nil {
+	if _, err := randimage.PushChart(upstream.Host, chartDir); err != nil {
 		return "", "", err
 	}
 	password := []byte("installer-test")
@@ -84,7 +88,7 @@ func buildTestBundle() (string, string, error) {
 
 // fakeSite is one in-memory site: registry, API, Helm storage.
 type fakeSite struct {
-	registry *memregistry.Registry
+	registry *testregistry.Registry
 	client   *mirror.Client
 	kube     *fake.Clientset
 	cluster  *Cluster
@@ -96,9 +100,8 @@ type fakeSite struct {
 
 func newFakeSite(t *testing.T) *fakeSite {
 	t.Helper()
-	reg := memregistry.Start()
-	t.Cleanup(reg.Close)
-	client, err := mirror.NewClient(mirror.RegistryOptions{PlainHTTP: true})
+	reg := startRegistry(t, testregistry.Options{Username: "site-user", Password: "site-pass"})
+	client, err := mirror.NewClient(mirror.RegistryOptions{PlainHTTP: true, Username: reg.Username, Password: reg.Password})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +129,7 @@ func (s *fakeSite) install(t *testing.T, edit func(*Install)) (*Report, error, s
 	var log bytes.Buffer
 	in := &Install{
 		Bundle: path, Signature: Signature{Key: pub},
-		Site:       SiteRegistry{Host: s.registry.Host, PlainHTTP: true, Username: "admin", Password: "site-pass"},
+		Site:       SiteRegistry{Host: s.registry.Host, PlainHTTP: true, Username: s.registry.Username, Password: s.registry.Password},
 		ValuesOut:  filepath.Join(s.dir, "values.airgap.yaml"),
 		SecretsOut: filepath.Join(s.dir, "pseven-secrets.yaml"),
 		LogFile:    filepath.Join(s.dir, "install.log"),
@@ -161,11 +164,30 @@ func (s *fakeSite) statuses(t *testing.T) string {
 
 func (s *fakeSite) tags(t *testing.T) int {
 	t.Helper()
-	n, err := s.registry.Tags()
+	ctx := context.Background()
+	repos, err := s.registry.Catalog(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	n := 0
+	for _, r := range repos {
+		tags, err := s.registry.Tags(ctx, r)
+		if err != nil {
+			t.Fatalf("tags of %s: %v", r, err)
+		}
+		n += len(tags)
+	}
 	return n
+}
+
+func startRegistry(t *testing.T, opts testregistry.Options) *testregistry.Registry {
+	t.Helper()
+	reg, err := testregistry.Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Stop() })
+	return reg
 }
 
 func (s *fakeSite) secretsFile(t *testing.T) string {
@@ -381,19 +403,17 @@ func assertNoSecretIn(t *testing.T, text string, secrets ...string) {
 func TestInstallPlainHTTPRegistryWithoutPort(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.2:80")
 	if err != nil {
-		t.Skipf("cannot listen on 127.0.0.2:80 for a port-less registry: %v", err)
+		t.Skipf("127.0.0.2:80 is taken, no port-less registry here: %v", err)
 	}
-	reg, _ := memregistry.StartOn(l)
-	t.Cleanup(reg.Close)
-	if reg.Host != "127.0.0.2" {
-		t.Fatalf("registry host %q", reg.Host)
-	}
+	l.Close()
+	reg := startRegistry(t, testregistry.Options{Addr: "127.0.0.2:80"})
 	s := newFakeSite(t)
 	s.registry = reg
 	writeSecrets(t, s.secretsFile(t), "secrets:\n  dbPassword: x\n")
 	rep, err, log := s.install(t, func(in *Install) {
 		in.SecretsFile = s.secretsFile(t)
 		in.Client = nil // built by Install, behind its guard
+		in.Site.Host = "127.0.0.2"
 		in.Site.Username, in.Site.Password = "", ""
 	})
 	if err != nil {

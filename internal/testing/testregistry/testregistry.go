@@ -38,6 +38,8 @@ type Options struct {
 	TLS                bool   // serve HTTPS with a cert signed by a CA generated here
 	Dir                string // working dir; if empty a temp dir is created and removed by Stop
 	Binary             string // default DefaultBinary
+	// Addr is the listen address; default a free port on 127.0.0.1.
+	Addr string
 }
 
 // Registry is a running docker-registry process.
@@ -118,11 +120,13 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 	// Picking a free port and handing it to another process is racy; retry on failure.
 	var lastErr error
 	for attempt := 0; attempt < 4; attempt++ {
-		port, err := freePort()
-		if err != nil {
+		if opts.Addr != "" {
+			r.Host = opts.Addr
+		} else if port, err := freePort(); err != nil {
 			return fail(err)
+		} else {
+			r.Host = fmt.Sprintf("127.0.0.1:%d", port)
 		}
-		r.Host = fmt.Sprintf("127.0.0.1:%d", port)
 		cfg := filepath.Join(r.Dir, "config.yml")
 		if err := os.WriteFile(cfg, []byte(Config(r.Dir, r.Host, htpasswd, certFile, keyFile)), 0o600); err != nil {
 			return fail(err)
