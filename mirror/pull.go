@@ -57,11 +57,10 @@ func OpenCache(dir string) (*Cache, error) {
 
 // Open returns a cached blob by digest ("sha256:...").
 func (c *Cache) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
-	dg, err := digest.Parse(string(d))
-	if err != nil {
+	if err := d.Validate(); err != nil {
 		return nil, err
 	}
-	return c.storage.Fetch(ctx, ocispec.Descriptor{Digest: dg})
+	return c.storage.Fetch(ctx, ocispec.Descriptor{Digest: d})
 }
 
 // PullOptions configure Pull.
