@@ -56,6 +56,8 @@ type Build struct {
 	Created time.Time
 	// Level is the zstd level; zero is zstd.SpeedDefault.
 	Level zstd.EncoderLevel
+	// SplitSize, when > 0, writes the bundle in parts of at most this many bytes.
+	SplitSize int64
 
 	// Log receives human-readable progress (stderr); nil discards it.
 	Log io.Writer
@@ -213,14 +215,15 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	prefetch := client.Prefetch(ctx, cache, order, blobSources(pulled), opts.Jobs, 2*opts.Jobs, progress)
 	defer prefetch.Close()
 	res, err := bundle.Write(ctx, output, bundle.WriteOptions{
-		Manifest: m,
-		Chart:    ch.Archive,
-		Blobs:    prefetch.Open,
-		Fresh:    prefetch.Fresh,
-		Signer:   signer,
-		ModTime:  opts.Created,
-		Level:    opts.Level,
-		Progress: progress.written(m),
+		Manifest:  m,
+		Chart:     ch.Archive,
+		Blobs:     prefetch.Open,
+		Fresh:     prefetch.Fresh,
+		Signer:    signer,
+		ModTime:   opts.Created,
+		Level:     opts.Level,
+		SplitSize: opts.SplitSize,
+		Progress:  progress.written(m),
 	})
 	if err != nil {
 		return nil, err
@@ -230,6 +233,9 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	fmt.Fprintf(log, "wrote %s: %d images, %d blobs, %s uncompressed -> %s (%.1f%%), sha256 %s, %d retries, %s\n",
 		res.Path, m.Totals.Images, m.Totals.Blobs, humanize.Bytes(res.UncompressedSize), humanize.Bytes(res.Size),
 		100*float64(res.Size)/float64(max(res.UncompressedSize, 1)), res.Digest, out.Retries, out.Elapsed.Round(time.Millisecond))
+	if len(res.Parts) > 0 {
+		fmt.Fprintf(log, "split into %d parts listed in %s (cat them in order, or p7bundle join, for %s)\n", len(res.Parts), res.PartsPath, res.Path)
+	}
 	return out, nil
 }
 

@@ -103,7 +103,7 @@ func TestBuildCarriesEveryImageSignedAndReproducibly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}
-	if rep.BlobsChecked != len(m.Blobs) {
+	if rep.BlobsChecked != int64(len(m.Blobs)) {
 		t.Errorf("verify checked %d of %d blobs", rep.BlobsChecked, len(m.Blobs))
 	}
 	// Same inputs, same bytes: with a 1-image-at-a-time pull this time.

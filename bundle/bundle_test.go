@@ -65,6 +65,19 @@ func newFixture(t testing.TB) *fixture {
 	return f
 }
 
+// addImage adds an image of one layer (and its config and manifest).
+func (f *fixture) addImage(t testing.TB, name string, mt string, layer []byte) {
+	t.Helper()
+	l := f.add(mt, layer)
+	cfg := f.add(ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"linux","name":"`+name+`"}`))
+	man, _ := json.Marshal(ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: []ocispec.Descriptor{l}})
+	md := f.add(ocispec.MediaTypeImageManifest, man)
+	f.manifest.Images = append(f.manifest.Images, Image{
+		Ref: "registry.pseven.io/" + name + ":1.0", Digest: md.Digest, MediaType: md.MediaType,
+		Platforms: []string{"linux/amd64"}, Size: md.Size + cfg.Size + l.Size, Blobs: sortedDigests(md, cfg, l),
+	})
+}
+
 func sortedDigests(ds ...ocispec.Descriptor) []digest.Digest {
 	var out []digest.Digest
 	for _, d := range ds {
@@ -132,7 +145,7 @@ func TestWriteVerifyRoundTrip(t *testing.T) {
 	}
 	// Entries come in the one documented order with fixed metadata.
 	names := tarNames(t, out)
-	if names[0] != ManifestEntry || names[1] != f.manifest.Chart.Path || names[2] != OCILayoutEntry || names[len(names)-1] != IndexEntry {
+	if names[0] != ManifestEntry || names[1] != TOCSignatureEntry || names[2] != f.manifest.Chart.Path || names[3] != OCILayoutEntry || names[len(names)-1] != IndexEntry {
 		t.Errorf("entry order = %v", names)
 	}
 	leftovers, _ := filepath.Glob(filepath.Join(dir, ".*tmp*"))
@@ -279,8 +292,7 @@ func TestWriteFailureLeavesNothing(t *testing.T) {
 func craft(t testing.TB, path string, entries []tar.Header, bodies [][]byte) {
 	t.Helper()
 	var buf bytes.Buffer
-	enc, _ := zstd.NewWriter(&buf)
-	tw := tar.NewWriter(enc)
+	tw := tar.NewWriter(&buf)
 	for i, h := range entries {
 		if err := tw.WriteHeader(&h); err != nil {
 			t.Fatal(err)
@@ -290,8 +302,7 @@ func craft(t testing.TB, path string, entries []tar.Header, bodies [][]byte) {
 		}
 	}
 	tw.Close()
-	enc.Close()
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(path, frameTar(buf.Bytes()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -305,6 +316,7 @@ func TestReaderRejectsHostileArchives(t *testing.T) {
 		return tar.Header{Typeflag: tar.TypeReg, Name: name, Size: int64(len(body)), Mode: 0o644}, body
 	}
 	mh, mbody := reg(ManifestEntry, mb)
+	sh, sbody := reg(TOCSignatureEntry, nil)
 	ch, cbody := reg(f.manifest.Chart.Path, f.chart)
 	cases := []struct {
 		name    string
@@ -314,14 +326,10 @@ func TestReaderRejectsHostileArchives(t *testing.T) {
 	}{
 		{"path traversal first", []tar.Header{{Typeflag: tar.TypeReg, Name: "../evil", Size: 1}}, [][]byte{{'x'}}, `unexpected entry "../evil"`},
 		{"absolute path", []tar.Header{mh, {Typeflag: tar.TypeReg, Name: "/etc/passwd", Size: 1}}, [][]byte{mbody, {'x'}}, `unexpected entry "/etc/passwd"`},
-		{"symlink chart", []tar.Header{mh, {Typeflag: tar.TypeSymlink, Name: f.manifest.Chart.Path, Linkname: "/etc/passwd"}}, [][]byte{mbody, nil}, "not a regular file"},
 		{"duplicate manifest", []tar.Header{mh, mh}, [][]byte{mbody, mbody}, `unexpected entry "p7bundle.json"`},
 		{"huge manifest claim", []tar.Header{{Typeflag: tar.TypeReg, Name: ManifestEntry, Size: 1 << 40}}, [][]byte{nil}, "claims"},
-		{"chart size lie", []tar.Header{mh, {Typeflag: tar.TypeReg, Name: ch.Name, Size: ch.Size + 1, Mode: 0o644}}, [][]byte{mbody, append(cbody, 'x')}, "manifest says"},
-		{"missing blobs", []tar.Header{mh, ch}, [][]byte{mbody, cbody}, "archive ends before"},
-		{"chart owned by uid 1000", []tar.Header{mh, {Typeflag: tar.TypeReg, Name: ch.Name, Size: ch.Size, Mode: 0o644, Uid: 1000}}, [][]byte{mbody, cbody}, "non-canonical"},
-		{"hardlink chart", []tar.Header{mh, {Typeflag: tar.TypeLink, Name: ch.Name, Linkname: "p7bundle.json"}}, [][]byte{mbody, nil}, "not a regular file"},
-		{"device file", []tar.Header{mh, {Typeflag: tar.TypeChar, Name: ch.Name, Devmajor: 1, Devminor: 3}}, [][]byte{mbody, nil}, "not a regular file"},
+		{"chart size lie", []tar.Header{mh, sh, {Typeflag: tar.TypeReg, Name: ch.Name, Size: ch.Size + 1, Mode: 0o644}}, [][]byte{mbody, sbody, append(cbody, 'x')}, "the manifest implies"},
+		{"missing blobs", []tar.Header{mh, sh, ch}, [][]byte{mbody, sbody, cbody}, "the manifest implies"},
 		{"garbage manifest", []tar.Header{{Typeflag: tar.TypeReg, Name: ManifestEntry, Size: 3}}, [][]byte{[]byte("{{{")}, "p7bundle.json"},
 	}
 	for _, tc := range cases {
@@ -334,33 +342,91 @@ func TestReaderRejectsHostileArchives(t *testing.T) {
 			}
 		})
 	}
+	// Headers that keep every size (so the layout holds) but turn an entry
+	// into a link, a device, or something owned by a user.
+	good := filepath.Join(dir, "good.tar.zst")
+	f.write(t, good, nil, 0)
+	raw := decompress(t, mustRead(t, good))
+	var targets []region
+	for _, r := range tarRegions(t, raw) {
+		if r.name == "header "+f.manifest.Chart.Path || (strings.HasPrefix(r.name, "header "+BlobDir) && len(targets) < 2) {
+			targets = append(targets, r)
+		}
+	}
+	patches := []struct {
+		name  string
+		off   int
+		value string
+	}{{"symlink", 156, "2"}, {"hardlink", 156, "1"}, {"char device", 156, "3"}, {"uid 1000", 108, "0001750\x00"}, {"mode 4755", 100, "0004755\x00"}}
+	for _, r := range targets {
+		for _, pt := range patches {
+			b := append([]byte(nil), raw...)
+			patchHeader(b[r.from:r.to], pt.off, pt.value)
+			p := filepath.Join(dir, "patched.tar.zst")
+			os.WriteFile(p, reframe(t, mustRead(t, good), b), 0o644)
+			_, err := Verify(context.Background(), p, VerifyOptions{})
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not the canonical one") {
+				t.Errorf("%s made %s: Verify = %v", r.name, pt.name, err)
+			}
+		}
+	}
 }
 
-// TestZstdBomb: 1 GiB of zeros compresses to a few KB; the reader refuses
-// the entry from its header without inflating it.
+// patchHeader writes value into a tar header block and fixes its checksum,
+// so only the field differs.
+func patchHeader(block []byte, off int, value string) {
+	copy(block[off:], value)
+	copy(block[148:156], "        ")
+	sum := 0
+	for _, c := range block[:512] {
+		sum += int(c)
+	}
+	copy(block[148:156], fmt.Sprintf("%06o\x00 ", sum))
+}
+
+func decompress(t testing.TB, data []byte) []byte {
+	t.Helper()
+	dec, _ := zstd.NewReader(bytes.NewReader(data))
+	defer dec.Close()
+	raw, err := io.ReadAll(dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestZstdBomb: a manifest entry claiming 1 GiB (zeros compress to a few
+// KB) is refused from its header, and a frame that inflates past the size
+// its seek table gives is refused without inflating it.
 func TestZstdBomb(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "bomb.tar.zst")
-	f, _ := os.Create(p)
-	enc, _ := zstd.NewWriter(f)
-	tw := tar.NewWriter(enc)
+	dir := t.TempDir()
+	var hdr bytes.Buffer
+	tw := tar.NewWriter(&hdr)
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: ManifestEntry, Size: 1 << 30, Mode: 0o644})
-	zero := make([]byte, 1<<20)
-	for i := 0; i < 1<<10; i++ {
-		tw.Write(zero)
+	zero := make([]byte, FrameSize)
+	chunks := [][]byte{append(hdr.Bytes(), zero[:FrameSize-hdr.Len()]...)}
+	for i := 1; i < 1<<8; i++ {
+		chunks = append(chunks, zero)
 	}
-	tw.Close()
+	bomb := frameChunks(chunks)
+	// The second: one frame of 256 MiB of zeros that the table calls FrameSize.
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	inflating := enc.EncodeAll(make([]byte, 256<<20), nil)
 	enc.Close()
-	f.Close()
-	st, _ := os.Stat(p)
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	_, err := Verify(context.Background(), p, VerifyOptions{})
-	runtime.ReadMemStats(&after)
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "claims") {
-		t.Fatalf("Verify of a %d-byte bomb = %v", st.Size(), err)
-	}
-	if grew := int64(after.TotalAlloc) - int64(before.TotalAlloc); grew > 256<<20 {
-		t.Errorf("verifying the bomb allocated %d MiB", grew>>20)
+	inflating = appendSeekTable(inflating, []frame{{cSize: int64(len(inflating)), dSize: FrameSize}})
+	for name, data := range map[string][]byte{"claims": bomb, "frame 0": inflating} {
+		p := filepath.Join(dir, "bomb.tar.zst")
+		os.WriteFile(p, data, 0o644)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := Verify(context.Background(), p, VerifyOptions{})
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), name) {
+			t.Errorf("Verify of a %d-byte bomb = %v, want %q", len(data), err, name)
+		}
+		if grew := int64(after.TotalAlloc) - int64(before.TotalAlloc); grew > 256<<20 {
+			t.Errorf("verifying the bomb allocated %d MiB", grew>>20)
+		}
 	}
 }
 

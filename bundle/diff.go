@@ -192,21 +192,26 @@ func sortedCopy(s []string) []string {
 	return out
 }
 
-// fileDigest reads B.sha256 beside a bundle when build wrote one, else hashes B.
+// fileDigest reads B.sha256 beside a bundle when build wrote one, else
+// hashes B (all its parts, for a split bundle).
 func fileDigest(path string) (string, error) {
-	if b, err := os.ReadFile(path + ".sha256"); err == nil {
+	bf, err := resolveFiles(path)
+	if err != nil {
+		return "", err
+	}
+	if b, err := os.ReadFile(bf.path + ".sha256"); err == nil {
 		if f := strings.Fields(string(b)); len(f) > 0 {
 			if d := digest.NewDigestFromEncoded(digest.SHA256, f[0]); d.Validate() == nil {
 				return d.String(), nil
 			}
 		}
 	}
-	f, err := os.Open(path)
+	mf, err := bf.open()
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	d, err := digest.SHA256.FromReader(f)
+	defer mf.Close()
+	d, err := digest.SHA256.FromReader(io.NewSectionReader(mf, 0, mf.size))
 	if err != nil {
 		return "", fmt.Errorf("hashing %s: %w", path, err)
 	}

@@ -25,16 +25,18 @@ import (
 
 const (
 	// MediaType identifies the bundle manifest (entry ManifestEntry).
-	MediaType = "application/vnd.p7bundle.manifest.v1+json"
+	MediaType = "application/vnd.p7bundle.manifest.v2+json"
 	// FormatVersion is bumped on any change an older reader would misread.
-	FormatVersion = 1
+	FormatVersion = 2
 
-	ManifestEntry  = "p7bundle.json"
-	ChartDir       = "chart/"
-	LayoutDir      = "oci/"
-	OCILayoutEntry = LayoutDir + ocispec.ImageLayoutFile
-	IndexEntry     = LayoutDir + ocispec.ImageIndexFile
-	BlobDir        = LayoutDir + "blobs/sha256/"
+	ManifestEntry = "p7bundle.json"
+	// TOCSignatureEntry signs ManifestEntry, the table of contents.
+	TOCSignatureEntry = ManifestEntry + ".sig"
+	ChartDir          = "chart/"
+	LayoutDir         = "oci/"
+	OCILayoutEntry    = LayoutDir + ocispec.ImageLayoutFile
+	IndexEntry        = LayoutDir + ocispec.ImageIndexFile
+	BlobDir           = LayoutDir + "blobs/sha256/"
 
 	// RefNameAnnotation carries the original image reference in index.json.
 	RefNameAnnotation = ocispec.AnnotationRefName
@@ -75,10 +77,8 @@ type Manifest struct {
 	// Blobs lists every blob of the OCI layout in archive order.
 	Blobs []Blob `json:"blobs"`
 	// Base names the bundle whose blobs a differential bundle omits.
-	Base *BaseBundle `json:"base,omitempty"`
-	// Part places this archive within a bundle split into several files.
-	Part   *Part  `json:"part,omitempty"`
-	Totals Totals `json:"totals"`
+	Base   *BaseBundle `json:"base,omitempty"`
+	Totals Totals      `json:"totals"`
 }
 
 type Tool struct {
@@ -121,8 +121,6 @@ type Blob struct {
 	MediaType string        `json:"mediaType"`
 	// Omitted blobs are carried by Manifest.Base, not by this archive.
 	Omitted bool `json:"omitted,omitempty"`
-	// Part is the 1-based part holding the blob when Manifest.Part is set.
-	Part int `json:"part,omitempty"`
 }
 
 // BaseBundle binds a differential bundle to the bundle it builds on.
@@ -154,11 +152,6 @@ func (m *Manifest) OmittedBytes() (n int, bytes int64) {
 		}
 	}
 	return n, bytes
-}
-
-type Part struct {
-	Index int `json:"index"`
-	Count int `json:"count"`
 }
 
 type Totals struct {
@@ -241,14 +234,11 @@ func (m *Manifest) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s", ErrCorrupt, ManifestEntry, fmt.Sprintf(format, args...))
 	}
+	if m.FormatVersion != FormatVersion {
+		return fmt.Errorf("%w: format version %d (this p7bundle reads version %d: rebuild the bundle with it)", ErrUnsupported, m.FormatVersion, FormatVersion)
+	}
 	if m.MediaType != MediaType {
 		return fmt.Errorf("%w: %s: mediaType %q, want %q", ErrUnsupported, ManifestEntry, m.MediaType, MediaType)
-	}
-	if m.FormatVersion != FormatVersion {
-		return fmt.Errorf("%w: format version %d (this p7bundle reads version %d)", ErrUnsupported, m.FormatVersion, FormatVersion)
-	}
-	if m.Part != nil {
-		return fmt.Errorf("%w: split bundles are not supported by this version", ErrUnsupported)
 	}
 	omitted, _ := m.OmittedBytes()
 	if m.Base != nil {

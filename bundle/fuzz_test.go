@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"archive/tar"
 	"bytes"
 	"io"
 	"path/filepath"
@@ -16,47 +17,121 @@ func validBundle(f *testing.F) []byte {
 	return mustRead(f, p)
 }
 
-// readAll walks a bundle stream to the end or the first error; it must
-// never panic, hang or allocate beyond the reader's limits.
-func readAll(r io.Reader) {
-	br, err := NewReader(r)
-	if err != nil {
-		return
-	}
-	defer br.Close()
-	for i := 0; i < 1<<16; i++ {
-		e, err := br.Next()
-		if err != nil {
-			return
-		}
-		if _, err := io.Copy(io.Discard, e); err != nil {
-			return
-		}
-	}
+type bytesFile struct{ *bytes.Reader }
+
+func (bytesFile) Close() error { return nil }
+
+// openBytes opens an in-memory archive.
+func openBytes(data []byte) (*Archive, error) {
+	return openFrom(&bundleFiles{path: "memory"}, &multiFile{files: []readerAtCloser{bytesFile{bytes.NewReader(data)}}, offs: []int64{0}, size: int64(len(data))})
 }
 
-// FuzzReader feeds arbitrary compressed streams to the reader.
+// readAll reads everything an archive holds, as verify does, to the end
+// or the first error; it must never panic, hang or allocate beyond the
+// reader's limits.
+func readAll(data []byte) error {
+	a, err := openBytes(data)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if _, err := a.Metadata(); err != nil {
+		return err
+	}
+	if err := a.CheckStructure(); err != nil {
+		return err
+	}
+	for _, b := range a.Manifest().Blobs {
+		if b.Omitted {
+			continue
+		}
+		r, err := a.Blob(b.Digest)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, r)
+		r.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// frameTar compresses a tar stream as the writer frames it: a frame at
+// every entry header and every FrameSize bytes, then the seek table.
+func frameTar(raw []byte) []byte {
+	starts := []int{0}
+	cr := &countingReader{r: bytes.NewReader(raw)}
+	tr := tar.NewReader(cr)
+	for {
+		if _, err := tr.Next(); err != nil {
+			break
+		}
+		// The header has just been read; its entry started one block before.
+		if at := cr.n - 512; at > starts[len(starts)-1] {
+			starts = append(starts, at)
+		}
+	}
+	var chunks [][]byte
+	starts = append(starts, len(raw))
+	for i := 0; i+1 < len(starts); i++ {
+		for off := starts[i]; off < starts[i+1]; off += FrameSize {
+			chunks = append(chunks, raw[off:min(off+FrameSize, starts[i+1])])
+		}
+	}
+	return frameChunks(chunks)
+}
+
+// reframe compresses raw with the frame cuts of the archive original.
+func reframe(t testing.TB, original, raw []byte) []byte {
+	t.Helper()
+	frames, err := readSeekTable(bytes.NewReader(original), int64(len(original)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks [][]byte
+	for _, f := range frames {
+		chunks = append(chunks, raw[f.dOff:f.dOff+f.dSize])
+	}
+	return frameChunks(chunks)
+}
+
+// frameChunks compresses each chunk as one frame and appends the seek table.
+func frameChunks(chunks [][]byte) []byte {
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	defer enc.Close()
+	var out []byte
+	var frames []frame
+	for _, c := range chunks {
+		z := enc.EncodeAll(c, nil)
+		frames = append(frames, frame{cSize: int64(len(z)), dSize: int64(len(c))})
+		out = append(out, z...)
+	}
+	return appendSeekTable(out, frames)
+}
+
+// FuzzReader feeds arbitrary files to the archive reader.
 func FuzzReader(f *testing.F) {
 	f.Add(validBundle(f))
 	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		readAll(bytes.NewReader(data))
+		readAll(data)
 	})
 }
 
-// FuzzReaderTar feeds arbitrary tar streams (compressed here), so the
-// fuzzer explores the archive checks rather than zstd's.
+// FuzzReaderTar feeds arbitrary tar streams (framed here), so the fuzzer
+// explores the archive checks rather than zstd's.
 func FuzzReaderTar(f *testing.F) {
 	dec, _ := zstd.NewReader(bytes.NewReader(validBundle(f)))
 	raw, _ := io.ReadAll(dec)
 	dec.Close()
 	f.Add(raw)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var z bytes.Buffer
-		enc, _ := zstd.NewWriter(&z, zstd.WithEncoderConcurrency(1))
-		enc.Write(data)
-		enc.Close()
-		readAll(&z)
+		if len(data) == 0 {
+			return
+		}
+		readAll(frameTar(data))
 	})
 }
 
@@ -66,7 +141,7 @@ func FuzzDecodeManifest(f *testing.F) {
 	fx.manifest.Normalize()
 	good, _ := fx.manifest.Encode()
 	f.Add(good)
-	f.Add([]byte(`{"mediaType":"application/vnd.p7bundle.manifest.v1+json","formatVersion":1}`))
+	f.Add([]byte(`{"mediaType":"application/vnd.p7bundle.manifest.v2+json","formatVersion":2}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := DecodeManifest(data)
 		if err != nil {

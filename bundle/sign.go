@@ -3,15 +3,18 @@ package bundle
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -34,10 +37,22 @@ type Verifier interface {
 	VerifyDigest(sha256 []byte, sigBase64 string) error
 }
 
-type cosignSigner struct{ sv signature.SignerVerifier }
+type cosignSigner struct {
+	sv    signature.SignerVerifier
+	ecdsa *ecdsa.PrivateKey // set for ECDSA keys: signed deterministically
+}
 
+// SignDigest signs an ECDSA key deterministically (RFC 6979): the table
+// of contents signature is inside the archive, and a randomized one would
+// make every build's bytes differ.
 func (s cosignSigner) SignDigest(sum []byte) (string, error) {
-	sig, err := s.sv.SignMessage(bytes.NewReader(nil), options.WithDigest(sum), options.WithCryptoSignerOpts(crypto.SHA256))
+	var sig []byte
+	var err error
+	if s.ecdsa != nil {
+		sig, err = s.ecdsa.Sign(nil, sum, crypto.SHA256)
+	} else {
+		sig, err = s.sv.SignMessage(bytes.NewReader(nil), options.WithDigest(sum), options.WithCryptoSignerOpts(crypto.SHA256))
+	}
 	if err != nil {
 		return "", fmt.Errorf("signing: %w", err)
 	}
@@ -85,21 +100,35 @@ func SigstoreBundle(s Signer, sum []byte, sigBase64 string) ([]byte, error) {
 }
 
 // LoadSigner reads a cosign private key (ENCRYPTED SIGSTORE/COSIGN PRIVATE
-// KEY PEM) and decrypts it with password.
+// KEY PEM) and decrypts it with password, as cosign.LoadPrivateKey does;
+// done here because the ECDSA key itself is needed to sign deterministically.
 func LoadSigner(keyPath string, password []byte) (Signer, error) {
 	data, err := os.ReadFile(keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading key %s: %v", ErrKey, keyPath, err)
 	}
-	sv, err := cosign.LoadPrivateKey(data, password, nil)
-	if err != nil {
-		msg := err.Error()
-		if strings.HasPrefix(msg, "decrypt:") {
-			msg = "wrong password or damaged key"
-		}
-		return nil, fmt.Errorf("%w: private key %s: %s", ErrKey, keyPath, msg)
+	bad := func(msg string) error { return fmt.Errorf("%w: private key %s: %s", ErrKey, keyPath, msg) }
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, bad("invalid pem block")
 	}
-	return cosignSigner{sv}, nil
+	if block.Type != cosign.CosignPrivateKeyPemType && block.Type != cosign.SigstorePrivateKeyPemType {
+		return nil, bad("unsupported pem type: " + block.Type)
+	}
+	der, err := encrypted.Decrypt(block.Bytes, password)
+	if err != nil {
+		return nil, bad("wrong password or damaged key")
+	}
+	pk, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, bad(err.Error())
+	}
+	sv, err := signature.LoadDefaultSignerVerifier(pk, *cosign.GetDefaultLoadOptions(nil)...)
+	if err != nil {
+		return nil, bad(err.Error())
+	}
+	priv, _ := pk.(*ecdsa.PrivateKey)
+	return cosignSigner{sv: sv, ecdsa: priv}, nil
 }
 
 type cosignVerifier struct{ v signature.Verifier }

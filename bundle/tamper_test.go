@@ -164,12 +164,9 @@ func TestTamperedContentFailsEvenWhenResigned(t *testing.T) {
 			}
 			b := append([]byte(nil), raw...)
 			b[off] ^= byte(1 << rng.Intn(8))
-			var z bytes.Buffer
-			enc, _ := zstd.NewWriter(&z)
-			enc.Write(b)
-			enc.Close()
-			os.WriteFile(p, z.Bytes(), 0o644)
-			sum := sha256.Sum256(z.Bytes())
+			z := reframe(t, mustRead(t, good), b)
+			os.WriteFile(p, z, 0o644)
+			sum := sha256.Sum256(z)
 			sig, _ := s.SignDigest(sum[:])
 			os.WriteFile(p+".sig", []byte(sig), 0o644)
 			trials++

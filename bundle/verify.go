@@ -2,20 +2,26 @@ package bundle
 
 import (
 	"context"
-	"errors"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 )
 
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
-	// Verifier checks the signature; nil skips it (content checks still run).
+	// Verifier checks the signatures; nil skips them (content checks still run).
 	Verifier Verifier
 	// SigPath defaults to BUNDLE.sig.
 	SigPath string
+	// Jobs is how many blobs are checked at once (default GOMAXPROCS).
+	Jobs int
 }
 
 // Report is the outcome of Verify, also its --json form.
@@ -23,9 +29,11 @@ type Report struct {
 	Bundle            string `json:"bundle"`
 	Digest            string `json:"digest"`
 	Size              int64  `json:"size"`
+	Parts             int    `json:"parts,omitempty"`
 	SignatureVerified bool   `json:"signatureVerified"`
+	TOCVerified       bool   `json:"tocVerified"`
 	ContentVerified   bool   `json:"contentVerified"`
-	BlobsChecked      int    `json:"blobsChecked"`
+	BlobsChecked      int64  `json:"blobsChecked"`
 	BytesChecked      int64  `json:"bytesChecked"`
 	// ExpectedAtSite lists what a differential bundle leaves to its base.
 	ExpectedAtSite *AtSite   `json:"expectedAtSite,omitempty"`
@@ -33,50 +41,79 @@ type Report struct {
 	Error          string    `json:"error,omitempty"`
 }
 
-// Verify checks the signature over the archive bytes and, in the same pass,
-// every entry against the manifest. A signature failure is reported ahead
-// of any content error because it is the more fundamental one.
+// Verify is the full offline check: the signature over the archive bytes
+// (hashed front to back on one core) and the table of contents signature,
+// and, on the other cores at the same time, every blob against the
+// manifest, every manifest's references and every other entry. A
+// signature failure is reported ahead of any content error because it is
+// the more fundamental one.
 func Verify(ctx context.Context, path string, opts VerifyOptions) (*Report, error) {
 	rep := &Report{Bundle: path}
 	fail := func(err error) (*Report, error) {
 		rep.Error = err.Error()
 		return rep, err
 	}
-	f, err := os.Open(path)
+	bf, err := resolveFiles(path)
 	if err != nil {
-		return fail(fmt.Errorf("opening bundle: %w", err))
+		return fail(err)
 	}
-	defer f.Close()
-	var sig string
+	if bf.parts != nil {
+		rep.Parts = len(bf.files)
+	}
+	var sig, partsSig []byte
 	if opts.Verifier != nil {
 		sigPath := opts.SigPath
 		if sigPath == "" {
-			sigPath = path + ".sig"
+			sigPath = bf.path + ".sig"
 		}
-		b, err := os.ReadFile(sigPath)
-		if err != nil {
+		if sig, err = os.ReadFile(sigPath); err != nil {
 			return fail(fmt.Errorf("%w: reading signature %s: %v", ErrSignature, sigPath, err))
 		}
-		sig = string(b)
+		if bf.parts != nil {
+			p := PartsPath(bf.path) + ".sig"
+			if partsSig, err = os.ReadFile(p); err != nil {
+				return fail(fmt.Errorf("%w: reading signature %s: %v", ErrSignature, p, err))
+			}
+		}
 	}
-	// The file hash runs on its own core while this one decompresses and
-	// hashes blobs.
-	h := newParallelHash()
-	raw := &countReader{r: io.TeeReader(f, h)}
-	contentErr := walk(ctx, raw, rep)
-	// Hash the rest even after a content error, so the signature verdict
-	// still covers the whole file.
-	if _, err := io.Copy(io.Discard, raw); err != nil {
-		return fail(fmt.Errorf("reading bundle %s: %w", path, err))
+	type hashed struct {
+		sum  []byte
+		size int64
+		err  error
 	}
-	sum := h.Sum(nil)
-	rep.Digest = digest.NewDigestFromBytes(digest.SHA256, sum).String()
-	rep.Size = raw.n
+	hashCh := make(chan hashed, 1)
+	go func() {
+		mf, err := bf.open()
+		if err != nil {
+			hashCh <- hashed{err: err}
+			return
+		}
+		defer mf.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, io.NewSectionReader(mf, 0, mf.size))
+		hashCh <- hashed{h.Sum(nil), n, err}
+	}()
+	contentErr := checkContent(ctx, bf, rep, opts)
+	hr := <-hashCh
+	if hr.err != nil {
+		return fail(fmt.Errorf("reading bundle %s: %w", path, hr.err))
+	}
+	rep.Digest = digest.NewDigestFromBytes(digest.SHA256, hr.sum).String()
+	rep.Size = hr.size
 	if opts.Verifier != nil {
-		if err := opts.Verifier.VerifyDigest(sum, sig); err != nil {
+		if err := opts.Verifier.VerifyDigest(hr.sum, string(sig)); err != nil {
 			return fail(fmt.Errorf("bundle %s: %w", path, err))
 		}
+		if partsSig != nil {
+			sum := sha256.Sum256(bf.raw)
+			if err := opts.Verifier.VerifyDigest(sum[:], string(partsSig)); err != nil {
+				return fail(fmt.Errorf("bundle %s: %s: %w", path, filepath.Base(PartsPath(bf.path)), err))
+			}
+		}
 		rep.SignatureVerified = true
+	}
+	if bf.parts != nil && bf.parts.Digest.String() != rep.Digest {
+		return fail(fmt.Errorf("%w: bundle %s: the parts hash to %s, %s says %s", ErrCorrupt, path, rep.Digest, filepath.Base(PartsPath(bf.path)), bf.parts.Digest))
 	}
 	if contentErr != nil {
 		return fail(fmt.Errorf("bundle %s: %w", path, contentErr))
@@ -101,133 +138,99 @@ type AtSite struct {
 	Bytes int64           `json:"bytes"`
 }
 
-func walk(ctx context.Context, r io.Reader, rep *Report) error {
-	br, err := NewReader(r)
+// checkContent reads every entry of the bundle, blobs several at a time.
+func checkContent(ctx context.Context, bf *bundleFiles, rep *Report, opts VerifyOptions) error {
+	a, err := open(bf)
 	if err != nil {
 		return err
 	}
-	defer br.Close()
-	rep.Manifest = br.Manifest()
-	for {
-		if err := ctx.Err(); err != nil {
+	defer a.Close()
+	rep.Manifest = a.Manifest()
+	if opts.Verifier != nil {
+		if err := a.VerifyTOC(opts.Verifier); err != nil {
 			return err
 		}
-		e, err := br.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		n, err := io.Copy(io.Discard, e)
-		if err != nil {
-			return err
-		}
-		if e.Kind == KindBlob {
-			rep.BlobsChecked++
-			rep.BytesChecked += n
-		}
+		rep.TOCVerified = true
 	}
+	if _, err := a.Metadata(); err != nil {
+		return err
+	}
+	if err := a.CheckStructure(); err != nil {
+		return err
+	}
+	jobs := opts.Jobs
+	if jobs <= 0 {
+		jobs = runtime.GOMAXPROCS(0)
+	}
+	var blobs, bytes atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	for _, b := range a.Manifest().Blobs {
+		if b.Omitted {
+			continue
+		}
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			r, err := a.Blob(b.Digest)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			n, err := io.Copy(io.Discard, r)
+			if err != nil {
+				return err
+			}
+			blobs.Add(1)
+			bytes.Add(n)
+			return gctx.Err()
+		})
+	}
+	err = g.Wait()
+	rep.BlobsChecked, rep.BytesChecked = blobs.Load(), bytes.Load()
+	if err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// OpenVerified opens the bundle and checks its table of contents
+// signature: from then on every entry read from it is checked against the
+// signed manifest as it streams.
+func OpenVerified(path string, v Verifier) (*Archive, error) {
+	a, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.VerifyTOC(v); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
 }
 
 // ReadManifest returns the bundle manifest without verifying anything else.
 func ReadManifest(path string) (*Manifest, error) {
-	f, err := os.Open(path)
+	a, err := Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("opening bundle: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	br, err := NewReader(f)
-	if err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", path, err)
-	}
-	defer br.Close()
-	return br.Manifest(), nil
-}
-
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// Verified is what one signature-checking pass over a bundle yields: the
-// signed digest, and the manifest and chart decoded from those very bytes.
-type Verified struct {
-	Digest   []byte
-	Manifest *Manifest
-	Chart    []byte
-}
-
-// VerifySignature hashes the archive file once, decoding its head on the
-// way, and checks sigPath (default path.sig) over it. The manifest and
-// chart it returns are covered by the signature; later readers compare
-// what they read against Digest or Manifest.
-func VerifySignature(path, sigPath string, v Verifier) (*Verified, error) {
-	if sigPath == "" {
-		sigPath = path + ".sig"
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("opening bundle: %w", err)
-	}
-	defer f.Close()
-	sig, err := os.ReadFile(sigPath)
-	if err != nil {
-		return nil, fmt.Errorf("%w: reading signature %s: %v", ErrSignature, sigPath, err)
-	}
-	h := newHash()
-	m, chart, headErr := readHead(io.TeeReader(f, h))
-	if _, err := io.Copy(h, f); err != nil {
-		return nil, fmt.Errorf("reading bundle %s: %w", path, err)
-	}
-	sum := h.Sum(nil)
-	if err := v.VerifyDigest(sum, string(sig)); err != nil {
-		return nil, fmt.Errorf("bundle %s: %w", path, err)
-	}
-	if headErr != nil {
-		return nil, fmt.Errorf("bundle %s: %w", path, headErr)
-	}
-	return &Verified{Digest: sum, Manifest: m, Chart: chart}, nil
-}
-
-// readHead decodes the manifest and the chart (checked against its digest)
-// and closes the decoder, which waits for its reads: the caller can then
-// go on reading r's source without racing it.
-func readHead(r io.Reader) (*Manifest, []byte, error) {
-	br, err := NewReader(r)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer br.Close()
-	e, err := br.Next()
-	if err != nil {
-		return nil, nil, err
-	}
-	chart, err := io.ReadAll(io.LimitReader(e, maxChartBytes+1))
-	if err != nil {
-		return nil, nil, err
-	}
-	return br.Manifest(), chart, nil
+	defer a.Close()
+	return a.Manifest(), nil
 }
 
 // ReadChart returns the manifest and the chart archive of an unverified
-// bundle, the chart checked against the manifest's digest. It reads only
-// the head of the bundle.
+// bundle, the chart checked against the manifest's digest.
 func ReadChart(path string) (*Manifest, []byte, error) {
-	f, err := os.Open(path)
+	a, err := Open(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("opening bundle: %w", err)
+		return nil, nil, err
 	}
-	defer f.Close()
-	m, chart, err := readHead(f)
+	defer a.Close()
+	chart, err := a.Chart()
 	if err != nil {
 		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
-	return m, chart, nil
+	return a.Manifest(), chart, nil
 }

@@ -2,23 +2,18 @@ package bundle
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"hash"
 	"io"
-	"os"
-	"path/filepath"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/p7bundle/p7bundle/internal/atomicfile"
 )
 
 // BlobOpener opens a blob by digest; the writer checks what it reads.
@@ -33,29 +28,44 @@ type WriteOptions struct {
 	// in this run (fetched into its cache); the writer checks only their
 	// size instead of hashing them a second time.
 	Fresh func(digest.Digest) bool
-	// Signer signs the archive digest; nil writes no .sig.
+	// Signer signs the table of contents and the archive; nil signs nothing.
 	Signer Signer
 	// ModTime stamps every entry; zero means the Unix epoch.
 	ModTime time.Time
-	// Level is the zstd level (default zstd.SpeedDefault).
+	// Level is the zstd level of frames that are not already-compressed
+	// layers (default zstd.SpeedDefault).
 	Level zstd.EncoderLevel
-	// Concurrency of the zstd encoder (0 = GOMAXPROCS); it does not change the output.
+	// Concurrency is how many frames are compressed at once (0 = GOMAXPROCS);
+	// it does not change the output.
 	Concurrency int
+	// SplitSize, when > 0, writes the archive as parts of at most this many
+	// bytes (at least MinSplitSize), cut at frame boundaries.
+	SplitSize int64
 	// Progress, if set, receives uncompressed bytes written so far.
 	Progress func(written int64)
 }
 
+// MinSplitSize keeps every part larger than any one frame.
+const MinSplitSize = 8 << 20
+
 // WriteResult describes the files Write produced.
 type WriteResult struct {
 	Path, SigPath, SHA256Path, SigstorePath string
-	Digest                                  string // sha256 of the archive file
-	Size                                    int64  // archive bytes
-	UncompressedSize                        int64  // tar bytes
+	// Parts and PartsPath are set for a split bundle; Path then names the
+	// file the parts join into.
+	Parts     []string
+	PartsPath string
+	Digest    string // sha256 of the archive (the joined parts)
+	Size      int64  // archive bytes
+	// UncompressedSize counts tar bytes; Frames the zstd frames.
+	UncompressedSize int64
+	Frames           int
 }
 
-// Write streams the bundle to path through a temporary file and renames it
-// into place only when complete, so a failure never leaves a file at path.
-// Next to it go path.sha256 and, with a Signer, path.sig.
+// Write streams the bundle to path (or its parts) through temporary files
+// and renames them into place only when complete, so a failure never
+// leaves a file at a final path. Next to it go path.sha256 and, with a
+// Signer, path.sig and path.sigstore.json.
 func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, error) {
 	m := opts.Manifest
 	m.Normalize()
@@ -65,112 +75,77 @@ func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, e
 	if d := digest.FromBytes(opts.Chart); d != m.Chart.Digest || int64(len(opts.Chart)) != m.Chart.Size {
 		return nil, fmt.Errorf("chart %s: content does not match its manifest entry", m.Chart.Path)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return nil, fmt.Errorf("creating output in %s: %w", dir, err)
+	if opts.SplitSize > 0 && opts.SplitSize < MinSplitSize {
+		return nil, fmt.Errorf("split size %d: must be at least %d bytes (8 MiB)", opts.SplitSize, MinSplitSize)
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			tmp.Close()
-			os.Remove(tmp.Name())
+	mb, err := m.Encode()
+	if err != nil {
+		return nil, err
+	}
+	var tocSig []byte
+	if opts.Signer != nil {
+		sum := sha256.Sum256(mb)
+		s, err := opts.Signer.SignDigest(sum[:])
+		if err != nil {
+			return nil, err
 		}
-	}()
-
-	fileHash := sha256.New()
-	counted := &countWriter{w: io.MultiWriter(tmp, fileHash)}
-	// The buffer turns the encoder's many small frame writes into large file writes.
-	buffered := bufio.NewWriterSize(counted, 1<<20)
+		tocSig = []byte(s)
+	}
+	mtime := opts.ModTime
+	if mtime.IsZero() {
+		mtime = time.Unix(0, 0)
+	}
+	l, err := planLayout(m, int64(len(mb)), int64(len(tocSig)), mtime)
+	if err != nil {
+		return nil, err
+	}
+	out, err := newPartWriter(path, opts.SplitSize)
+	if err != nil {
+		return nil, err
+	}
+	defer out.abort()
 	level := opts.Level
 	if level == 0 {
 		level = zstd.SpeedDefault
 	}
-	// A 2 MiB window keeps the parallel encoder's jobs (4 windows each, in
-	// and out, per core) near 100 MiB; the default 8 MiB took ~800 MiB RSS
-	// for about 1 % better compression. Part of the format's reproducibility:
-	// changing it changes the bytes.
-	enc, err := zstd.NewWriter(buffered,
-		zstd.WithEncoderLevel(level),
-		zstd.WithWindowSize(2<<20),
-		zstd.WithEncoderConcurrency(opts.Concurrency),
-		zstd.WithConcurrentBlocks(true))
-	if err != nil {
-		return nil, err
+	workers := opts.Concurrency
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
 	}
-	tarBytes := &countWriter{w: enc, progress: opts.Progress}
-	tw := &tarWriter{tw: tar.NewWriter(tarBytes), mtime: opts.ModTime}
-	if tw.mtime.IsZero() {
-		tw.mtime = time.Unix(0, 0)
-	}
-	werr := writeEntries(ctx, tw, opts)
+	enc := newFrameEncoder(out, workers, level)
+	chunks := &chunker{cuts: l.cuts(), enc: enc}
+	tarBytes := &countWriter{w: chunks, progress: opts.Progress}
+	tw := &tarWriter{tw: tar.NewWriter(tarBytes), mtime: mtime}
+	werr := writeEntries(ctx, tw, opts, mb, tocSig)
 	if werr == nil {
 		werr = tw.tw.Close()
 	}
-	// Close the encoder even after an error so its goroutines stop.
-	if cerr := enc.Close(); werr == nil {
+	if werr == nil {
+		werr = chunks.done()
+	}
+	// Close the encoders even after an error so their goroutines stop.
+	if cerr := enc.close(); werr == nil {
 		werr = cerr
 	}
 	if werr == nil {
-		werr = buffered.Flush()
-	}
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
+		werr = out.finish()
 	}
 	if werr != nil {
 		return nil, fmt.Errorf("writing bundle %s: %w", path, werr)
 	}
-	sum := fileHash.Sum(nil)
-	res := &WriteResult{
-		Path:             path,
-		Digest:           digest.NewDigestFromBytes(digest.SHA256, sum).String(),
-		Size:             counted.n,
-		UncompressedSize: tarBytes.n,
-		SHA256Path:       path + ".sha256",
-	}
-	// Companions first, archive last: a crash in between leaves no archive
-	// that looks complete, at worst a .sig that matches nothing.
-	if err := atomicfile.Write(res.SHA256Path, []byte(hex.EncodeToString(sum)+"  "+filepath.Base(path)+"\n"), 0o644); err != nil {
+	res := &WriteResult{Path: path, UncompressedSize: tarBytes.n, Frames: len(out.frames)}
+	if err := out.commit(opts.Signer, res); err != nil {
 		return nil, err
 	}
-	if opts.Signer != nil {
-		sig, err := opts.Signer.SignDigest(sum)
-		if err != nil {
-			return nil, err
-		}
-		res.SigPath = path + ".sig"
-		if err := atomicfile.Write(res.SigPath, []byte(sig), 0o644); err != nil {
-			return nil, err
-		}
-		sb, err := SigstoreBundle(opts.Signer, sum, sig)
-		if err != nil {
-			return nil, err
-		}
-		res.SigstorePath = path + ".sigstore.json"
-		if err := atomicfile.Write(res.SigstorePath, sb, 0o644); err != nil {
-			return nil, err
-		}
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return nil, fmt.Errorf("renaming bundle into place: %w", err)
-	}
-	committed = true
 	return res, nil
 }
 
-func writeEntries(ctx context.Context, tw *tarWriter, opts WriteOptions) error {
+func writeEntries(ctx context.Context, tw *tarWriter, opts WriteOptions, manifest, tocSig []byte) error {
 	m := opts.Manifest
-	mb, err := m.Encode()
-	if err != nil {
+	if err := tw.bytes(ManifestEntry, manifest); err != nil {
 		return err
 	}
-	if err := tw.bytes(ManifestEntry, mb); err != nil {
+	if err := tw.bytes(TOCSignatureEntry, tocSig); err != nil {
 		return err
 	}
 	if err := tw.bytes(m.Chart.Path, opts.Chart); err != nil {
@@ -232,19 +207,8 @@ type tarWriter struct {
 	mtime time.Time
 }
 
-func (t *tarWriter) header(name string, size int64) error {
-	return t.tw.WriteHeader(&tar.Header{
-		Typeflag: tar.TypeReg,
-		Name:     name,
-		Size:     size,
-		Mode:     0o644,
-		ModTime:  t.mtime,
-		Format:   tar.FormatPAX,
-	})
-}
-
 func (t *tarWriter) bytes(name string, data []byte) error {
-	if err := t.header(name, int64(len(data))); err != nil {
+	if err := t.tw.WriteHeader(canonicalHeader(name, int64(len(data)), t.mtime)); err != nil {
 		return err
 	}
 	_, err := t.tw.Write(data)
@@ -259,7 +223,7 @@ func (t *tarWriter) blob(ctx context.Context, b Blob, open BlobOpener, fresh boo
 		return fmt.Errorf("blob %s: %w", b.Digest, err)
 	}
 	defer rc.Close()
-	if err := t.header(BlobPath(b.Digest), b.Size); err != nil {
+	if err := t.tw.WriteHeader(canonicalHeader(BlobPath(b.Digest), b.Size, t.mtime)); err != nil {
 		return err
 	}
 	h := sha256.New()
@@ -295,51 +259,141 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// newHash exists so readers and writers agree on the archive hash.
-func newHash() hash.Hash { return sha256.New() }
-
-// parallelHash is a SHA-256 that hashes in its own goroutine: Write copies
-// the bytes into a pooled buffer and returns; Sum waits for the backlog.
-type parallelHash struct {
-	h    hash.Hash
-	ch   chan []byte
-	free chan []byte
-	done chan struct{}
+// chunker cuts the tar stream into frames at the layout's cuts.
+type chunker struct {
+	cuts []cut
+	enc  *frameEncoder
+	pos  int64
+	buf  []byte
 }
 
-func newParallelHash() *parallelHash {
-	p := &parallelHash{h: sha256.New(), ch: make(chan []byte, 8), free: make(chan []byte, 9), done: make(chan struct{})}
-	go func() {
-		for b := range p.ch {
-			p.h.Write(b)
-			select {
-			case p.free <- b[:0]:
-			default: // pool full: let the GC have it
+func (c *chunker) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		if len(c.cuts) == 0 {
+			return written, fmt.Errorf("tar stream runs past its planned layout at %d", c.pos)
+		}
+		if c.buf == nil {
+			c.buf = c.enc.buffer()
+		}
+		n := int(min(int64(len(p)), c.cuts[0].end-c.pos))
+		c.buf = append(c.buf, p[:n]...)
+		c.pos += int64(n)
+		p = p[n:]
+		written += n
+		if c.pos == c.cuts[0].end {
+			if err := c.enc.encode(c.buf, c.cuts[0].fast); err != nil {
+				return written, err
+			}
+			c.buf, c.cuts = nil, c.cuts[1:]
+		}
+	}
+	return written, nil
+}
+
+// done insists the stream ended exactly where the layout says.
+func (c *chunker) done() error {
+	if len(c.cuts) != 0 || c.buf != nil {
+		return fmt.Errorf("tar stream ends at %d, before its planned layout", c.pos)
+	}
+	return nil
+}
+
+// frameEncoder compresses frames on several goroutines, each with its own
+// encoders, and hands them to the output in order. At most 2×workers
+// frames are in flight, so memory stays flat.
+type frameEncoder struct {
+	out     *partWriter
+	level   zstd.EncoderLevel
+	work    chan *frameJob
+	order   chan *frameJob
+	wg      sync.WaitGroup
+	written chan error
+	mu      sync.Mutex
+	err     error
+	pool    sync.Pool
+}
+
+type frameJob struct {
+	in, out []byte
+	fast    bool
+	err     error
+	done    chan struct{}
+}
+
+func newFrameEncoder(out *partWriter, workers int, level zstd.EncoderLevel) *frameEncoder {
+	e := &frameEncoder{out: out, level: level, work: make(chan *frameJob, workers), order: make(chan *frameJob, 2*workers), written: make(chan error, 1)}
+	e.pool.New = func() any { return make([]byte, 0, FrameSize) }
+	for range workers {
+		e.wg.Add(1)
+		go e.compress()
+	}
+	go e.write()
+	return e
+}
+
+func (e *frameEncoder) buffer() []byte { return e.pool.Get().([]byte)[:0] }
+
+func (e *frameEncoder) compress() {
+	defer e.wg.Done()
+	var normal, fast *zstd.Encoder
+	newEnc := func(l zstd.EncoderLevel) (*zstd.Encoder, error) {
+		return zstd.NewWriter(nil, zstd.WithEncoderLevel(l), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(FrameSize))
+	}
+	for j := range e.work {
+		enc := &normal
+		level := e.level
+		if j.fast {
+			enc, level = &fast, zstd.SpeedFastest
+		}
+		if *enc == nil {
+			if *enc, j.err = newEnc(level); j.err != nil {
+				close(j.done)
+				continue
 			}
 		}
-		close(p.done)
-	}()
-	return p
-}
-
-func (p *parallelHash) Write(b []byte) (int, error) {
-	for rest := b; len(rest) > 0; {
-		var buf []byte
-		select {
-		case buf = <-p.free:
-		default:
-			buf = make([]byte, 0, 1<<20)
-		}
-		n := min(len(rest), cap(buf))
-		p.ch <- append(buf, rest[:n]...)
-		rest = rest[n:]
+		j.out = (*enc).EncodeAll(j.in, make([]byte, 0, len(j.in)+len(j.in)/64+1024))
+		close(j.done)
 	}
-	return len(b), nil
 }
 
-// Sum finishes the hash; the hasher must not be written to afterwards.
-func (p *parallelHash) Sum(b []byte) []byte {
-	close(p.ch)
-	<-p.done
-	return p.h.Sum(b)
+// write appends finished frames to the output in stream order.
+func (e *frameEncoder) write() {
+	var err error
+	for j := range e.order {
+		<-j.done
+		if err == nil {
+			err = j.err
+		}
+		if err == nil {
+			err = e.out.frame(j.out, int64(len(j.in)))
+		}
+		if err != nil {
+			e.mu.Lock()
+			e.err = err
+			e.mu.Unlock()
+		}
+		e.pool.Put(j.in[:0])
+	}
+	e.written <- err
+}
+
+func (e *frameEncoder) encode(in []byte, fast bool) error {
+	e.mu.Lock()
+	err := e.err
+	e.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	j := &frameJob{in: in, fast: fast, done: make(chan struct{})}
+	e.order <- j
+	e.work <- j
+	return nil
+}
+
+func (e *frameEncoder) close() error {
+	close(e.work)
+	e.wg.Wait()
+	close(e.order)
+	return <-e.written
 }

@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -106,20 +105,18 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
-	// First, before trusting anything in the bundle: its signature.
-	// The manifest and chart come from that same pass over the bytes.
-	verified, err := o.Signature.verify(o.Bundle, o.Log)
+	// First, before trusting anything in the bundle: its signed table of
+	// contents. The chart and every blob are checked against it as read.
+	archive, err := o.Signature.open(o.Bundle, o.Log)
 	if err != nil {
 		return nil, err
 	}
-	if verified == nil { // --insecure-skip-verify
-		m, chart, err := bundle.ReadChart(o.Bundle)
-		if err != nil {
-			return nil, err
-		}
-		verified = &bundle.Verified{Manifest: m, Chart: chart}
+	defer archive.Close()
+	chart, err := archive.Chart()
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", o.Bundle, err)
 	}
-	m := verified.Manifest
+	m := archive.Manifest()
 	if o.LogFile == "" {
 		o.LogFile = "pseven-" + m.Chart.Version + ".log"
 	}
@@ -176,7 +173,7 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 
 	if !o.DryRun {
 		push := &Push{Bundle: o.Bundle, Signature: o.Signature, Base: o.Base, Site: o.Site, Jobs: o.Jobs,
-			Client: client, Log: io.MultiWriter(o.Log, logFile), verified: verified}
+			Client: client, Log: io.MultiWriter(o.Log, logFile), archive: archive}
 		rep.Pushed, err = push.Run(ctx)
 		if err != nil {
 			return nil, err
@@ -195,7 +192,7 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	ch, err := manifests.LoadChartArchive(o.Bundle+":"+m.Chart.Path, verified.Chart)
+	ch, err := manifests.LoadChartArchive(o.Bundle+":"+m.Chart.Path, chart)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +202,7 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 		carried = state.userValues(ch, m.SourceRegistry, o.Site.Path(), secretKeys)
 		step("values: starting from the %d top-level keys the admin set in revision %d (--reset-values starts from the chart's defaults)", len(carried), state.Current.Version)
 	}
-	p, err := prepareFrom(&Prepared{Verified: verified}, m, verified.Chart, valuesInput{
+	p, err := prepareFrom(&Prepared{Verified: !o.InsecureSkipVerify}, m, chart, valuesInput{
 		Bundle: o.Bundle, Site: site, Files: o.Files, Sets: o.Sets, Sizing: pf.Sizing, Carried: carried,
 	})
 	if err != nil {

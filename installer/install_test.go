@@ -427,3 +427,55 @@ func TestInstallPlainHTTPRegistryWithoutPort(t *testing.T) {
 		t.Errorf("values do not point at 127.0.0.2/pseven:\n%s", doc)
 	}
 }
+
+// TestInstallTamperedBlobTagsNothing: a byte changed inside a layer passes
+// the table of contents check (the manifest is intact) and is caught as
+// the blob streams to the registry: the install stops, nothing is tagged,
+// no release is made.
+func TestInstallTamperedBlobTagsNothing(t *testing.T) {
+	s := newFakeSite(t)
+	path, pub := testBundle(t)
+	data := mustReadFile(t, path)
+	v, err := bundle.LoadVerifier(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := filepath.Join(s.dir, "tampered.tar.zst")
+	found := false
+	// From the middle (layers) on, the first flip that changes content but
+	// leaves the signed head readable.
+	for off := len(data) / 2; off < len(data) && !found; off += 997 {
+		b := append([]byte(nil), data...)
+		b[off] ^= 0x10
+		os.WriteFile(tampered, b, 0o644)
+		a, err := bundle.OpenVerified(tampered, v)
+		if err != nil {
+			continue
+		}
+		a.Close()
+		_, err = bundle.Verify(context.Background(), tampered, bundle.VerifyOptions{})
+		found = errors.Is(err, bundle.ErrCorrupt)
+	}
+	if !found {
+		t.Fatal("no flip found that keeps the head and changes a blob")
+	}
+	_, err, log := s.install(t, func(in *Install) { in.Bundle = tampered })
+	if !errors.Is(err, bundle.ErrCorrupt) {
+		t.Fatalf("install of a tampered bundle = %v\n%s", err, log)
+	}
+	if n := s.tags(t); n != 0 {
+		t.Errorf("%d tags after a tampered install", n)
+	}
+	if h := s.history(t); len(h) != 0 {
+		t.Errorf("a release was made: %s", s.statuses(t))
+	}
+}
+
+func mustReadFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

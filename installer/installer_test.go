@@ -1,8 +1,6 @@
 package installer
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,8 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/p7bundle/p7bundle/bundle"
 )
 
 func node(name, ip string, mem, cpu string, controlPlane bool) corev1.Node {
@@ -74,27 +70,6 @@ func TestWriteNewSecretFileNeverOverwrites(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".*")); len(left) != 0 {
 		t.Errorf("temp files left: %v", left)
-	}
-}
-
-func TestFileSourceRefusesAChangedFile(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "b.tar.zst")
-	os.WriteFile(p, []byte("the signed bytes"), 0o644)
-	sum := sha256.Sum256([]byte("the signed bytes"))
-	src := &fileSource{path: p, trusted: sum[:]}
-	defer src.Close()
-	r, _ := src.Open()
-	buf := make([]byte, 4)
-	r.Read(buf)
-	if err := src.Sealed(); err != nil {
-		t.Fatalf("unchanged file: %v", err)
-	}
-	os.WriteFile(p, []byte("swapped after the check"), 0o644)
-	r, _ = src.Open()
-	var sink bytes.Buffer
-	sink.ReadFrom(r)
-	if err := src.Sealed(); !errors.Is(err, bundle.ErrSignature) {
-		t.Errorf("swapped file sealed: %v", err)
 	}
 }
 

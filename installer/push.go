@@ -1,21 +1,18 @@
 package installer
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"hash"
 	"io"
-	"os"
 
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/mirror"
 )
 
-// Push is `p7bundle push`: it verifies a bundle, then streams its blobs
-// into the site registry and tags the images only after the bytes pushed
-// are shown to be the verified ones. No cluster is needed.
+// Push is `p7bundle push`: it checks a bundle's signed table of contents,
+// then uploads the blobs the site registry lacks, each verified against it
+// while it streams, and tags the images only after every blob read is
+// verified. No cluster is needed.
 type Push struct {
 	Bundle string
 	Signature
@@ -28,30 +25,8 @@ type Push struct {
 
 	// Client overrides the site registry client built from Site.
 	Client *mirror.Client
-	// verified is the signature check Install already ran.
-	verified *bundle.Verified
-}
-
-// verifyBundle checks the signature of path and returns what it verified
-// (digest, manifest, chart); with skip it warns loudly and returns nil.
-func verifyBundle(path, keyPath, sigPath string, skip bool, log io.Writer) (*bundle.Verified, error) {
-	if skip {
-		fmt.Fprintf(log, "WARNING: --insecure-skip-verify: the signature of %s is NOT checked; anyone who could change the file chooses what runs at this site\n", path)
-		return nil, nil
-	}
-	if keyPath == "" {
-		return nil, fmt.Errorf("%w: no --key: refusing to use an unverified bundle (--insecure-skip-verify overrides)", bundle.ErrKey)
-	}
-	v, err := bundle.LoadVerifier(keyPath)
-	if err != nil {
-		return nil, err
-	}
-	verified, err := bundle.VerifySignature(path, sigPath, v)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(log, "signature of %s verified with %s\n", path, keyPath)
-	return verified, nil
+	// archive is the bundle Install already opened and verified.
+	archive *bundle.Archive
 }
 
 // Run pushes the bundle.
@@ -66,11 +41,12 @@ func (p *Push) Run(ctx context.Context) (*mirror.PushResult, error) {
 		return nil, err
 	}
 	o.Site = site
-	verified := o.verified
-	if verified == nil {
-		if verified, err = o.Signature.verify(o.Bundle, o.Log); err != nil {
+	a := o.archive
+	if a == nil {
+		if a, err = o.Signature.open(o.Bundle, o.Log); err != nil {
 			return nil, err
 		}
+		defer a.Close()
 	}
 	if o.Client == nil {
 		if o.Client, err = site.client(site.Guard()); err != nil {
@@ -78,45 +54,25 @@ func (p *Push) Run(ctx context.Context) (*mirror.PushResult, error) {
 		}
 	}
 	if o.Base != "" {
-		if err := o.pushBase(ctx, verified); err != nil {
+		if err := o.pushBase(ctx, a.Manifest()); err != nil {
 			return nil, err
 		}
 	}
-	src := &fileSource{path: o.Bundle}
-	po := mirror.PushOptions{Registry: site.Host, Prefix: site.Prefix, Jobs: o.Jobs, Log: o.Log}
-	if verified != nil {
-		src.trusted, po.Manifest = verified.Digest, verified.Manifest
-	}
-	defer src.Close()
-	return o.Client.PushBundle(ctx, src, po)
+	return o.Client.PushBundle(ctx, a, mirror.PushOptions{Registry: site.Host, Prefix: site.Prefix, Jobs: o.Jobs, Log: o.Log})
 }
 
 // pushBase pushes the base bundle a differential bundle names, after
 // checking it is that base: signed with the same key, same manifest digest.
-func (opts *Push) pushBase(ctx context.Context, delta *bundle.Verified) error {
-	var m *bundle.Manifest
-	if delta != nil {
-		m = delta.Manifest
-	} else if m2, err := bundle.ReadManifest(opts.Bundle); err != nil { // --insecure-skip-verify
-		return err
-	} else {
-		m = m2
-	}
+func (opts *Push) pushBase(ctx context.Context, m *bundle.Manifest) error {
 	if m.Base == nil {
 		return fmt.Errorf("%w: --base %s given, but %s is not a differential bundle", bundle.ErrBase, opts.Base, opts.Bundle)
 	}
-	base, err := Signature{Key: opts.Key, InsecureSkipVerify: opts.InsecureSkipVerify}.verify(opts.Base, opts.Log)
+	base, err := opts.Signature.open(opts.Base, opts.Log)
 	if err != nil {
 		return err
 	}
-	if base == nil { // --insecure-skip-verify
-		b, err := bundle.ReadManifest(opts.Base)
-		if err != nil {
-			return err
-		}
-		base = &bundle.Verified{Manifest: b}
-	}
-	md, err := base.Manifest.Digest()
+	defer base.Close()
+	md, err := base.Manifest().Digest()
 	if err != nil {
 		return err
 	}
@@ -124,49 +80,6 @@ func (opts *Push) pushBase(ctx context.Context, delta *bundle.Verified) error {
 		return fmt.Errorf("%w: %s is not the base of %s (which was built on %s, manifest %s)", bundle.ErrBase, opts.Base, opts.Bundle, m.Base.Name, m.Base.ManifestDigest)
 	}
 	fmt.Fprintf(opts.Log, "pushing the base %s first\n", opts.Base)
-	src := &fileSource{path: opts.Base}
-	defer src.Close()
-	po := mirror.PushOptions{Registry: opts.Site.Host, Prefix: opts.Site.Prefix, Jobs: opts.Jobs, Log: opts.Log, Manifest: base.Manifest}
-	src.trusted = base.Digest
-	_, err = opts.Client.PushBundle(ctx, src, po)
-	return err
-}
-
-// fileSource reads the bundle file once per pass and, when sealed, insists
-// the bytes read hash to the signed digest: a file swapped after the
-// signature check is caught before anything is tagged.
-type fileSource struct {
-	path    string
-	trusted []byte
-	f       *os.File
-	h       hash.Hash
-}
-
-func (s *fileSource) Open() (io.Reader, error) {
-	s.Close()
-	f, err := os.Open(s.path)
-	if err != nil {
-		return nil, fmt.Errorf("opening bundle: %w", err)
-	}
-	s.f, s.h = f, sha256.New()
-	return io.TeeReader(f, s.h), nil
-}
-
-func (s *fileSource) Sealed() error {
-	if _, err := io.Copy(s.h, s.f); err != nil {
-		return fmt.Errorf("reading bundle %s: %w", s.path, err)
-	}
-	if len(s.trusted) > 0 && !bytes.Equal(s.h.Sum(nil), s.trusted) {
-		return fmt.Errorf("%w: bundle %s changed after its signature was checked", bundle.ErrSignature, s.path)
-	}
-	return nil
-}
-
-func (s *fileSource) Close() error {
-	if s.f == nil {
-		return nil
-	}
-	err := s.f.Close()
-	s.f = nil
+	_, err = opts.Client.PushBundle(ctx, base, mirror.PushOptions{Registry: opts.Site.Host, Prefix: opts.Site.Prefix, Jobs: opts.Jobs, Log: opts.Log})
 	return err
 }

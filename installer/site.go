@@ -85,26 +85,44 @@ func (s SiteRegistry) client(guard *egress.Guard) (*mirror.Client, error) {
 type Signature struct {
 	// Key is the cosign public key; required unless InsecureSkipVerify.
 	Key string
-	// File is the signature; default BUNDLE.sig.
-	File string
 	// InsecureSkipVerify uses the bundle unchecked, with a loud warning.
 	InsecureSkipVerify bool
 }
 
-// verify checks path's signature and returns what it verified (digest,
-// manifest, chart); with InsecureSkipVerify it warns and returns nil.
-func (s Signature) verify(path string, log io.Writer) (*bundle.Verified, error) {
-	return verifyBundle(path, s.Key, s.File, s.InsecureSkipVerify, log)
+// open opens the bundle and checks its table of contents signature: the
+// signed manifest names the digest and size of every entry, and every
+// entry is checked against it as it is read. With InsecureSkipVerify it
+// warns and opens the bundle unchecked.
+func (s Signature) open(path string, log io.Writer) (*bundle.Archive, error) {
+	if s.InsecureSkipVerify {
+		fmt.Fprintf(log, "WARNING: --insecure-skip-verify: the signature of %s is NOT checked; anyone who could change the file chooses what runs at this site\n", path)
+		return bundle.Open(path)
+	}
+	if s.Key == "" {
+		return nil, fmt.Errorf("%w: no --key: refusing to use an unverified bundle (--insecure-skip-verify overrides)", bundle.ErrKey)
+	}
+	v, err := bundle.LoadVerifier(s.Key)
+	if err != nil {
+		return nil, err
+	}
+	a, err := bundle.OpenVerified(path, v)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "signature of %s verified with %s\n", path, s.Key)
+	return a, nil
 }
 
 // optional checks the signature when a key is given (values, lint) and
 // otherwise says the chart is used unchecked.
-func (s Signature) optional(path string, log io.Writer) (*bundle.Verified, error) {
+func (s Signature) optional(path string, log io.Writer) (a *bundle.Archive, verified bool, err error) {
 	if s.Key == "" {
 		fmt.Fprintf(log, "note: no key: the chart in %s is used without checking its signature\n", path)
-		return nil, nil
+		a, err = bundle.Open(path)
+		return a, false, err
 	}
-	return s.verify(path, log)
+	a, err = s.open(path, log)
+	return a, err == nil, err
 }
 
 func orDiscard(w io.Writer) io.Writer {

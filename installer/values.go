@@ -76,8 +76,8 @@ type Prepared struct {
 	Manifest *bundle.Manifest
 	Chart    *manifests.Chart
 	Values   *manifests.AirgapValues
-	// Verified is the signature check's outcome (nil when no key was given).
-	Verified *bundle.Verified
+	// Verified says the bundle's signature was checked (a key was given).
+	Verified bool
 }
 
 // prepare reads the chart from the bundle (checking its signature when a
@@ -88,19 +88,16 @@ func prepare(path string, sig Signature, site SiteRegistry, files, sets []string
 		return nil, site, err
 	}
 	in := valuesInput{Bundle: path, Site: site, Files: files, Sets: sets}
-	p := &Prepared{}
-	if p.Verified, err = sig.optional(path, log); err != nil {
-		return nil, site, err
-	}
-	if p.Verified != nil {
-		p, err = prepareFrom(p, p.Verified.Manifest, p.Verified.Chart, in)
-		return p, site, err
-	}
-	m, archive, err := bundle.ReadChart(path)
+	a, verified, err := sig.optional(path, log)
 	if err != nil {
 		return nil, site, err
 	}
-	p, err = prepareFrom(p, m, archive, in)
+	defer a.Close()
+	chart, err := a.Chart()
+	if err != nil {
+		return nil, site, fmt.Errorf("bundle %s: %w", path, err)
+	}
+	p, err := prepareFrom(&Prepared{Verified: verified}, a.Manifest(), chart, in)
 	return p, site, err
 }
 

@@ -22,20 +22,6 @@ import (
 	"github.com/p7bundle/p7bundle/internal/imageref"
 )
 
-// smallBlob is the size up to which a blob is read into memory and pushed
-// by a worker, so many small blobs upload in parallel while the stream
-// moves on; larger blobs stream straight from the archive to the registry.
-const smallBlob = 4 << 20
-
-// BundleSource yields the archive stream, once per pass. Sealed is called
-// after a pass has read the whole stream and must fail unless those bytes
-// were the verified bundle: nothing is tagged before it returns nil.
-type BundleSource interface {
-	Open() (io.Reader, error)
-	Sealed() error
-	Close() error
-}
-
 // PushOptions configure PushBundle.
 type PushOptions struct {
 	// Registry is the site registry, HOST[:PORT].
@@ -44,13 +30,8 @@ type PushOptions struct {
 	Prefix string
 	// Jobs is the number of concurrent uploads (default 8).
 	Jobs int
-	// Passes over the archive when streamed uploads fail (default 3).
-	Passes int
-	// Log receives one line per image and per pass; nil is silent.
+	// Log receives one line per image; nil is silent.
 	Log io.Writer
-	// Manifest, when set, is the bundle manifest from the signature check;
-	// the stream must carry exactly it.
-	Manifest *bundle.Manifest
 }
 
 // PushedImage maps a bundle image to where it now lives.
@@ -67,7 +48,10 @@ type PushResult struct {
 	BlobsSkipped int64         `json:"blobsSkipped"`
 	BlobsMounted int64         `json:"blobsMounted"`
 	BytesPushed  int64         `json:"bytesPushed"`
-	Passes       int           `json:"passes"`
+	// BytesRead counts blob bytes read from the bundle; a re-install reads none.
+	BytesRead int64 `json:"bytesRead"`
+	// Retried counts blob uploads tried again after a transient failure.
+	Retried int64 `json:"retried"`
 }
 
 // Target is where a source reference lands in the site registry.
@@ -118,6 +102,8 @@ type pusher struct {
 	meta    map[string][]byte          // manifests and indexes, pushed after sealing
 	current map[string]bool            // image ref -> already tagged with its digest
 	res     PushResult
+	read    atomic.Int64
+	retried atomic.Int64
 	pushed  atomic.Int64
 	skipped atomic.Int64
 	bytes   atomic.Int64
@@ -125,46 +111,33 @@ type pusher struct {
 	logMu   sync.Mutex
 }
 
-// PushBundle streams every blob of the bundle into the site registry
-// without extracting it, then — only once src is sealed — pushes the
-// manifests and tags them. Blobs the registry has are skipped, blobs
-// shared between images are mounted across repositories, and a rerun
-// after an interruption uploads only what is missing.
-func (c *Client) PushBundle(ctx context.Context, src BundleSource, opts PushOptions) (*PushResult, error) {
+// PushBundle uploads the blobs of a (verified) bundle archive the site
+// registry lacks, Jobs at a time, each read through the seek table and
+// checked against the signed manifest while it streams; then, once every
+// blob read is verified, it pushes the manifests and tags them. Blobs the
+// registry has are not read, blobs shared between images are mounted
+// across repositories, and a rerun after an interruption uploads only
+// what is missing.
+func (c *Client) PushBundle(ctx context.Context, a *bundle.Archive, opts PushOptions) (*PushResult, error) {
 	if opts.Jobs <= 0 {
 		opts.Jobs = 8
 	}
-	if opts.Passes <= 0 {
-		opts.Passes = 3
-	}
-	p := &pusher{c: c, opts: opts, targets: map[string]Target{}, home: map[string]string{},
+	p := &pusher{c: c, opts: opts, m: a.Manifest(), targets: map[string]Target{}, home: map[string]string{},
 		have: map[string]map[string]bool{}, meta: map[string][]byte{}}
-	var missing map[string]bool
-	for pass := 1; ; pass++ {
-		p.res.Passes = pass
-		var err error
-		missing, err = p.pass(ctx, src, pass == 1)
-		if err != nil {
-			return nil, err
-		}
-		if len(missing) == 0 {
-			break
-		}
-		if pass >= opts.Passes {
-			var ds []string
-			for d := range missing {
-				ds = append(ds, d)
-			}
-			sort.Strings(ds)
-			return nil, fmt.Errorf("registry %s: %d blobs still missing after %d passes, first %s", opts.Registry, len(ds), pass, ds[0])
-		}
-		p.logf("pass %d: %d blobs failed to upload; reading the bundle again for them", pass, len(missing))
+	if err := p.plan(ctx); err != nil {
+		return nil, err
+	}
+	if p.allCurrent() {
+		// A re-install: every image is tagged with its digest already.
+		p.logf("every image is already in %s with the bundle's digest", p.opts.Registry)
+	} else if err := p.uploadAll(ctx, a); err != nil {
+		return nil, err
 	}
 	if err := p.finish(ctx); err != nil {
 		return nil, err
 	}
 	p.res.BlobsPushed, p.res.BlobsSkipped, p.res.BytesPushed = p.pushed.Load(), p.skipped.Load(), p.bytes.Load()
-	p.res.BlobsMounted = p.mounted.Load()
+	p.res.BlobsMounted, p.res.BytesRead, p.res.Retried = p.mounted.Load(), p.read.Load(), p.retried.Load()
 	return &p.res, nil
 }
 
@@ -176,110 +149,77 @@ func (p *pusher) logf(format string, args ...any) {
 	}
 }
 
-// pass reads the archive once, uploading blobs not yet present, and
-// returns the blobs whose upload failed.
-func (p *pusher) pass(ctx context.Context, src BundleSource, first bool) (map[string]bool, error) {
-	r, err := src.Open()
+// uploadAll reads the manifests and every blob the registry lacks from
+// the archive, verified, and checks the rest of the archive's structure:
+// nothing is tagged unless all of it holds.
+func (p *pusher) uploadAll(ctx context.Context, a *bundle.Archive) error {
+	meta, err := a.Metadata()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	br, err := bundle.NewReader(r)
-	if err != nil {
-		return nil, err
+	for d, data := range meta {
+		p.meta[d.String()] = data
 	}
-	defer br.Close()
-	if first {
-		p.m = br.Manifest()
-		if want := p.opts.Manifest; want != nil {
-			a, _ := p.m.Encode()
-			b, _ := want.Encode()
-			if !bytes.Equal(a, b) {
-				return nil, fmt.Errorf("%w: the bundle changed after its signature was checked", bundle.ErrSignature)
-			}
-		}
-		if err := p.plan(ctx); err != nil {
-			return nil, err
-		}
-		if p.allCurrent() {
-			// A re-install: every image is tagged with its digest already.
-			// Nothing is sent or tagged, so nothing needs sealing.
-			p.logf("every image is already in %s with the bundle's digest", p.opts.Registry)
-			return nil, nil
-		}
-	}
-	var mu sync.Mutex
-	failed := map[string]bool{}
-	fail := func(d string, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(failed) == 0 {
-			p.logf("upload of %s failed (will retry): %v", d, err)
-		}
-		failed[d] = true
+	if err := a.CheckStructure(); err != nil {
+		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.Jobs)
-	for {
-		e, err := br.Next()
-		if errors.Is(err, io.EOF) {
+	for _, b := range p.m.Blobs {
+		repo := p.home[b.Digest.String()]
+		if b.Omitted || bundle.IsManifest(b.MediaType) || bundle.IsIndex(b.MediaType) || repo == "" || p.present(repo, b.Digest.String()) {
+			continue
+		}
+		if gctx.Err() != nil {
 			break
 		}
+		g.Go(func() error { return p.uploadBlob(gctx, a, repo, b) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// uploadBlob streams one blob from the archive to the registry, trying
+// again after a transient failure; a blob that does not match its signed
+// digest stops the whole push.
+func (p *pusher) uploadBlob(ctx context.Context, a *bundle.Archive, repo string, b bundle.Blob) error {
+	desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
+	tries := 0
+	return p.c.retry(ctx, retryAttempts, func() error {
+		if tries++; tries > 1 {
+			p.retried.Add(1)
+		}
+		r, err := a.Blob(b.Digest)
 		if err != nil {
-			g.Wait()
-			return nil, err
+			return err
 		}
-		if e.Kind != bundle.KindBlob {
-			continue
+		defer r.Close()
+		counted := &countingReader{r: r, n: &p.read}
+		err = p.upload(ctx, repo, desc, counted)
+		if rerr := r.Err(); rerr != nil && errors.Is(rerr, bundle.ErrCorrupt) {
+			return rerr
 		}
-		b := *e.Blob
-		if bundle.IsManifest(b.MediaType) || bundle.IsIndex(b.MediaType) {
-			data, err := io.ReadAll(e)
-			if err != nil {
-				g.Wait()
-				return nil, err
-			}
-			p.meta[b.Digest.String()] = data
-			continue
+		if err == nil && !r.Verified() {
+			return fmt.Errorf("registry %s: took blob %s before the bundle's copy was read to its end", p.opts.Registry, b.Digest)
 		}
-		repo := p.home[b.Digest.String()]
-		if repo == "" || p.present(repo, b.Digest.String()) {
-			continue // Next drains and verifies it
+		if err != nil {
+			return fmt.Errorf("registry %s: uploading %s to %s: %w", p.opts.Registry, b.Digest, repo, err)
 		}
-		desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
-		if b.Size <= smallBlob {
-			data, err := io.ReadAll(e)
-			if err != nil {
-				g.Wait()
-				return nil, err
-			}
-			g.Go(func() error {
-				if err := p.upload(gctx, repo, desc, bytes.NewReader(data)); err != nil {
-					fail(b.Digest.String(), err)
-				}
-				return nil
-			})
-			continue
-		}
-		// A streamed upload reads the entry; its digest is verified at EOF,
-		// and the registry refuses a blob whose bytes do not match.
-		if err := p.upload(gctx, repo, desc, e); err != nil {
-			if errors.Is(err, bundle.ErrCorrupt) {
-				g.Wait()
-				return nil, err
-			}
-			fail(b.Digest.String(), err)
-		}
-	}
-	g.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	// Close waits for the decoder's reads, so the seal hashes every byte once.
-	br.Close()
-	if err := src.Sealed(); err != nil {
-		return nil, err
-	}
-	return failed, nil
+		return nil
+	})
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func (p *pusher) upload(ctx context.Context, repoName string, desc ocispec.Descriptor, r io.Reader) error {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/p7bundle/p7bundle/builder"
 	"github.com/p7bundle/p7bundle/bundle"
@@ -52,6 +53,7 @@ func buildCommand(env *environment) *cli.Command {
 			&cli.StringSliceFlag{Name: "image", Usage: "also bundle `REF`"},
 			&cli.StringSliceFlag{Name: "exclude", Usage: "leave out `REF`"},
 			&cli.StringFlag{Name: "base", Usage: "write a differential bundle against `OLD` (a bundle, or a manifest from inspect --manifest): blobs it carried are left out"},
+			&cli.StringFlag{Name: "split-size", Usage: "write the bundle as parts of at most `SIZE` (4G for FAT32; at least 8Mi), plus BUNDLE.parts.json"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -59,6 +61,10 @@ func buildCommand(env *environment) *cli.Command {
 			}
 			if c.Int("jobs") < 1 {
 				return usagef("--jobs must be at least 1")
+			}
+			split, err := splitSize(c.String("split-size"))
+			if err != nil {
+				return err
 			}
 			for _, p := range c.StringSlice("platform") {
 				if _, err := mirror.ParsePlatform(p); err != nil {
@@ -104,6 +110,7 @@ func buildCommand(env *environment) *cli.Command {
 				Images:      c.StringSlice("image"),
 				Exclude:     c.StringSlice("exclude"),
 				Base:        c.String("base"),
+				SplitSize:   split,
 				ToolVersion: version.Version,
 				Created:     created,
 				Log:         env.stderr,
@@ -250,11 +257,66 @@ func versionCommand(env *environment) *cli.Command {
 	}
 }
 
+// oneArg is the BUNDLE argument: one file, or the parts of one split
+// bundle in any order (B.tar.zst.0* as the shell expands it).
 func oneArg(c *cli.Context) (string, error) {
-	if c.NArg() != 1 {
-		return "", usagef("%s needs exactly one BUNDLE argument", c.Command.Name)
+	args := c.Args().Slice()
+	if len(args) == 0 {
+		return "", usagef("%s needs a BUNDLE argument", c.Command.Name)
 	}
-	return c.Args().First(), nil
+	for _, a := range args[1:] {
+		if partBase(a) == "" || partBase(a) != partBase(args[0]) {
+			return "", usagef("%s takes one BUNDLE (or the parts of one split bundle), got %q", c.Command.Name, args)
+		}
+	}
+	return args[0], nil
+}
+
+// partBase is B for a part B.NNN, else "".
+func partBase(path string) string {
+	if n := len(path); n > 4 && path[n-4] == '.' && strings.Trim(path[n-3:], "0123456789") == "" {
+		return path[:n-4]
+	}
+	return ""
+}
+
+// splitSize parses --split-size: bytes, or a quantity such as 4G or 4Gi.
+func splitSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return 0, usagef("--split-size %q: %v", s, err)
+	}
+	n, ok := q.AsInt64()
+	if !ok || n < bundle.MinSplitSize {
+		return 0, usagef("--split-size %q: must be at least %d bytes (8Mi)", s, bundle.MinSplitSize)
+	}
+	return n, nil
+}
+
+func joinCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "join",
+		Usage:     "join the parts of a split bundle into one file, checking each part",
+		ArgsUsage: "BUNDLE.001|BUNDLE.parts.json",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "bundle `FILE` to write (default: the name the parts join into)"},
+		},
+		Action: func(c *cli.Context) error {
+			path, err := oneArg(c)
+			if err != nil {
+				return err
+			}
+			out, err := bundle.Join(path, c.String("output"))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.stdout, "joined into %s\n", out)
+			return nil
+		},
+	}
 }
 
 func printJSON(w io.Writer, v any) error {

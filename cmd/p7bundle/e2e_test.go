@@ -211,6 +211,15 @@ func cosignInterop(t *testing.T, s *site, out string) {
 	// Stock cosign verifies our signature.
 	cosignCmd("verify-blob", "--key", s.pub, "--signature", out+".sig", "--insecure-ignore-tlog", out)
 
+	// ... and the table of contents signature, extracted with stock zstd and tar.
+	toc := filepath.Join(s.dir, "toc")
+	os.MkdirAll(toc, 0o755)
+	extract := exec.Command("sh", "-c", `zstd -dc "$1" | tar -x -C "$2" p7bundle.json p7bundle.json.sig`, "sh", out, toc)
+	if b, err := extract.CombinedOutput(); err != nil {
+		t.Fatalf("zstd -d | tar -x: %v\n%s", err, b)
+	}
+	cosignCmd("verify-blob", "--key", s.pub, "--signature", filepath.Join(toc, "p7bundle.json.sig"), "--insecure-ignore-tlog", filepath.Join(toc, "p7bundle.json"))
+
 	// ... and our Sigstore bundle, offline, with an empty trusted root.
 	root := filepath.Join(s.dir, "trusted-root.json")
 	os.WriteFile(root, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644)

@@ -116,12 +116,14 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 		if r := siteRun(t, site, work, "wrong\n", append(append([]string{"install"}, base...), "-n", "default")...); r.code != exitRegistry || !strings.Contains(r.stderr, site.Registry) {
 			t.Errorf("wrong registry password: %v", r)
 		}
-		unsigned := filepath.Join(s.dir, "unsigned.tar.zst")
-		os.Link(bundlePath, unsigned)
+		otherKey := filepath.Join(s.dir, "mallory")
+		if r := p7(t, "", "keygen", "--output-prefix", otherKey); r.code != 0 {
+			t.Fatal(r)
+		}
 		args := append([]string{"install"}, base...)
-		args[1] = unsigned
-		if r := siteRun(t, site, work, site.RegistryPassword+"\n", append(args, "-n", "default")...); r.code != exitVerify || !strings.Contains(r.stderr, "unsigned.tar.zst.sig") {
-			t.Errorf("unsigned bundle: %v", r)
+		args[indexOf(args, "--key")+1] = otherKey + ".pub"
+		if r := siteRun(t, site, work, site.RegistryPassword+"\n", append(args, "-n", "default")...); r.code != exitVerify || !strings.Contains(r.stderr, "table of contents") {
+			t.Errorf("bundle not signed by --key: %v", r)
 		}
 		if _, err := os.Stat(secretsFile); err == nil {
 			t.Error("a failed preflight wrote secrets")

@@ -56,6 +56,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			verifyCommand(env),
 			inspectCommand(env),
 			diffCommand(env),
+			joinCommand(env),
 			installCommand(env),
 			pushCommand(env),
 			valuesCommand(env),

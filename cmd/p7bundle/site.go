@@ -43,19 +43,18 @@ func siteRegistry(c *cli.Context, env *environment) (installer.SiteRegistry, err
 
 // signature binds the verify flag group.
 func signature(c *cli.Context) installer.Signature {
-	return installer.Signature{Key: c.String("key"), File: c.String("signature"), InsecureSkipVerify: c.Bool("insecure-skip-verify")}
+	return installer.Signature{Key: c.String("key"), InsecureSkipVerify: c.Bool("insecure-skip-verify")}
 }
 
 // checkedIfKeyed binds values' and lint's signature flags: checked when
 // --key is given, never skipped on purpose (they push nothing).
 func checkedIfKeyed(c *cli.Context) installer.Signature {
-	return installer.Signature{Key: c.String("key"), File: c.String("signature")}
+	return installer.Signature{Key: c.String("key")}
 }
 
 func verifyFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "key", Usage: "cosign public `KEY` the bundle must be signed with"},
-		&cli.StringFlag{Name: "signature", Usage: "signature `FILE` (default BUNDLE.sig)"},
+		&cli.StringFlag{Name: "key", Usage: "cosign public `KEY` the bundle's table of contents must be signed with"},
 		&cli.BoolFlag{Name: "insecure-skip-verify", Usage: "DANGEROUS: push without checking the signature"},
 	}
 }
@@ -108,7 +107,7 @@ func valuesCommand(env *environment) *cli.Command {
 		Name:      "values",
 		Usage:     "write the site values: every image reference moved to the site registry, registry.* set",
 		ArgsUsage: "BUNDLE",
-		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:2]...), siteRegistryFlags()...), append(valuesFlags(),
+		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:1]...), siteRegistryFlags()...), append(valuesFlags(),
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: installer.DefaultValuesFile, Usage: "values `FILE` to write (mode 0600)"})...),
 		Action: func(c *cli.Context) error {
 			path, err := oneArg(c)
@@ -143,7 +142,7 @@ func lintCommand(env *environment) *cli.Command {
 		Name:      "lint",
 		Usage:     "render the chart with the site values and fail on any image from outside the site registry",
 		ArgsUsage: "BUNDLE",
-		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:2]...), siteRegistryFlags()...), append(valuesFlags(),
+		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:1]...), siteRegistryFlags()...), append(valuesFlags(),
 			&cli.StringFlag{Name: "release", Value: manifests.DefaultReleaseName, Usage: "release `NAME` to render with"},
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: manifests.DefaultNamespace, Usage: "`NAMESPACE` to render with"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"})...),

@@ -6,19 +6,33 @@ package atomicfile
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
 
 // Write replaces path with data.
 func Write(path string, data []byte, mode os.FileMode) error {
-	return write(path, data, mode, func(tmp string) error { return os.Rename(tmp, path) })
+	return WriteFunc(path, mode, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteFunc replaces path with what fill writes, streamed; on any error
+// nothing is left at path.
+func WriteFunc(path string, mode os.FileMode, fill func(io.Writer) error) error {
+	return write(path, mode, fill, func(tmp string) error { return os.Rename(tmp, path) })
 }
 
 // Create writes path, which must not exist; the error wraps os.ErrExist
 // when it does. For files that are never overwritten: keys, secrets, backups.
 func Create(path string, data []byte, mode os.FileMode) error {
-	return write(path, data, mode, func(tmp string) error {
+	fill := func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	}
+	return write(path, mode, fill, func(tmp string) error {
 		if err := os.Link(tmp, path); err != nil {
 			return fmt.Errorf("%s: %w (never overwritten)", path, err)
 		}
@@ -26,7 +40,7 @@ func Create(path string, data []byte, mode os.FileMode) error {
 	})
 }
 
-func write(path string, data []byte, mode os.FileMode, commit func(tmp string) error) error {
+func write(path string, mode os.FileMode, fill func(io.Writer) error, commit func(tmp string) error) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
@@ -37,7 +51,7 @@ func write(path string, data []byte, mode os.FileMode, commit func(tmp string) e
 		tmp.Close()
 		return err
 	}
-	if _, err := tmp.Write(data); err != nil {
+	if err := fill(tmp); err != nil {
 		tmp.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}

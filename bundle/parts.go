@@ -1,0 +1,398 @@
+package bundle
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/p7bundle/p7bundle/internal/atomicfile"
+)
+
+// PartsMediaType identifies B.parts.json, the list of a split bundle's parts.
+const PartsMediaType = "application/vnd.p7bundle.parts.v1+json"
+
+// Parts is B.parts.json: the parts that, concatenated in order, are the
+// bundle B byte for byte.
+type Parts struct {
+	MediaType string        `json:"mediaType"`
+	Bundle    string        `json:"bundle"` // file name of the joined bundle
+	Size      int64         `json:"size"`
+	Digest    digest.Digest `json:"digest"`
+	Parts     []PartFile    `json:"parts"`
+}
+
+// PartFile is one part: B.tar.zst.001, .002, ...
+type PartFile struct {
+	Name   string        `json:"name"`
+	Size   int64         `json:"size"`
+	Digest digest.Digest `json:"digest"`
+}
+
+// PartsPath is where the parts list of the bundle at path lives.
+func PartsPath(path string) string { return path + ".parts.json" }
+
+func partName(path string, i int) string { return fmt.Sprintf("%s.%03d", path, i) }
+
+var partSuffix = regexp.MustCompile(`\.[0-9]{3}$`)
+
+// bundleFiles is a bundle on disk: one file, or the parts of a split one.
+type bundleFiles struct {
+	path  string // the bundle's name: the single file, or what the parts join into
+	files []string
+	sizes []int64
+	parts *Parts
+	raw   []byte // parts.json as read, for its signature
+}
+
+// resolveFiles finds the bundle named by arg: the file itself, or, for a
+// split bundle, any of its parts, its parts.json, or the joined name.
+func resolveFiles(arg string) (*bundleFiles, error) {
+	base := arg
+	switch {
+	case strings.HasSuffix(arg, ".parts.json"):
+		base = strings.TrimSuffix(arg, ".parts.json")
+	case partSuffix.MatchString(arg):
+		if _, err := os.Stat(PartsPath(arg[:len(arg)-4])); err == nil {
+			base = arg[:len(arg)-4]
+		}
+	}
+	pp := PartsPath(base)
+	raw, err := os.ReadFile(pp)
+	if errors.Is(err, os.ErrNotExist) {
+		fi, err := os.Stat(arg)
+		if err != nil {
+			return nil, fmt.Errorf("opening bundle: %w", err)
+		}
+		return &bundleFiles{path: arg, files: []string{arg}, sizes: []int64{fi.Size()}}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening bundle: %w", err)
+	}
+	if len(raw) > maxMetadataBytes {
+		return nil, fmt.Errorf("%w: %s: %d bytes", ErrCorrupt, pp, len(raw))
+	}
+	var p Parts
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, pp, err)
+	}
+	if p.MediaType != PartsMediaType || p.Bundle != filepath.Base(base) || len(p.Parts) == 0 {
+		return nil, fmt.Errorf("%w: %s does not list the parts of %s", ErrCorrupt, pp, filepath.Base(base))
+	}
+	bf := &bundleFiles{path: base, parts: &p, raw: raw}
+	var total int64
+	for i, part := range p.Parts {
+		name := partName(base, i+1)
+		if part.Name != filepath.Base(name) || part.Size <= 0 {
+			return nil, fmt.Errorf("%w: %s: part %d is %q (%d bytes), expected %s", ErrCorrupt, pp, i+1, part.Name, part.Size, filepath.Base(name))
+		}
+		fi, err := os.Stat(name)
+		if err != nil {
+			return nil, fmt.Errorf("split bundle %s: part %d of %d missing: %w", base, i+1, len(p.Parts), err)
+		}
+		if fi.Size() != part.Size {
+			return nil, fmt.Errorf("%w: part %s has %d bytes, %s says %d (a part of another build?)", ErrCorrupt, name, fi.Size(), filepath.Base(pp), part.Size)
+		}
+		bf.files = append(bf.files, name)
+		bf.sizes = append(bf.sizes, part.Size)
+		total += part.Size
+	}
+	if total != p.Size {
+		return nil, fmt.Errorf("%w: %s: parts add up to %d bytes, it says %d", ErrCorrupt, pp, total, p.Size)
+	}
+	return bf, nil
+}
+
+// multiFile reads several files as one.
+type multiFile struct {
+	files []readerAtCloser
+	offs  []int64 // start of each file
+	size  int64
+}
+
+func (bf *bundleFiles) open() (*multiFile, error) {
+	mf := &multiFile{}
+	for i, name := range bf.files {
+		f, err := os.Open(name)
+		if err != nil {
+			mf.Close()
+			return nil, fmt.Errorf("opening bundle: %w", err)
+		}
+		mf.files = append(mf.files, readerAtCloser(f))
+		mf.offs = append(mf.offs, mf.size)
+		mf.size += bf.sizes[i]
+	}
+	return mf, nil
+}
+
+type readerAtCloser interface {
+	io.ReaderAt
+	io.Closer
+}
+
+func (mf *multiFile) ReadAt(p []byte, off int64) (int, error) {
+	if off >= mf.size {
+		return 0, io.EOF
+	}
+	read := 0
+	for len(p) > 0 && off < mf.size {
+		i := sort.Search(len(mf.offs), func(i int) bool { return mf.offs[i] > off }) - 1
+		end := mf.size
+		if i+1 < len(mf.offs) {
+			end = mf.offs[i+1]
+		}
+		n := int(min(int64(len(p)), end-off))
+		m, err := mf.files[i].ReadAt(p[:n], off-mf.offs[i])
+		read += m
+		off += int64(m)
+		p = p[m:]
+		if err != nil && !(errors.Is(err, io.EOF) && m == n) {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // the file shrank under us
+			}
+			return read, err
+		}
+	}
+	if len(p) > 0 {
+		return read, io.EOF
+	}
+	return read, nil
+}
+
+func (mf *multiFile) Close() error {
+	var first error
+	for _, f := range mf.files {
+		if err := f.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// partWriter writes frames into one temporary file, or into parts of at
+// most split bytes cut between frames, hashing the whole and each part.
+type partWriter struct {
+	path   string
+	split  int64
+	temps  []*os.File
+	buf    *bufio.Writer
+	size   int64 // bytes in the current part
+	whole  hash.Hash
+	part   hash.Hash
+	parts  []PartFile
+	frames []frame
+	cOff   int64
+	dOff   int64
+}
+
+func newPartWriter(path string, split int64) (*partWriter, error) {
+	w := &partWriter{path: path, split: split, whole: sha256.New()}
+	return w, w.next()
+}
+
+func (w *partWriter) next() error {
+	if err := w.closePart(); err != nil {
+		return err
+	}
+	name := w.path
+	if w.split > 0 {
+		name = partName(w.path, len(w.temps)+1)
+	}
+	dir := filepath.Dir(name)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("creating output in %s: %w", dir, err)
+	}
+	w.temps = append(w.temps, f)
+	w.buf = bufio.NewWriterSize(io.MultiWriter(f, w.whole), 1<<20)
+	w.part = sha256.New()
+	w.size = 0
+	return nil
+}
+
+// write adds one unit (a frame or the seek table) to the current part,
+// starting a new part first when it would not fit.
+func (w *partWriter) write(b []byte) error {
+	if w.split > 0 && w.size > 0 && w.size+int64(len(b)) > w.split {
+		if err := w.next(); err != nil {
+			return err
+		}
+	}
+	if _, err := w.buf.Write(b); err != nil {
+		return err
+	}
+	w.part.Write(b)
+	w.size += int64(len(b))
+	return nil
+}
+
+func (w *partWriter) frame(b []byte, dSize int64) error {
+	w.frames = append(w.frames, frame{cOff: w.cOff, cSize: int64(len(b)), dOff: w.dOff, dSize: dSize})
+	w.cOff += int64(len(b))
+	w.dOff += dSize
+	return w.write(b)
+}
+
+// closePart flushes, syncs and closes the current part and records it.
+func (w *partWriter) closePart() error {
+	if len(w.temps) == 0 {
+		return nil
+	}
+	f := w.temps[len(w.temps)-1]
+	if err := w.buf.Flush(); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	name := w.path
+	if w.split > 0 {
+		name = partName(w.path, len(w.temps))
+	}
+	w.parts = append(w.parts, PartFile{Name: filepath.Base(name), Size: w.size, Digest: digest.NewDigestFromBytes(digest.SHA256, w.part.Sum(nil))})
+	return nil
+}
+
+// finish appends the seek table and closes the last part.
+func (w *partWriter) finish() error {
+	if err := w.write(appendSeekTable(nil, w.frames)); err != nil {
+		return err
+	}
+	w.cOff = 0
+	for _, p := range w.parts {
+		w.cOff += p.Size
+	}
+	return w.closePart()
+}
+
+// commit writes the companions, then renames the archive (or its parts,
+// and parts.json last) into place.
+func (w *partWriter) commit(s Signer, res *WriteResult) error {
+	sum := w.whole.Sum(nil)
+	for _, p := range w.parts {
+		res.Size += p.Size
+	}
+	res.Digest = digest.NewDigestFromBytes(digest.SHA256, sum).String()
+	res.SHA256Path = w.path + ".sha256"
+	if err := atomicfile.Write(res.SHA256Path, []byte(hex.EncodeToString(sum)+"  "+filepath.Base(w.path)+"\n"), 0o644); err != nil {
+		return err
+	}
+	var partsJSON []byte
+	if w.split > 0 {
+		var err error
+		partsJSON, err = json.MarshalIndent(Parts{MediaType: PartsMediaType, Bundle: filepath.Base(w.path), Size: res.Size,
+			Digest: digest.Digest(res.Digest), Parts: w.parts}, "", "  ")
+		if err != nil {
+			return err
+		}
+		partsJSON = append(partsJSON, '\n')
+	}
+	if s != nil {
+		sig, err := s.SignDigest(sum)
+		if err != nil {
+			return err
+		}
+		res.SigPath = w.path + ".sig"
+		if err := atomicfile.Write(res.SigPath, []byte(sig), 0o644); err != nil {
+			return err
+		}
+		sb, err := SigstoreBundle(s, sum, sig)
+		if err != nil {
+			return err
+		}
+		res.SigstorePath = w.path + ".sigstore.json"
+		if err := atomicfile.Write(res.SigstorePath, sb, 0o644); err != nil {
+			return err
+		}
+		if partsJSON != nil {
+			psum := sha256.Sum256(partsJSON)
+			psig, err := s.SignDigest(psum[:])
+			if err != nil {
+				return err
+			}
+			if err := atomicfile.Write(PartsPath(w.path)+".sig", []byte(psig), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	for i, f := range w.temps {
+		name := w.path
+		if w.split > 0 {
+			name = partName(w.path, i+1)
+			res.Parts = append(res.Parts, name)
+		}
+		if err := os.Chmod(f.Name(), 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(f.Name(), name); err != nil {
+			return fmt.Errorf("renaming bundle into place: %w", err)
+		}
+	}
+	w.temps = nil
+	if partsJSON != nil {
+		res.PartsPath = PartsPath(w.path)
+		return atomicfile.Write(res.PartsPath, partsJSON, 0o644)
+	}
+	return nil
+}
+
+// abort removes temporary files left by a failed write.
+func (w *partWriter) abort() {
+	for _, f := range w.temps {
+		f.Close()
+		os.Remove(f.Name())
+	}
+}
+
+// Join writes the bundle a split bundle's parts make, through a temporary
+// file, checking every part against parts.json and the whole against its
+// digest; out defaults to the name parts.json gives.
+func Join(arg, out string) (string, error) {
+	bf, err := resolveFiles(arg)
+	if err != nil {
+		return "", err
+	}
+	if bf.parts == nil {
+		return "", fmt.Errorf("%w: %s is not a split bundle (no %s)", ErrUnsupported, arg, filepath.Base(PartsPath(arg)))
+	}
+	if out == "" {
+		out = bf.path
+	}
+	whole := sha256.New()
+	err = atomicfile.WriteFunc(out, 0o644, func(w io.Writer) error {
+		for i, name := range bf.files {
+			f, err := os.Open(name)
+			if err != nil {
+				return fmt.Errorf("opening bundle: %w", err)
+			}
+			h := sha256.New()
+			_, err = io.Copy(io.MultiWriter(w, h, whole), f)
+			f.Close()
+			if err != nil {
+				return fmt.Errorf("reading part %s: %w", name, err)
+			}
+			if d := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)); d != bf.parts.Parts[i].Digest {
+				return fmt.Errorf("%w: part %s has digest %s, %s says %s", ErrCorrupt, name, d, filepath.Base(PartsPath(bf.path)), bf.parts.Parts[i].Digest)
+			}
+		}
+		if d := digest.NewDigestFromBytes(digest.SHA256, whole.Sum(nil)); d != bf.parts.Digest {
+			return fmt.Errorf("%w: joined parts have digest %s, %s says %s", ErrCorrupt, d, filepath.Base(PartsPath(bf.path)), bf.parts.Digest)
+		}
+		return nil
+	})
+	return out, err
+}
