@@ -271,6 +271,14 @@ func (p *pusher) plan(ctx context.Context) error {
 			return err
 		})
 	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if p.allCurrent() {
+		return nil // a re-install: no blob needs asking about
+	}
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(4 * p.opts.Jobs)
 	for _, c := range checks {
 		g.Go(func() error {
 			ok, err := p.exists(gctx, c.repo, c.digest)

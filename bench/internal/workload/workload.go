@@ -3,13 +3,16 @@
 // spread like a real release (a few 300–600 MiB images, many 20–100 MiB at
 // the 2 GiB reference size, all scaled to the requested total), common base
 // layers shared between images, and about half of the bytes random, the
-// rest text-like. Layers are generated, hashed and uploaded in one
-// streaming pass, so memory stays flat at any size.
+// rest text-like. Layers are stored as uncompressed tars (Raw) or, as
+// `docker push` stores them, gzip-compressed (Gzip; the same tar content).
+// Layers are generated, compressed, hashed and uploaded in one streaming
+// pass, so memory stays flat at any size.
 package workload
 
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -39,10 +42,44 @@ const (
 	NextChartVersion = "2026.12.25"
 	SourceHost       = "registry.pseven.io"
 	mediaLayer       = "application/vnd.oci.image.layer.v1.tar"
+	mediaLayerGzip   = "application/vnd.oci.image.layer.v1.tar+gzip"
 	mediaConfig      = "application/vnd.oci.image.config.v1+json"
 	mediaOCIMan      = "application/vnd.oci.image.manifest.v1+json"
 	referenceMiB     = 2048 // the plan is drawn at this size, then scaled
 )
+
+// Kind is how the workload's layers are stored in the source registry.
+type Kind string
+
+const (
+	// Raw layers are uncompressed tars (application/vnd.oci.image.layer.v1.tar).
+	Raw Kind = "raw"
+	// Gzip layers are the same tars compressed as `docker push` stores them:
+	// application/vnd.oci.image.layer.v1.tar+gzip, compress/gzip at its
+	// default level, no name or mtime in the gzip header.
+	Gzip Kind = "gzip"
+)
+
+// Kinds are all workload kinds, in report order.
+var Kinds = []Kind{Raw, Gzip}
+
+// ParseKind reads "raw" or "gzip".
+func ParseKind(s string) (Kind, error) {
+	for _, k := range Kinds {
+		if string(k) == s {
+			return k, nil
+		}
+	}
+	return "", fmt.Errorf("workload %q: want one of raw, gzip", s)
+}
+
+// MediaType is the layer media type of kind.
+func (k Kind) MediaType() string {
+	if k == Gzip {
+		return mediaLayerGzip
+	}
+	return mediaLayer
+}
 
 // imageNames are the 30 repositories; pseven-secretgen is the one p7bundle
 // always adds.
@@ -61,9 +98,13 @@ type Layer struct {
 	Spec layerSpec `json:"-"`
 	// Users are the images carrying it (more than one for base layers).
 	Users  []string `json:"users"`
-	Digest string   `json:"digest,omitempty"`
-	Size   int64    `json:"size,omitempty"`
-	Random int64    `json:"randomBytes,omitempty"`
+	Digest string   `json:"digest,omitempty"` // of the blob as stored
+	Size   int64    `json:"size,omitempty"`   // of the blob as stored
+	// DiffID and ContentSize are of the uncompressed tar (the blob itself
+	// for Raw).
+	DiffID      string `json:"diffID,omitempty"`
+	ContentSize int64  `json:"contentSize,omitempty"`
+	Random      int64  `json:"randomBytes,omitempty"`
 }
 
 // Image is one workload image.
@@ -76,7 +117,11 @@ type Image struct {
 
 // Workload is the generated image set.
 type Workload struct {
-	Seed         uint64 `json:"seed"`
+	Seed uint64 `json:"seed"`
+	Kind Kind   `json:"kind"`
+	// TargetBytes is what the plan is scaled to: the uncompressed layer
+	// bytes, so both kinds carry the same content (for Raw, about the
+	// blob bytes).
 	TargetBytes  int64  `json:"targetBytes"`
 	AppVersion   string `json:"appVersion"`
 	ChartVersion string `json:"chartVersion"`
@@ -85,16 +130,25 @@ type Workload struct {
 	Images       []*Image `json:"images"`
 	Layers       []*Layer `json:"layers"`
 	// Filled in by Generate.
-	UniqueBytes int64 `json:"uniqueBytes"` // every blob once
-	ImageBytes  int64 `json:"imageBytes"`  // sum of image sizes, shared blobs counted per image
-	RandomBytes int64 `json:"randomBytes"` // random file content within the layers
-	Blobs       int   `json:"blobs"`
+	UniqueBytes int64 `json:"uniqueBytes"` // every blob once, as stored
+	// ContentBytes is UniqueBytes with every layer counted uncompressed
+	// (equal to it for Raw).
+	ContentBytes int64 `json:"contentBytes"`
+	ImageBytes   int64 `json:"imageBytes"`  // sum of image sizes, shared blobs counted per image
+	RandomBytes  int64 `json:"randomBytes"` // random file content within the layers
+	Blobs        int   `json:"blobs"`
 }
 
-// Plan draws the workload for seed and total (bytes of unique blobs).
-func Plan(seed uint64, total int64) *Workload {
+// Plan draws the Raw workload for seed and total (bytes of unique blobs).
+func Plan(seed uint64, total int64) *Workload { return PlanKind(seed, total, Raw) }
+
+// PlanKind draws the workload for seed and total (bytes of unique
+// uncompressed layers) stored as kind. The plan and the tar content
+// depend only on seed and total: a Gzip workload's layers are the Raw
+// workload's, compressed.
+func PlanKind(seed uint64, total int64, kind Kind) *Workload {
 	r := rand.New(rand.NewPCG(seed, 0x9b7))
-	w := &Workload{Seed: seed, TargetBytes: total, AppVersion: AppVersion, ChartVersion: ChartVersion}
+	w := &Workload{Seed: seed, Kind: kind, TargetBytes: total, AppVersion: AppVersion, ChartVersion: ChartVersion}
 	layers := map[string]*Layer{}
 	type draft struct {
 		name   string
@@ -243,24 +297,20 @@ func (w *Workload) Generate(ctx context.Context, host string, jobs int, progress
 		g.Go(func() error {
 			repo := l.Users[0]
 			pr, pw := io.Pipe()
-			h := sha256.New()
-			var n countingWriter
-			var rnd int64
+			encoded := make(chan layerBlob, 1)
 			go func() {
-				bw := bufio.NewWriterSize(io.MultiWriter(pw, h, &n), 1<<20)
-				var err error
-				rnd, _, err = writeLayer(bw, l.Spec)
-				if err == nil {
-					err = bw.Flush()
-				}
+				b, err := encodeLayer(pw, l.Spec, w.Kind)
+				encoded <- b
 				pw.CloseWithError(err)
 			}()
-			dgst, err := c.uploadStream(gctx, repo, pr, func() string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) })
+			var b layerBlob
+			// The stream is drained before sum is called: encodeLayer has sent.
+			dgst, err := c.uploadStream(gctx, repo, pr, func() string { b = <-encoded; return b.Digest })
 			pr.CloseWithError(err)
 			if err != nil {
 				return fmt.Errorf("layer %s: %w", l.ID, err)
 			}
-			l.Digest, l.Size, l.Random = dgst, n.n, rnd
+			l.Digest, l.Size, l.DiffID, l.ContentSize, l.Random = dgst, b.Size, b.DiffID, b.ContentSize, b.Random
 			if progress != nil {
 				progress(done.Add(l.Spec.Size), total.Load())
 			}
@@ -305,7 +355,7 @@ func (w *Workload) Generate(ctx context.Context, host string, jobs int, progress
 			size := int64(len(rawCfg))
 			for _, id := range img.Layers {
 				l := byID[id]
-				m.Layers = append(m.Layers, desc{mediaLayer, l.Digest, l.Size})
+				m.Layers = append(m.Layers, desc{w.Kind.MediaType(), l.Digest, l.Size})
 				size += l.Size
 			}
 			rawMan, _ := json.Marshal(m)
@@ -317,6 +367,7 @@ func (w *Workload) Generate(ctx context.Context, host string, jobs int, progress
 			img.Size = size + int64(len(rawMan))
 			w.ImageBytes += img.Size
 			w.UniqueBytes += int64(len(rawCfg) + len(rawMan))
+			w.ContentBytes += int64(len(rawCfg) + len(rawMan))
 			w.Blobs += 2
 			mu.Unlock()
 			return nil
@@ -327,6 +378,7 @@ func (w *Workload) Generate(ctx context.Context, host string, jobs int, progress
 	}
 	for _, l := range w.Layers {
 		w.UniqueBytes += l.Size
+		w.ContentBytes += l.ContentSize
 		w.RandomBytes += l.Random
 		w.Blobs++
 	}
@@ -338,7 +390,7 @@ func (w *Workload) Generate(ctx context.Context, host string, jobs int, progress
 // single images holding about frac of the unique bytes regenerated with
 // new content (the images using them change; the others keep their digest).
 func (w *Workload) NextMonth(frac float64) *Workload {
-	n := &Workload{Seed: w.Seed, TargetBytes: w.TargetBytes, AppVersion: NextAppVersion, ChartVersion: NextChartVersion}
+	n := &Workload{Seed: w.Seed, Kind: w.Kind, TargetBytes: w.TargetBytes, AppVersion: NextAppVersion, ChartVersion: NextChartVersion}
 	var cands []*Layer
 	for _, l := range w.Layers {
 		if len(l.Users) == 1 {
@@ -364,7 +416,7 @@ func (w *Workload) NextMonth(frac float64) *Workload {
 		c.Users = append([]string(nil), l.Users...)
 		if changed[l.ID] {
 			c.ID += "-next"
-			c.Digest, c.Size, c.Random = "", 0, 0
+			c.Digest, c.Size, c.DiffID, c.ContentSize, c.Random = "", 0, "", 0, 0
 			c.Spec.Seed ^= 0x9e3779b97f4a7c15
 		}
 		n.Layers = append(n.Layers, &c)
@@ -385,9 +437,58 @@ func (w *Workload) NextMonth(frac float64) *Workload {
 func layerDigests(img *Image, byID map[string]*Layer) []string {
 	var out []string
 	for _, id := range img.Layers {
-		out = append(out, byID[id].Digest) // uncompressed: diff_id == digest
+		out = append(out, byID[id].DiffID)
 	}
 	return out
+}
+
+// layerBlob is what encodeLayer learned about a layer while writing it.
+type layerBlob struct {
+	Digest, DiffID    string // of the blob as stored; of the uncompressed tar
+	Size, ContentSize int64
+	Random            int64 // random file content bytes
+}
+
+// encodeLayer streams the blob of spec, stored as kind, to w: the tar
+// itself (Raw), or the tar through compress/gzip at its default level
+// (Gzip), hashing both sides on the way.
+func encodeLayer(w io.Writer, spec layerSpec, kind Kind) (layerBlob, error) {
+	bh := sha256.New()
+	var bn countingWriter
+	blob := io.MultiWriter(w, bh, &bn)
+	var b layerBlob
+	var err error
+	switch kind {
+	case Raw:
+		bw := bufio.NewWriterSize(blob, 1<<20)
+		if b.Random, _, err = writeLayer(bw, spec); err == nil {
+			err = bw.Flush()
+		}
+	case Gzip:
+		// deflate emits small writes: buffer them before the pipe.
+		zbuf := bufio.NewWriterSize(blob, 256<<10)
+		zw := gzip.NewWriter(zbuf)
+		th := sha256.New()
+		var tn countingWriter
+		bw := bufio.NewWriterSize(io.MultiWriter(zw, th, &tn), 1<<20)
+		if b.Random, _, err = writeLayer(bw, spec); err == nil {
+			err = bw.Flush()
+		}
+		if err == nil {
+			err = zw.Close()
+		}
+		if err == nil {
+			err = zbuf.Flush()
+		}
+		b.DiffID, b.ContentSize = "sha256:"+hex.EncodeToString(th.Sum(nil)), tn.n
+	default:
+		return b, fmt.Errorf("unknown workload kind %q", kind)
+	}
+	b.Digest, b.Size = "sha256:"+hex.EncodeToString(bh.Sum(nil)), bn.n
+	if kind == Raw {
+		b.DiffID, b.ContentSize = b.Digest, b.Size
+	}
+	return b, err
 }
 
 func digestOf(b []byte) string {

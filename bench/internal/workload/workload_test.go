@@ -2,7 +2,9 @@ package workload
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"testing"
 )
@@ -76,5 +78,53 @@ func TestPlanShape(t *testing.T) {
 		if w.Layers[i].Spec != again.Layers[i].Spec {
 			t.Fatal("plan not deterministic")
 		}
+	}
+}
+
+// A Gzip layer is the Raw layer through compress/gzip: deterministic, and
+// its diff_id is the Raw layer's digest.
+func TestGzipLayer(t *testing.T) {
+	spec := layerSpec{Seed: 7, Size: 1 << 20, RandomFrac: 0.5, Dir: "opt/y"}
+	raw, err := encodeLayer(io.Discard, spec, Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw.DiffID != raw.Digest || raw.ContentSize != raw.Size {
+		t.Fatalf("raw layer %+v: diff_id and content must be the blob's", raw)
+	}
+	var gz1, gz2 bytes.Buffer
+	g1, err := encodeLayer(&gz1, spec, Gzip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2, err := encodeLayer(&gz2, spec, Gzip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g1 != g2 || !bytes.Equal(gz1.Bytes(), gz2.Bytes()) {
+		t.Fatal("same spec, different gzip bytes")
+	}
+	if s := sha256.Sum256(gz1.Bytes()); g1.Digest != "sha256:"+hex.EncodeToString(s[:]) || g1.Size != int64(gz1.Len()) {
+		t.Fatalf("gzip blob %+v does not describe the bytes written", g1)
+	}
+	if g1.DiffID != raw.Digest || g1.ContentSize != raw.Size || g1.Random != raw.Random {
+		t.Fatalf("gzip layer %+v, raw %+v: want the raw layer's digest as diff_id", g1, raw)
+	}
+	if g1.Size >= raw.Size {
+		t.Fatalf("gzip layer %d bytes, raw %d: not compressed", g1.Size, raw.Size)
+	}
+	zr, err := gzip.NewReader(&gz1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, zr); err != nil {
+		t.Fatal(err)
+	}
+	if "sha256:"+hex.EncodeToString(h.Sum(nil)) != raw.Digest {
+		t.Fatal("gunzipped layer differs from the raw one")
+	}
+	if a, b := Plan(1, 64<<20), PlanKind(1, 64<<20, Gzip); len(a.Layers) != len(b.Layers) || a.Layers[3].Spec != b.Layers[3].Spec || b.Kind != Gzip {
+		t.Fatal("the gzip plan must carry the raw plan's content")
 	}
 }
