@@ -216,7 +216,10 @@ func (w *partWriter) next() error {
 	}
 	w.temps = append(w.temps, f)
 	w.buf = bufio.NewWriterSize(io.MultiWriter(f, w.whole), 1<<20)
-	w.part = sha256.New()
+	w.part = nil
+	if w.split > 0 {
+		w.part = sha256.New()
+	}
 	w.size = 0
 	return nil
 }
@@ -232,7 +235,9 @@ func (w *partWriter) write(b []byte) error {
 	if _, err := w.buf.Write(b); err != nil {
 		return err
 	}
-	w.part.Write(b)
+	if w.part != nil {
+		w.part.Write(b)
+	}
 	w.size += int64(len(b))
 	return nil
 }
@@ -263,7 +268,11 @@ func (w *partWriter) closePart() error {
 	if w.split > 0 {
 		name = partName(w.path, len(w.temps))
 	}
-	w.parts = append(w.parts, PartFile{Name: filepath.Base(name), Size: w.size, Digest: digest.NewDigestFromBytes(digest.SHA256, w.part.Sum(nil))})
+	part := PartFile{Name: filepath.Base(name), Size: w.size}
+	if w.part != nil {
+		part.Digest = digest.NewDigestFromBytes(digest.SHA256, w.part.Sum(nil))
+	}
+	w.parts = append(w.parts, part)
 	return nil
 }
 

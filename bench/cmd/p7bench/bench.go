@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,12 +26,15 @@ type Config struct {
 	RSSSize int64 // second size, for peak RSS flatness (0 skips it)
 	Runs    int
 	Seed    uint64
-	Bin     string // p7bundle binary
-	Tools   string // dir with crane, oras, cosign
-	Out     string // directory for latest.md and latest.json ("" writes nothing)
-	Work    string // scratch dir (default a temp dir, removed at the end)
-	Keep    bool   // keep Work
-	Log     io.Writer
+	// Workloads are measured one after the other, each with every pair
+	// (default: workload.Kinds, raw and gzip).
+	Workloads []workload.Kind
+	Bin       string // p7bundle binary
+	Tools     string // dir with crane, oras, cosign
+	Out       string // directory for latest.md and latest.json ("" writes nothing)
+	Work      string // scratch dir (default a temp dir, removed at the end)
+	Keep      bool   // keep Work
+	Log       io.Writer
 }
 
 const keyPassword = "p7bench-throwaway"
@@ -42,6 +48,9 @@ type Bench struct {
 	key   string            // key prefix
 	regs  []*testregistry.Registry
 	start time.Time
+	// The workload being measured; measurement IDs are "<wl>/<step>".
+	wl  workload.Kind
+	cur *WorkloadResult
 }
 
 // Run measures everything and writes the results.
@@ -51,6 +60,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
+	}
+	if len(cfg.Workloads) == 0 {
+		cfg.Workloads = workload.Kinds
 	}
 	b := &Bench{cfg: cfg, start: time.Now(), tools: map[string]string{}}
 	var err error
@@ -99,13 +111,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if _, err := b.r.run(ctx, cmdSpec{Argv: []string{b.cfg.Bin, "keygen", "--output-prefix", b.key}}); err != nil {
 		return nil, err
 	}
-	if err := b.mainSize(ctx); err != nil {
-		return nil, err
-	}
-	if b.cfg.RSSSize > 0 {
-		if err := b.secondSize(ctx); err != nil {
-			return nil, err
+	for _, k := range b.cfg.Workloads {
+		b.wl, b.cur = k, b.res.workload(k)
+		b.logf("%s workload (layers %s)", k, k.MediaType())
+		if err := b.mainSize(ctx); err != nil {
+			return nil, fmt.Errorf("%s workload: %w", k, err)
 		}
+		if b.cfg.RSSSize > 0 {
+			if err := b.secondSize(ctx); err != nil {
+				return nil, fmt.Errorf("%s workload: %w", k, err)
+			}
+		}
+		os.RemoveAll(b.dir())
 	}
 	b.res.Machine.LoadAfter = loadAvg()
 	b.res.finish(time.Since(b.start))
@@ -148,6 +165,19 @@ func (b *Bench) findTools() error {
 	return nil
 }
 
+// id is the measurement ID of step in the current workload.
+func (b *Bench) id(step string) string { return string(b.wl) + "/" + step }
+
+// dir is the scratch directory of the current workload (and its parts).
+func (b *Bench) dir(parts ...string) string {
+	return filepath.Join(append([]string{b.cfg.Work, string(b.wl)}, parts...)...)
+}
+
+// check records a correctness check of the current workload.
+func (b *Bench) check(name string, ok bool, detail string) {
+	b.res.check(string(b.wl), name, ok, detail)
+}
+
 // checkDisk fails early when the scratch filesystem cannot hold a round:
 // about 5x the workload at the main size and 3.5x at the second size.
 func (b *Bench) checkDisk() error {
@@ -187,7 +217,7 @@ func (b *Bench) source(ctx context.Context, dir string, size int64) (*testregist
 	if err != nil {
 		return nil, nil, "", err
 	}
-	w := workload.Plan(b.cfg.Seed, size)
+	w := workload.PlanKind(b.cfg.Seed, size, b.wl)
 	start := time.Now()
 	var mu sync.Mutex // Generate reports from each of its workers
 	last := time.Now()
@@ -202,9 +232,13 @@ func (b *Bench) source(ctx context.Context, dir string, size int64) (*testregist
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("generating the workload: %w", err)
 	}
-	b.logf("workload %s: %d images, %d blobs, %s unique (%s summed over images), %.0f%% random, generated in %.1fs",
-		human(size), len(w.Images), w.Blobs, human(w.UniqueBytes), human(w.ImageBytes),
-		100*float64(w.RandomBytes)/float64(w.UniqueBytes), time.Since(start).Seconds())
+	content := ""
+	if w.ContentBytes != w.UniqueBytes {
+		content = fmt.Sprintf(", %s uncompressed", human(w.ContentBytes))
+	}
+	b.logf("%s workload %s: %d images, %d blobs, %s unique%s (%s summed over images), %.0f%% random, generated in %.1fs",
+		b.wl, human(size), len(w.Images), w.Blobs, human(w.UniqueBytes), content, human(w.ImageBytes),
+		100*float64(w.RandomBytes)/float64(max(w.ContentBytes, 1)), time.Since(start).Seconds())
 	chart := filepath.Join(dir, "chart")
 	if err := w.WriteChart(chart); err != nil {
 		return nil, nil, "", err
@@ -212,18 +246,19 @@ func (b *Bench) source(ctx context.Context, dir string, size int64) (*testregist
 	return reg, w, chart, nil
 }
 
-// measure runs spec and records the sample under id.
-func (b *Bench) measure(ctx context.Context, id string, spec cmdSpec) (Sample, error) {
+// measure runs spec and records the sample under step of the current workload.
+func (b *Bench) measure(ctx context.Context, step string, spec cmdSpec) (Sample, error) {
 	s, err := b.r.run(ctx, spec)
 	if err != nil {
-		return s, fmt.Errorf("%s: %w", id, err)
+		return s, fmt.Errorf("%s: %w", step, err)
 	}
-	b.record(id, spec.String(), s)
+	b.record(step, spec.String(), s)
 	return s, nil
 }
 
-// record adds a sample under id and logs it.
-func (b *Bench) record(id, command string, s Sample) {
+// record adds a sample under step of the current workload and logs it.
+func (b *Bench) record(step, command string, s Sample) {
+	id := b.id(step)
 	m := b.res.measurement(id)
 	m.Command = command
 	m.Samples = append(m.Samples, s)
@@ -241,8 +276,9 @@ func (b *Bench) record(id, command string, s Sample) {
 	b.logf("  %-28s %7.2fs%s%s", id, s.Wall, rss, extra)
 }
 
-// composite records the sum of parts (one sample per round) under id.
-func (b *Bench) composite(id string, parts ...Sample) {
+// composite records the sum of parts (one sample per round) under step.
+func (b *Bench) composite(step string, parts ...Sample) {
+	id := b.id(step)
 	var s Sample
 	var bg, kt float64
 	for _, p := range parts {
@@ -263,16 +299,16 @@ func (b *Bench) composite(id string, parts ...Sample) {
 }
 
 func (b *Bench) mainSize(ctx context.Context) error {
-	dir := filepath.Join(b.cfg.Work, "main")
-	b.logf("generating the %s workload (seed %d)", human(b.cfg.Size), b.cfg.Seed)
+	dir := b.dir("main")
+	b.logf("generating the %s %s workload (seed %d)", human(b.cfg.Size), b.wl, b.cfg.Seed)
 	src, w, chart, err := b.source(ctx, dir, b.cfg.Size)
 	if err != nil {
 		return err
 	}
-	b.res.Workload = summarize(w)
+	b.cur.Main = summarize(w)
 	var bundleDigests []string
 	for round := 1; round <= b.cfg.Runs; round++ {
-		b.logf("round %d of %d", round, b.cfg.Runs)
+		b.logf("%s: round %d of %d", b.wl, round, b.cfg.Runs)
 		rd := filepath.Join(dir, fmt.Sprintf("round-%d", round))
 		if err := os.MkdirAll(rd, 0o755); err != nil {
 			return err
@@ -328,7 +364,7 @@ func (b *Bench) mainSize(ctx context.Context) error {
 		}
 		bundleDigests = append(bundleDigests, digest)
 		if st, err := os.Stat(bundle); err == nil {
-			b.res.Workload.BundleBytes = st.Size()
+			b.cur.Main.BundleBytes = st.Size()
 		}
 
 		// 2+3. Install, re-install.
@@ -369,7 +405,10 @@ func (b *Bench) mainSize(ctx context.Context) error {
 		}
 		os.RemoveAll(rd)
 	}
-	b.res.check("bundle reproducible across rounds", allEqual(bundleDigests), strings.Join(unique(bundleDigests), ", "))
+	b.check("bundle reproducible across rounds", allEqual(bundleDigests), strings.Join(unique(bundleDigests), ", "))
+	if err := b.splitJoin(ctx, src, chart, bundleDigests[0]); err != nil {
+		return err
+	}
 	if err := b.monthly(ctx, src, w, chart); err != nil {
 		return err
 	}
@@ -401,20 +440,25 @@ func (b *Bench) cranePull(w *workload.Workload, srcHost, layout string) cmdSpec 
 	return cmdSpec{Argv: append(argv, layout)}
 }
 
-// pushResult is the part of `p7bundle push --json` the benchmark checks.
+// pushResult is the part of `p7bundle push --json` (mirror.PushResult) the
+// benchmark checks.
 type pushResult struct {
 	Images       []json.RawMessage `json:"images"`
 	BlobsPushed  int64             `json:"blobsPushed"`
 	BlobsSkipped int64             `json:"blobsSkipped"`
 	BlobsMounted int64             `json:"blobsMounted"`
 	BytesPushed  int64             `json:"bytesPushed"`
-	Passes       int               `json:"passes"`
+	// BytesRead are blob bytes read from the bundle (none on a re-install).
+	BytesRead int64 `json:"bytesRead"`
+	// Retried counts uploads tried again after a transient failure.
+	Retried int64 `json:"retried"`
 }
 
-func (b *Bench) p7Push(ctx context.Context, id, bundle, regHost, scratch, regStorage string) (*pushResult, error) {
+// p7Push runs `p7bundle push` with its default --jobs.
+func (b *Bench) p7Push(ctx context.Context, step, bundle, regHost, scratch, regStorage string) (*pushResult, error) {
 	os.MkdirAll(scratch, 0o755)
-	out := filepath.Join(b.cfg.Work, id+".json")
-	_, err := b.measure(ctx, id, cmdSpec{
+	out := filepath.Join(b.cfg.Work, string(b.wl)+"-"+step+".json")
+	_, err := b.measure(ctx, step, cmdSpec{
 		Argv:   []string{b.cfg.Bin, "push", bundle, "--key", b.key + ".pub", "--registry", regHost, "--plain-http", "--json"},
 		Dir:    scratch,
 		Env:    []string{"TMPDIR=" + scratch},
@@ -430,7 +474,7 @@ func (b *Bench) p7Push(ctx context.Context, id, bundle, regHost, scratch, regSto
 	}
 	var pr pushResult
 	if err := json.Unmarshal(raw, &pr); err != nil {
-		return nil, fmt.Errorf("%s: parsing --json output: %w", id, err)
+		return nil, fmt.Errorf("%s: parsing --json output: %w", step, err)
 	}
 	return &pr, nil
 }
@@ -448,10 +492,11 @@ func (b *Bench) installP7(ctx context.Context, rd, bundle string, w *workload.Wo
 	if err := b.checkSite(ctx, reg, w, "p7bundle push"); err != nil {
 		return err
 	}
-	b.res.check("p7bundle push uploads every blob into an empty registry", first.BlobsPushed > 0 && len(first.Images) == len(w.Images),
-		fmt.Sprintf("%d images, %d blobs pushed, %d mounted, %s, %d pass(es) over the bundle", len(first.Images), first.BlobsPushed, first.BlobsMounted, human(first.BytesPushed), first.Passes))
-	if first.Passes > 1 {
-		b.logf("  note: p7bundle push needed %d passes (an upload failed and was retried)", first.Passes)
+	b.check("p7bundle push uploads every blob into an empty registry", first.BlobsPushed > 0 && len(first.Images) == len(w.Images),
+		fmt.Sprintf("%d images, %d blobs pushed, %d mounted, %s pushed, %s read from the bundle, %d upload(s) retried",
+			len(first.Images), first.BlobsPushed, first.BlobsMounted, human(first.BytesPushed), human(first.BytesRead), first.Retried))
+	if first.Retried > 0 {
+		b.logf("  note: p7bundle push retried %d upload(s) after transient failures", first.Retried)
 	}
 	if !reinstall {
 		return nil
@@ -460,8 +505,8 @@ func (b *Bench) installP7(ctx context.Context, rd, bundle string, w *workload.Wo
 	if err != nil {
 		return err
 	}
-	b.res.check("re-install uploads nothing", again.BlobsPushed == 0 && again.BytesPushed == 0,
-		fmt.Sprintf("%d blobs pushed, %d skipped, %s", again.BlobsPushed, again.BlobsSkipped, human(again.BytesPushed)))
+	b.check("re-install uploads nothing", again.BlobsPushed == 0 && again.BytesPushed == 0,
+		fmt.Sprintf("%d blobs pushed, %d skipped, %s pushed, %s read from the bundle", again.BlobsPushed, again.BlobsSkipped, human(again.BytesPushed), human(again.BytesRead)))
 	return nil
 }
 
@@ -501,14 +546,14 @@ func (b *Bench) installScript(ctx context.Context, rd, bundle, extracted string,
 	if err != nil {
 		return err
 	}
-	b.res.Workload.ExtractedBytes = dirSize(extracted)
+	b.cur.Main.ExtractedBytes = dirSize(extracted)
 	lines := b.orasLines(w, filepath.Join(extracted, "oci"), reg.Host)
 	script := filepath.Join(rd, "oras-push.sh")
 	if err := os.WriteFile(script, []byte("set -euo pipefail\n"+strings.Join(lines, " >/dev/null\n")+" >/dev/null\n"), 0o644); err != nil {
 		return err
 	}
 	push, err := b.measure(ctx, "install.script.oras", cmdSpec{Argv: []string{"bash", script}})
-	b.res.measurement("install.script.oras").Command = fmt.Sprintf("bash oras-push.sh, 30 lines like: %s", lines[0])
+	b.res.measurement(b.id("install.script.oras")).Command = fmt.Sprintf("bash oras-push.sh, 30 lines like: %s", lines[0])
 	if err != nil {
 		return err
 	}
@@ -537,20 +582,20 @@ func (b *Bench) ceiling(ctx context.Context, rd, extracted string, w *workload.W
 
 // secondSize builds, pushes and verifies once at the second size, for peak RSS.
 func (b *Bench) secondSize(ctx context.Context) error {
-	dir := filepath.Join(b.cfg.Work, "second")
-	b.logf("generating the %s workload for the peak-RSS runs", human(b.cfg.RSSSize))
+	dir := b.dir("second")
+	b.logf("generating the %s %s workload for the peak-RSS runs", human(b.cfg.RSSSize), b.wl)
 	src, w, chart, err := b.source(ctx, dir, b.cfg.RSSSize)
 	if err != nil {
 		return err
 	}
-	b.res.SecondWorkload = summarize(w)
+	b.cur.Second = summarize(w)
 	bundle := filepath.Join(dir, "p7", workload.ChartName+"-"+workload.ChartVersion+".tar.zst")
 	os.MkdirAll(filepath.Dir(bundle), 0o755)
 	if _, err := b.measure(ctx, "second.build.p7bundle", b.p7Build(chart, bundle, src.Host, filepath.Dir(bundle))); err != nil {
 		return err
 	}
 	if st, err := os.Stat(bundle); err == nil {
-		b.res.SecondWorkload.BundleBytes = st.Size()
+		b.cur.Second.BundleBytes = st.Size()
 	}
 	b.stopRegistry(src) // free its disk before the push
 	reg, err := b.startRegistry(ctx, filepath.Join(dir, "site"))
@@ -564,7 +609,7 @@ func (b *Bench) secondSize(ctx context.Context) error {
 	if err := b.checkSite(ctx, reg, w, "p7bundle push"); err != nil {
 		return err
 	}
-	b.res.check(fmt.Sprintf("p7bundle push at %s uploads every image", human(b.cfg.RSSSize)), len(pr.Images) == len(w.Images),
+	b.check(fmt.Sprintf("p7bundle push at %s uploads every image", human(b.cfg.RSSSize)), len(pr.Images) == len(w.Images),
 		fmt.Sprintf("%d images, %d blobs, %s", len(pr.Images), pr.BlobsPushed, human(pr.BytesPushed)))
 	b.stopRegistry(reg)
 	if _, err := b.measure(ctx, "second.verify.p7bundle", cmdSpec{Argv: []string{b.cfg.Bin, "verify", bundle, "--key", b.key + ".pub"}}); err != nil {
@@ -580,7 +625,7 @@ const monthlyChange = 0.10
 // monthly is the operation admins run most: next month's release over a
 // site holding this one, as a full bundle and as a differential one.
 func (b *Bench) monthly(ctx context.Context, src *testregistry.Registry, w *workload.Workload, chart string) error {
-	dir := filepath.Join(b.cfg.Work, "monthly")
+	dir := b.dir("monthly")
 	name := workload.ChartName + "-" + workload.ChartVersion + ".tar.zst"
 	v1 := filepath.Join(dir, "v1", name)
 	os.MkdirAll(filepath.Dir(v1), 0o755)
@@ -595,7 +640,7 @@ func (b *Bench) monthly(ctx context.Context, src *testregistry.Registry, w *work
 	if err := next.WriteChart(chart2); err != nil {
 		return err
 	}
-	b.logf("monthly: next release changes %s of %s (%.0f%%) in %d layers", human(next.ChangedBytes), human(w.UniqueBytes),
+	b.logf("%s monthly: next release changes %s of %s (%.0f%%) in %d layers", b.wl, human(next.ChangedBytes), human(w.UniqueBytes),
 		100*float64(next.ChangedBytes)/float64(w.UniqueBytes), strings.Count(strings.Join(layerIDs(next), " "), "-next"))
 	name2 := workload.ChartName + "-" + workload.NextChartVersion + ".tar.zst"
 	full := filepath.Join(dir, "full", name2)
@@ -630,7 +675,7 @@ func (b *Bench) monthly(ctx context.Context, src *testregistry.Registry, w *work
 	if st, err := os.Stat(delta); err == nil {
 		m.DeltaBundleBytes = st.Size()
 	}
-	b.res.Monthly = m
+	b.cur.Monthly = m
 	// Each install into its own site registry that holds this month's release.
 	for _, x := range []struct{ id, bundle string }{{"monthly.install.full", full}, {"monthly.install.delta", delta}} {
 		reg, err := b.startRegistry(ctx, filepath.Join(dir, "site-"+filepath.Base(filepath.Dir(x.bundle))))
@@ -651,10 +696,88 @@ func (b *Bench) monthly(ctx context.Context, src *testregistry.Registry, w *work
 		}
 		b.stopRegistry(reg)
 	}
-	b.res.check("monthly: full and differential bundles install every image of next month's release", true,
+	b.check("monthly: full and differential bundles install every image of next month's release", true,
 		fmt.Sprintf("%d images, %d changed", len(next.Images), m.ChangedImages))
 	os.RemoveAll(dir)
 	return nil
+}
+
+// minSplitSize is the smallest --split-size p7bundle accepts (8 MiB).
+const minSplitSize = 8 << 20
+
+// splitJoin builds the bundle again as parts of a quarter of its size (at
+// least 8 MiB), joins them with `p7bundle join` and insists the result is
+// the unsplit bundle (sha256 want), byte for byte. For reference, the
+// join by hand: cat of the parts, then sha256sum.
+func (b *Bench) splitJoin(ctx context.Context, src *testregistry.Registry, chart, want string) error {
+	dir := b.dir("split")
+	name := workload.ChartName + "-" + workload.ChartVersion + ".tar.zst"
+	out := filepath.Join(dir, "parts", name)
+	os.MkdirAll(filepath.Dir(out), 0o755)
+	split := max(minSplitSize, (b.cur.Main.BundleBytes/4+1<<20-1)/(1<<20)*(1<<20))
+	spec := b.p7Build(chart, out, src.Host, filepath.Dir(out))
+	spec.Argv = append(spec.Argv, "--split-size", strconv.FormatInt(split, 10))
+	if _, err := b.measure(ctx, "split.build.p7bundle", spec); err != nil {
+		return err
+	}
+	var parts struct {
+		Size   int64  `json:"size"`
+		Digest string `json:"digest"`
+		Parts  []struct {
+			Name string `json:"name"`
+			Size int64  `json:"size"`
+		} `json:"parts"`
+	}
+	raw, err := os.ReadFile(out + ".parts.json")
+	if err == nil {
+		err = json.Unmarshal(raw, &parts)
+	}
+	if err != nil {
+		return fmt.Errorf("split build: reading its parts list: %w", err)
+	}
+	sum := &SplitSummary{SplitSize: split, Parts: len(parts.Parts), Bytes: parts.Size}
+	var files []string
+	for _, p := range parts.Parts {
+		sum.LargestPart = max(sum.LargestPart, p.Size)
+		files = append(files, q(filepath.Join(filepath.Dir(out), p.Name)))
+	}
+	joined := filepath.Join(dir, "joined", name)
+	os.MkdirAll(filepath.Dir(joined), 0o755)
+	if _, err := b.measure(ctx, "split.join.p7bundle", cmdSpec{Dir: dir,
+		Argv: []string{b.cfg.Bin, "join", out + ".001", "-o", joined}}); err != nil {
+		return err
+	}
+	if sum.JoinedDigest, err = sha256File(joined); err != nil {
+		return err
+	}
+	os.Remove(joined)
+	byHand := filepath.Join(dir, "cat", name)
+	os.MkdirAll(filepath.Dir(byHand), 0o755)
+	if _, err := b.measure(ctx, "split.join.script", cmdSpec{Script: fmt.Sprintf("cat %s > %s && sha256sum %s > /dev/null",
+		strings.Join(files, " "), q(byHand), q(byHand))}); err != nil {
+		return err
+	}
+	os.RemoveAll(dir)
+	sum.Identical = sum.JoinedDigest == want && parts.Digest == want
+	b.cur.Split = sum
+	ok := sum.Identical && (sum.Parts >= 2 || b.cur.Main.BundleBytes <= split)
+	b.check("split: p7bundle join of the parts is the unsplit bundle, byte for byte", ok,
+		fmt.Sprintf("--split-size %s: %d parts, largest %s; joined %s, parts.json %s, unsplit %s",
+			human(split), sum.Parts, human(sum.LargestPart), sum.JoinedDigest, parts.Digest, want))
+	return nil
+}
+
+func sha256File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func layerIDs(w *workload.Workload) []string {

@@ -13,10 +13,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/p7bundle/p7bundle/bench/internal/workload"
 )
 
 func main() {
@@ -30,6 +33,7 @@ func main() {
 	rssSize := flag.String("rss-size", env("BENCH_RSS_SIZE", ""), "second size for peak RSS, one build+push+verify; 0 skips (default 4× -size) ($BENCH_RSS_SIZE)")
 	runs := flag.Int("runs", atoi(env("BENCH_RUNS", "3")), "rounds; medians over them ($BENCH_RUNS)")
 	seed := flag.Uint64("seed", uint64(atoi(env("BENCH_SEED", "1"))), "workload seed ($BENCH_SEED)")
+	workloads := flag.String("workloads", env("BENCH_WORKLOADS", "raw,gzip"), "workloads to measure, in order: raw (uncompressed tar layers), gzip (gzip layers, as docker push stores them) ($BENCH_WORKLOADS)")
 	bin := flag.String("bin", "bin/p7bundle", "p7bundle binary")
 	tools := flag.String("tools", env("P7BUNDLE_TOOLS_BIN", ".cache/tools/bin"), "directory with crane, oras and cosign")
 	out := flag.String("out", "bench/results", "directory for latest.md and latest.json")
@@ -46,6 +50,9 @@ func main() {
 
 	cfg := Config{Runs: *runs, Seed: *seed, Bin: *bin, Tools: *tools, Out: *out, Work: *work, Keep: *keep, Log: os.Stderr}
 	var err error
+	if cfg.Workloads, err = parseWorkloads(*workloads); err != nil {
+		fatal(fmt.Errorf("-workloads: %w", err))
+	}
 	if cfg.Size, err = parseSize(*size); err != nil || cfg.Size <= 0 {
 		fatal(fmt.Errorf("-size %q: want e.g. 64M, 2G", *size))
 	}
@@ -63,17 +70,33 @@ func main() {
 	}
 	fmt.Println()
 	for _, t := range res.Targets {
-		v := "met   "
+		v := "PASS"
 		if !t.Met {
-			v = "MISSED"
+			v = "MISS"
 		}
-		fmt.Printf("%s  %-26s %s (goal %s)\n", v, t.Name, t.Actual, t.Goal)
+		fmt.Printf("%s  %-4s  %-26s %s (goal %s)\n", v, t.Workload, t.Name, t.Actual, t.Goal)
 	}
 	for _, c := range res.Checks {
 		if !c.OK {
-			fatal(fmt.Errorf("check failed: %s: %s", c.Name, c.Detail))
+			fatal(fmt.Errorf("check failed: %s: %s: %s", c.Workload, c.Name, c.Detail))
 		}
 	}
+}
+
+// parseWorkloads reads "raw,gzip".
+func parseWorkloads(s string) ([]workload.Kind, error) {
+	var out []workload.Kind
+	for _, f := range strings.Split(s, ",") {
+		k, err := workload.ParseKind(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(out, k) {
+			return nil, fmt.Errorf("%s given twice", k)
+		}
+		out = append(out, k)
+	}
+	return out, nil
 }
 
 func rerender(path string) error {
@@ -84,6 +107,9 @@ func rerender(path string) error {
 	var r Result
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
+	}
+	if len(r.Workloads) == 0 {
+		return fmt.Errorf("%s has no workloads: written by an older p7bench (format v1's results are kept as they are)", path)
 	}
 	r.Pairs, r.Targets = nil, nil
 	r.finish(time.Duration(r.ElapsedSeconds * float64(time.Second)))

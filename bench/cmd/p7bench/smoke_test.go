@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/p7bundle/p7bundle/bench/internal/workload"
 )
 
 // TestSmoke runs the whole benchmark at a tiny size, one round, so that
@@ -39,53 +41,80 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("go build ./cmd/p7bundle: %v\n%s", err, out)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	out := t.TempDir()
 	res, err := Run(ctx, Config{Size: 32 << 20, RSSSize: 48 << 20, Runs: 1, Seed: 1, Bin: bin, Tools: tools,
-		Out: out, Work: filepath.Join(t.TempDir(), "work"), Log: logWriter{t}})
+		Workloads: []workload.Kind{workload.Raw, workload.Gzip},
+		Out:       out, Work: filepath.Join(t.TempDir(), "work"), Log: logWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range res.Checks {
 		if !c.OK {
-			t.Errorf("check %q failed: %s", c.Name, c.Detail)
+			t.Errorf("%s: check %q failed: %s", c.Workload, c.Name, c.Detail)
 		}
 	}
-	for _, id := range []string{"build.p7bundle", "build.script", "build.floor.zstd", "install.p7bundle", "reinstall.p7bundle",
-		"install.script", "install.ceiling.raw-x4", "install.floor.zstd-d", "verify.p7bundle", "verify.script",
-		"second.build.p7bundle", "second.install.p7bundle", "second.verify.p7bundle",
-		"monthly.build.full", "monthly.build.delta", "monthly.install.full", "monthly.install.delta"} {
-		m := res.get(id)
-		if m == nil || len(m.Samples) != 1 || m.Samples[0].Wall <= 0 {
-			t.Errorf("measurement %s missing or empty: %+v", id, m)
+	if len(res.Workloads) != 2 {
+		t.Fatalf("%d workloads, want raw and gzip", len(res.Workloads))
+	}
+	for _, wl := range res.Workloads {
+		for _, step := range []string{"build.p7bundle", "build.script", "build.floor.zstd", "install.p7bundle", "reinstall.p7bundle",
+			"install.script", "install.ceiling.raw-x4", "install.floor.zstd-d", "verify.p7bundle", "verify.script",
+			"split.build.p7bundle", "split.join.p7bundle", "split.join.script",
+			"second.build.p7bundle", "second.install.p7bundle", "second.verify.p7bundle",
+			"monthly.build.full", "monthly.build.delta", "monthly.install.full", "monthly.install.delta"} {
+			m := res.get(wl.Name + "/" + step)
+			if m == nil || len(m.Samples) != 1 || m.Samples[0].Wall <= 0 {
+				t.Errorf("measurement %s/%s missing or empty: %+v", wl.Name, step, m)
+			}
+		}
+		if mo := wl.Monthly; mo == nil || mo.ChangedImages == 0 || mo.DeltaBundleBytes == 0 || mo.DeltaBundleBytes >= mo.FullBundleBytes {
+			t.Errorf("%s: monthly %+v: the differential bundle must be smaller than the full one", wl.Name, mo)
+		}
+		if w := wl.Main; w == nil || w.Images != 30 || w.BundleBytes == 0 || w.RandomFraction < 0.3 || w.RandomFraction > 0.7 {
+			t.Errorf("%s: workload %+v", wl.Name, w)
+		}
+		if sp := wl.Split; sp == nil || !sp.Identical || sp.Parts < 2 {
+			t.Errorf("%s: split %+v: want ≥ 2 parts joining into the unsplit bundle", wl.Name, sp)
+		}
+		var n int
+		for _, tg := range res.Targets {
+			if tg.Workload == wl.Name {
+				n++
+			}
+		}
+		if n != 10 {
+			t.Errorf("%s: %d targets, want 10 (build, install, install vs ceiling, re-install, verify, 2 monthly, peak RSS, extra disk, split + join)", wl.Name, n)
 		}
 	}
-	if len(res.Pairs) < 5 || len(res.Targets) != 8 {
-		t.Errorf("%d pairs, %d targets; want ≥ 5 pairs, the 6 targets of issue 6 and the 2 monthly ones of issue 11", len(res.Pairs), len(res.Targets))
+	// The same layer content (configs and manifests differ a little: media types).
+	raw, gz := res.Workloads[0].Main, res.Workloads[1].Main
+	if d := gz.ContentBytes - raw.ContentBytes; res.Workloads[1].LayerMediaType != "application/vnd.oci.image.layer.v1.tar+gzip" ||
+		d < 0 || d > 16<<10 || gz.UniqueBytes >= raw.UniqueBytes || raw.ContentBytes != raw.UniqueBytes {
+		t.Errorf("gzip workload %+v (%s), raw %+v: want the raw content, compressed", gz, res.Workloads[1].LayerMediaType, raw)
 	}
-	if mo := res.Monthly; mo == nil || mo.ChangedImages == 0 || mo.DeltaBundleBytes == 0 || mo.DeltaBundleBytes >= mo.FullBundleBytes {
-		t.Errorf("monthly %+v: the differential bundle must be smaller than the full one", mo)
-	}
-	if w := res.Workload; w.Images != 30 || w.BundleBytes == 0 || w.RandomFraction < 0.3 || w.RandomFraction > 0.7 {
-		t.Errorf("workload %+v", w)
+	if len(res.Pairs) < 20 {
+		t.Errorf("%d pairs, want ≥ 10 per workload", len(res.Pairs))
 	}
 	md, err := os.ReadFile(filepath.Join(out, "latest.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Targets", "| build |", "| install |", "| re-install |", "| verify |", "peak RSS", "extra disk",
-		"| differential bundle size |", "| differential install |", "monthly scenario"} {
+	for _, want := range []string{"## Targets", "| target | goal | raw | gzip |", "| build |", "| install |", "| install vs ingest ceiling |",
+		"| re-install |", "| verify |", "| peak RSS |", "| extra disk during install |", "| split + join |",
+		"| differential bundle size |", "| differential install |", "raw, monthly scenario", "gzip, monthly scenario", "gzip, split",
+		"## Every measurement: gzip workload"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("latest.md lacks %q", want)
 		}
 	}
 	var back Result
-	raw, err := os.ReadFile(filepath.Join(out, "latest.json"))
+	raw2, err := os.ReadFile(filepath.Join(out, "latest.json"))
 	if err == nil {
-		err = json.Unmarshal(raw, &back)
+		err = json.Unmarshal(raw2, &back)
 	}
-	if err != nil || len(back.Measurements) != len(res.Measurements) {
+	if err != nil || len(back.Measurements) != len(res.Measurements) || len(back.Workloads) != 2 {
 		t.Errorf("latest.json does not round-trip: %v", err)
 	}
 }

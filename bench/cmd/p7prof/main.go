@@ -32,19 +32,24 @@ func main() {
 	size := flag.String("size", envOr("BENCH_SIZE", "2G"), "workload size: 64M, 2G, …")
 	out := flag.String("out", ".cache/bench/profile", "directory for the profiles")
 	seed := flag.Uint64("seed", 1, "workload seed")
+	kind := flag.String("workload", "raw", "raw (uncompressed tar layers) or gzip (gzip layers, as docker push stores them)")
 	flag.Parse()
 	n, err := parseSize(*size)
 	if err != nil {
 		fatal(err)
 	}
+	k, err := workload.ParseKind(*kind)
+	if err != nil {
+		fatal(err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, n, *seed, *out); err != nil {
+	if err := run(ctx, n, *seed, k, *out); err != nil {
 		fatal(err)
 	}
 }
 
-func run(ctx context.Context, size int64, seed uint64, out string) error {
+func run(ctx context.Context, size int64, seed uint64, kind workload.Kind, out string) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
@@ -59,8 +64,8 @@ func run(ctx context.Context, size int64, seed uint64, out string) error {
 		return err
 	}
 	defer src.Stop()
-	w := workload.Plan(seed, size)
-	logf("generating %d bytes of workload", size)
+	w := workload.PlanKind(seed, size, kind)
+	logf("generating %d bytes of %s workload", size, kind)
 	if err := w.Generate(ctx, src.Host, 2, nil); err != nil {
 		return err
 	}
