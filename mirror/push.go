@@ -163,16 +163,23 @@ func (p *pusher) uploadAll(ctx context.Context, a *bundle.Archive) error {
 	if err := a.CheckStructure(); err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(p.opts.Jobs)
+	var todo []bundle.Blob
 	for _, b := range p.m.Blobs {
 		repo := p.home[b.Digest.String()]
-		if b.Omitted || bundle.IsManifest(b.MediaType) || bundle.IsIndex(b.MediaType) || repo == "" || p.present(repo, b.Digest.String()) {
-			continue
+		if !b.Omitted && !bundle.IsManifest(b.MediaType) && !bundle.IsIndex(b.MediaType) && repo != "" && !p.present(repo, b.Digest.String()) {
+			todo = append(todo, b)
 		}
+	}
+	// Largest first: the last upload to start is a small one, so the
+	// uploads end together instead of one big blob running on alone.
+	sort.SliceStable(todo, func(i, j int) bool { return todo[i].Size > todo[j].Size })
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.Jobs)
+	for _, b := range todo {
 		if gctx.Err() != nil {
 			break
 		}
+		repo := p.home[b.Digest.String()]
 		g.Go(func() error { return p.uploadBlob(gctx, a, repo, b) })
 	}
 	if err := g.Wait(); err != nil {
