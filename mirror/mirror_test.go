@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"syscall"
 	"testing"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
 func TestParseMirrors(t *testing.T) {
@@ -101,5 +103,23 @@ func TestPlatforms(t *testing.T) {
 	}
 	if matchPlatform(armv6, []ocispec.Platform{armv7}) || matchPlatform(arm64, []ocispec.Platform{armv7}) {
 		t.Error("a platform matched another variant or architecture")
+	}
+}
+
+func TestUploadRetriesWhatTheTransportCannot(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&errcode.ErrorResponse{StatusCode: http.StatusServiceUnavailable}, true},
+		{fmt.Errorf("uploading: %w", &errcode.ErrorResponse{StatusCode: http.StatusTooManyRequests}), true},
+		{&errcode.ErrorResponse{StatusCode: http.StatusUnauthorized}, false},
+		{&errcode.ErrorResponse{StatusCode: http.StatusBadRequest}, false},
+		{io.ErrUnexpectedEOF, true},
+		{errors.New("bundle is corrupt"), false},
+	} {
+		if got := uploadTransient(tc.err); got != tc.want {
+			t.Errorf("uploadTransient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -194,7 +194,7 @@ func (p *pusher) uploadAll(ctx context.Context, a *bundle.Archive) error {
 func (p *pusher) uploadBlob(ctx context.Context, a *bundle.Archive, repo string, b bundle.Blob) error {
 	desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
 	tries := 0
-	return p.c.retry(ctx, retryAttempts, func() error {
+	return p.c.retryIf(ctx, retryAttempts, uploadTransient, func() error {
 		if tries++; tries > 1 {
 			p.retried.Add(1)
 		}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"syscall"
 	"time"
 
 	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
 // retryAttempts is how many times a whole image or blob is tried.
@@ -19,9 +21,13 @@ const retryAttempts = 4
 // the extra tries. The HTTP transport already retries single requests
 // (5xx, 429): this is for what it cannot, a body cut off mid-blob.
 func (c *Client) retry(ctx context.Context, attempts int, op func() error) error {
+	return c.retryIf(ctx, attempts, transient, op)
+}
+
+func (c *Client) retryIf(ctx context.Context, attempts int, retryable func(error) bool, op func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := op()
-		if err == nil || attempt >= attempts || !transient(err) || ctx.Err() != nil {
+		if err == nil || attempt >= attempts || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
 		if c.opts.Retries != nil {
@@ -45,4 +51,12 @@ func transient(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, content.ErrMismatchedDigest) ||
 		(errors.As(err, &opErr) && opErr.Op != "dial") || (errors.As(err, &netErr) && netErr.Timeout())
+}
+
+// uploadTransient adds the registry's 5xx and 429 answers to transient:
+// the HTTP transport retries those for requests it can replay, but not
+// for an upload streamed from the bundle, which only a new read can redo.
+func uploadTransient(err error) bool {
+	var resp *errcode.ErrorResponse
+	return transient(err) || (errors.As(err, &resp) && (resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests))
 }
