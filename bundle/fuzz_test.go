@@ -26,15 +26,20 @@ func openBytes(data []byte) (*Archive, error) {
 	return openFrom(&bundleFiles{path: "memory"}, &multiFile{files: []readerAtCloser{bytesFile{bytes.NewReader(data)}}, offs: []int64{0}, size: int64(len(data))})
 }
 
-// readAll reads everything an archive holds, as verify does, to the end
-// or the first error; it must never panic, hang or allocate beyond the
-// reader's limits.
+// readAll opens an in-memory archive and reads everything in it; it must
+// never panic, hang or allocate beyond the reader's limits.
 func readAll(data []byte) error {
 	a, err := openBytes(data)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	return readEverything(a)
+}
+
+// readEverything reads every entry, as verify (and a first push) does, to
+// the end or the first error.
+func readEverything(a *Archive) error {
 	if _, err := a.Metadata(); err != nil {
 		return err
 	}

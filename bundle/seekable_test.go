@@ -27,24 +27,7 @@ func readVerified(path string, v Verifier) error {
 		return err
 	}
 	defer a.Close()
-	if _, err := a.Metadata(); err != nil {
-		return err
-	}
-	if err := a.CheckStructure(); err != nil {
-		return err
-	}
-	for _, b := range a.Manifest().Blobs {
-		r, err := a.Blob(b.Digest)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(io.Discard, r)
-		r.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return readEverything(a)
 }
 
 // TestTamperedArchiveFailsTheInstallRead flips bytes over the whole file,
