@@ -26,6 +26,8 @@ type Prefetcher struct {
 	slots  chan struct{}
 	cancel context.CancelFunc
 	prog   Progress
+	// running counts the dispatcher and in-flight fetches, which Close waits for.
+	running sync.WaitGroup
 }
 
 // Prefetch starts fetching order's blobs that are not cached yet, from the
@@ -47,7 +49,9 @@ func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Des
 		}
 		todo = append(todo, d)
 	}
+	p.running.Add(1)
 	go func() {
+		defer p.running.Done()
 		sem := make(chan struct{}, max(jobs, 1))
 		for _, d := range todo {
 			select {
@@ -60,7 +64,9 @@ func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Des
 			case <-ctx.Done():
 				return
 			}
+			p.running.Add(1)
 			go func() {
+				defer p.running.Done()
 				defer func() { <-sem }()
 				if err := p.fetch(ctx, d); err != nil {
 					p.errs.Store(d.Digest, err)
@@ -143,5 +149,9 @@ func (p *Prefetcher) Fresh(d digest.Digest) bool {
 	return ok
 }
 
-// Close stops fetching.
-func (p *Prefetcher) Close() { p.cancel() }
+// Close stops fetching and waits until no fetch writes into the cache, so
+// a caller may remove a temporary cache right after.
+func (p *Prefetcher) Close() {
+	p.cancel()
+	p.running.Wait()
+}
