@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -159,12 +160,6 @@ func (a *Archive) readHead() error {
 // Path is the bundle's name: the file, or what a split bundle's parts join into.
 func (a *Archive) Path() string { return a.files.path }
 
-// Split reports whether the bundle is in parts.
-func (a *Archive) Split() bool { return a.files.parts != nil }
-
-// Size is the archive's size in bytes (all parts).
-func (a *Archive) Size() int64 { return a.ra.size }
-
 // Manifest is the bundle manifest; trust it only once VerifyTOC holds.
 func (a *Archive) Manifest() *Manifest { return a.manifest }
 
@@ -215,8 +210,12 @@ func (a *Archive) readEntry(s span, want digest.Digest) ([]byte, error) {
 	return io.ReadAll(r)
 }
 
-// EntryReader streams one entry's data and verifies it at the end.
+// EntryReader streams one entry's data and verifies it at the end. It is
+// safe to Close while a Read runs: an HTTP transport may still read a
+// request body after the request returned.
 type EntryReader struct {
+	mu       sync.Mutex
+	closed   bool
 	a        *Archive
 	s        span
 	sec      *section
@@ -235,6 +234,11 @@ func (a *Archive) openEntry(s span, want digest.Digest) (*EntryReader, error) {
 }
 
 func (e *EntryReader) Read(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return 0, errEntryClosed
+	}
 	if e.err != nil {
 		return 0, e.err
 	}
@@ -278,12 +282,23 @@ func (e *EntryReader) finish() error {
 	return nil
 }
 
-// Verified reports whether the entry was read to its end and matched.
-func (e *EntryReader) Verified() bool { return e.verified }
+var errEntryClosed = errors.New("bundle entry reader closed")
 
-// Close returns the decode buffers.
+// Verified reports whether the entry was read to its end and matched.
+func (e *EntryReader) Verified() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.verified
+}
+
+// Close returns the decode buffers; later Reads fail.
 func (e *EntryReader) Close() error {
-	e.sec.release()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.closed {
+		e.closed = true
+		e.sec.release()
+	}
 	return nil
 }
 
@@ -561,6 +576,8 @@ next:
 
 // Err is the error that ended reading the entry, nil while it is fine.
 func (e *EntryReader) Err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.err == io.EOF {
 		return nil
 	}

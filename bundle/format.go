@@ -1,13 +1,17 @@
 // Package bundle reads, writes, signs and verifies p7bundle archives: one
-// tar+zstd stream holding a bundle manifest, a Helm chart and an OCI image
-// layout. It knows nothing of registries or Kubernetes; docs/FORMAT.md is the
-// specification.
+// tar stream in independent zstd frames with a seek table, holding a
+// signed bundle manifest (the table of contents), a Helm chart and an OCI
+// image layout. It knows nothing of registries or Kubernetes; docs/FORMAT.md
+// is the specification.
 //
-// The streaming tar+zstd reader and writer are written here, not taken
-// from oras' oci store or go-containerregistry's layout: those need a
-// directory or random access, while a bundle of tens of GB is read and
-// written once, front to back, in flat memory, with byte-reproducible
-// entry headers and order. Signatures are cosign's (sigstore libraries).
+// The framed tar+zstd writer and the seek-table reader are written here,
+// not taken from oras' oci store or go-containerregistry's layout: those
+// need an extracted directory, while a bundle of tens of GB is written once
+// in flat memory with byte-reproducible headers, order and frame cuts, and
+// read one entry at a time, each checked against the signed manifest.
+// The seek table is the zstd seekable format's; it is written here because
+// frame cuts and levels follow the layout. Signatures are cosign's
+// (sigstore libraries).
 package bundle
 
 import (

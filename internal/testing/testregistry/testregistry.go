@@ -313,6 +313,11 @@ func (r *Registry) Tags(ctx context.Context, repo string) ([]string, error) {
 			Tags []string `json:"tags"`
 		}
 		next, err := r.getJSON(ctx, path, &out)
+		if errors.Is(err, errNotFound) {
+			// Listed by the catalog but holding blobs only (an upload that
+			// stopped before any manifest): no tags.
+			return nil, nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -320,6 +325,8 @@ func (r *Registry) Tags(ctx context.Context, repo string) ([]string, error) {
 	}
 	return all, nil
 }
+
+var errNotFound = errors.New("not found")
 
 // getJSON decodes the response of GET path into v and returns the next page
 // path from the Link header ("" if none).
@@ -338,7 +345,11 @@ func (r *Registry) getJSON(ctx context.Context, path string, v any) (string, err
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return "", fmt.Errorf("GET %s: %s: %s", req.URL.Path, resp.Status, strings.TrimSpace(string(b)))
+		err := fmt.Errorf("GET %s: %s: %s", req.URL.Path, resp.Status, strings.TrimSpace(string(b)))
+		if resp.StatusCode == http.StatusNotFound {
+			err = fmt.Errorf("%w: %v", errNotFound, err)
+		}
+		return "", err
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		return "", fmt.Errorf("GET %s: %w", req.URL.Path, err)
