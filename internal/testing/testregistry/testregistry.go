@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -313,11 +314,6 @@ func (r *Registry) Tags(ctx context.Context, repo string) ([]string, error) {
 			Tags []string `json:"tags"`
 		}
 		next, err := r.getJSON(ctx, path, &out)
-		if errors.Is(err, errNotFound) {
-			// Listed by the catalog but holding blobs only (an upload that
-			// stopped before any manifest): no tags.
-			return nil, nil
-		}
 		if err != nil {
 			return nil, err
 		}
@@ -327,6 +323,31 @@ func (r *Registry) Tags(ctx context.Context, repo string) ([]string, error) {
 }
 
 var errNotFound = errors.New("not found")
+
+// AllTags lists every REPO:TAG in the registry, sorted. A repository the
+// catalog lists that holds blobs only (an upload stopped before any
+// manifest) has no tags.
+func (r *Registry) AllTags(ctx context.Context) ([]string, error) {
+	repos, err := r.Catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, repo := range repos {
+		tags, err := r.Tags(ctx, repo)
+		if errors.Is(err, errNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, tag := range tags {
+			out = append(out, repo+":"+tag)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
 
 // getJSON decodes the response of GET path into v and returns the next page
 // path from the Link header ("" if none).
