@@ -33,9 +33,9 @@ func readVerified(path string, v Verifier) error {
 // TestTamperedArchiveFailsTheInstallRead flips bytes over the whole file,
 // seek table and table of contents signature included, and reads each
 // variant the way push does (no whole-file signature). Every flip fails
-// that read unless it decodes to the very bytes that were signed (zstd has
-// a few bits, e.g. in entropy tables of unused symbols, that do not change
-// the output): nothing unsigned can reach a registry. Verify, which checks
+// that read unless it decodes to the very bytes that were signed (a few
+// bits of a zstd frame do not change the output): nothing unsigned can
+// reach a registry. Verify, which checks
 // the signature over the file, rejects every flip.
 func TestTamperedArchiveFailsTheInstallRead(t *testing.T) {
 	dir := t.TempDir()
