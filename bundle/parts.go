@@ -47,6 +47,14 @@ func partName(path string, i int) string { return fmt.Sprintf("%s.%03d", path, i
 
 var partSuffix = regexp.MustCompile(`\.[0-9]{3}$`)
 
+// PartBase is B for a part named B.NNN, else "".
+func PartBase(path string) string {
+	if partSuffix.MatchString(path) {
+		return path[:len(path)-4]
+	}
+	return ""
+}
+
 // bundleFiles is a bundle on disk: one file, or the parts of a split one.
 type bundleFiles struct {
 	path  string // the bundle's name: the single file, or what the parts join into
@@ -63,9 +71,9 @@ func resolveFiles(arg string) (*bundleFiles, error) {
 	switch {
 	case strings.HasSuffix(arg, ".parts.json"):
 		base = strings.TrimSuffix(arg, ".parts.json")
-	case partSuffix.MatchString(arg):
-		if _, err := os.Stat(PartsPath(arg[:len(arg)-4])); err == nil {
-			base = arg[:len(arg)-4]
+	case PartBase(arg) != "":
+		if _, err := os.Stat(PartsPath(PartBase(arg))); err == nil {
+			base = PartBase(arg)
 		}
 	}
 	pp := PartsPath(base)

@@ -265,19 +265,11 @@ func oneArg(c *cli.Context) (string, error) {
 		return "", usagef("%s needs a BUNDLE argument", c.Command.Name)
 	}
 	for _, a := range args[1:] {
-		if partBase(a) == "" || partBase(a) != partBase(args[0]) {
+		if bundle.PartBase(a) == "" || bundle.PartBase(a) != bundle.PartBase(args[0]) {
 			return "", usagef("%s takes one BUNDLE (or the parts of one split bundle), got %q", c.Command.Name, args)
 		}
 	}
 	return args[0], nil
-}
-
-// partBase is B for a part B.NNN, else "".
-func partBase(path string) string {
-	if n := len(path); n > 4 && path[n-4] == '.' && strings.Trim(path[n-3:], "0123456789") == "" {
-		return path[:n-4]
-	}
-	return ""
 }
 
 // splitSize parses --split-size: bytes, or a quantity such as 4G or 4Gi.
