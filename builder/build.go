@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -90,7 +91,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	// Key first: a wrong password must fail before gigabytes are pulled.
 	signer := opts.Signer
 	if signer == nil {
-		s, err := bundle.LoadSigner(opts.KeyPath, opts.KeyPassword)
+		s, err := bundle.LoadSigner(ctx, opts.KeyPath, opts.KeyPassword)
 		if err != nil {
 			return nil, err
 		}
@@ -224,6 +225,16 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		Level:     opts.Level,
 		SplitSize: opts.SplitSize,
 		Progress:  progress.written(m),
+		Provenance: &bundle.ProvenanceParameters{
+			Chart:          filepath.Base(opts.Chart),
+			SourceRegistry: opts.SourceRegistry,
+			Mirrors:        mirrorPairs(opts.Registry.Mirrors),
+			Platforms:      m.Platforms,
+			Images:         opts.Images,
+			Exclude:        opts.Exclude,
+			Base:           baseName(opts.Base),
+			SplitSize:      opts.SplitSize,
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -284,4 +295,21 @@ func checkOutputDir(output string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
+}
+
+// mirrorPairs lists --mirror as given, sorted: HOST=ENDPOINT.
+func mirrorPairs(mirrors map[string]string) []string {
+	var pairs []string
+	for host, endpoint := range mirrors {
+		pairs = append(pairs, host+"="+endpoint)
+	}
+	slices.Sort(pairs)
+	return pairs
+}
+
+func baseName(path string) string {
+	if path == "" {
+		return ""
+	}
+	return filepath.Base(path)
 }

@@ -95,7 +95,7 @@ func TestBuildCarriesEveryImageSignedAndReproducibly(t *testing.T) {
 	if m.Secretgen == "" || u.digests[m.Secretgen] == "" {
 		t.Errorf("secretgen %q not bundled", m.Secretgen)
 	}
-	v, err := bundle.LoadVerifier(u.pub)
+	v, err := bundle.LoadVerifier(context.Background(), u.pub)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,11 +110,11 @@ func testKeys(t testing.TB, dir string) (Signer, Verifier) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := LoadSigner(key, []byte("pw"))
+	s, err := LoadSigner(context.Background(), key, []byte("pw"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := LoadVerifier(pub)
+	v, err := LoadVerifier(context.Background(), pub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestLoadSignerWrongPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = LoadSigner(key, []byte("wrong"))
+	_, err = LoadSigner(context.Background(), key, []byte("wrong"))
 	if !errors.Is(err, ErrKey) || !strings.Contains(err.Error(), "wrong password") || !strings.Contains(err.Error(), key) {
 		t.Fatalf("LoadSigner = %v, want ErrKey naming the key and the password", err)
 	}

@@ -298,7 +298,7 @@ func (w *partWriter) finish() error {
 
 // commit writes the companions, then renames the archive (or its parts,
 // and parts.json last) into place.
-func (w *partWriter) commit(s Signer, res *WriteResult) error {
+func (w *partWriter) commit(s Signer, provenance func(fileDigest string) ([]byte, error), res *WriteResult) error {
 	sum := w.whole.Sum(nil)
 	for _, p := range w.parts {
 		res.Size += p.Size
@@ -342,6 +342,16 @@ func (w *partWriter) commit(s Signer, res *WriteResult) error {
 				return err
 			}
 			if err := atomicfile.Write(PartsPath(w.path)+".sig", []byte(psig), 0o644); err != nil {
+				return err
+			}
+		}
+		if provenance != nil {
+			line, err := provenance(res.Digest)
+			if err != nil {
+				return err
+			}
+			res.ProvenancePath = ProvenancePath(w.path)
+			if err := atomicfile.Write(res.ProvenancePath, line, 0o644); err != nil {
 				return err
 			}
 		}

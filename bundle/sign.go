@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/sha256"
@@ -27,9 +28,7 @@ import (
 // base64 signature, exactly what `cosign sign-blob` writes.
 type Signer interface {
 	SignDigest(sha256 []byte) (string, error)
-	// PublicKeyHint identifies the key in a Sigstore bundle: base64 of the
-	// SHA-256 of its DER public key, as cosign writes it.
-	PublicKeyHint() (string, error)
+	PublicKey() (crypto.PublicKey, error)
 }
 
 // Verifier checks a base64 signature over a SHA-256 digest.
@@ -39,12 +38,13 @@ type Verifier interface {
 
 type cosignSigner struct {
 	sv    signature.SignerVerifier
-	ecdsa *ecdsa.PrivateKey // set for ECDSA keys: signed deterministically
+	ecdsa *ecdsa.PrivateKey // set for ECDSA key files: signed deterministically
 }
 
-// SignDigest signs an ECDSA key deterministically (RFC 6979): the table
-// of contents signature is inside the archive, and a randomized one would
-// make every build's bytes differ.
+// SignDigest signs with an ECDSA key file deterministically (RFC 6979): the
+// table of contents signature is inside the archive, and a randomized one
+// would make every build's bytes differ. A KMS signs as it does (randomized
+// for ECDSA): such builds differ in their signatures only.
 func (s cosignSigner) SignDigest(sum []byte) (string, error) {
 	var sig []byte
 	var err error
@@ -59,8 +59,12 @@ func (s cosignSigner) SignDigest(sum []byte) (string, error) {
 	return base64.StdEncoding.EncodeToString(sig), nil
 }
 
-func (s cosignSigner) PublicKeyHint() (string, error) {
-	pub, err := s.sv.PublicKey()
+func (s cosignSigner) PublicKey() (crypto.PublicKey, error) { return s.sv.PublicKey() }
+
+// publicKeyHint identifies the key in a Sigstore bundle: base64 of the
+// SHA-256 of its DER public key, as cosign writes it.
+func publicKeyHint(s Signer) (string, error) {
+	pub, err := s.PublicKey()
 	if err != nil {
 		return "", err
 	}
@@ -76,7 +80,7 @@ func (s cosignSigner) PublicKeyHint() (string, error) {
 // hint, no transparency log entry), as `cosign sign-blob --new-bundle-format
 // --tlog-upload=false` writes it.
 func SigstoreBundle(s Signer, sum []byte, sigBase64 string) ([]byte, error) {
-	hint, err := s.PublicKeyHint()
+	hint, err := publicKeyHint(s)
 	if err != nil {
 		return nil, fmt.Errorf("%w: public key: %v", ErrKey, err)
 	}
@@ -99,10 +103,23 @@ func SigstoreBundle(s Signer, sum []byte, sigBase64 string) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// LoadSigner reads a cosign private key (ENCRYPTED SIGSTORE/COSIGN PRIVATE
+// LoadSigner loads a KMS key (IsKMSKey; password unused) or a cosign
+// private key file.
+func LoadSigner(ctx context.Context, ref string, password []byte) (Signer, error) {
+	if IsKMSKey(ref) {
+		sv, _, err := loadKMS(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		return cosignSigner{sv: sv}, nil
+	}
+	return loadKeyFile(ref, password)
+}
+
+// loadKeyFile reads a cosign private key (ENCRYPTED SIGSTORE/COSIGN PRIVATE
 // KEY PEM) and decrypts it with password, as cosign.LoadPrivateKey does;
 // done here because the ECDSA key itself is needed to sign deterministically.
-func LoadSigner(keyPath string, password []byte) (Signer, error) {
+func loadKeyFile(keyPath string, password []byte) (Signer, error) {
 	data, err := os.ReadFile(keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading key %s: %v", ErrKey, keyPath, err)
@@ -144,8 +161,21 @@ func (v cosignVerifier) VerifyDigest(sum []byte, sigBase64 string) error {
 	return nil
 }
 
-// LoadVerifier reads a PEM public key (cosign.pub).
-func LoadVerifier(pubPath string) (Verifier, error) {
+// LoadVerifier loads a PEM public key file (cosign.pub) or the public key
+// of a KMS key (IsKMSKey); signatures are checked here, offline.
+func LoadVerifier(ctx context.Context, ref string) (Verifier, error) {
+	if IsKMSKey(ref) {
+		_, pub, err := loadKMS(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		v, err := signature.LoadVerifier(pub, crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("%w: key %s: %v", ErrKey, ref, err)
+		}
+		return cosignVerifier{v}, nil
+	}
+	pubPath := ref
 	data, err := os.ReadFile(pubPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading public key %s: %v", ErrKey, pubPath, err)
@@ -159,6 +189,19 @@ func LoadVerifier(pubPath string) (Verifier, error) {
 		return nil, fmt.Errorf("%w: public key %s: %v", ErrKey, pubPath, err)
 	}
 	return cosignVerifier{v}, nil
+}
+
+// PublicKeyPEM is the PEM public key of a signer, as cosign.pub holds it.
+func PublicKeyPEM(s Signer) ([]byte, error) {
+	pub, err := s.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("%w: public key: %v", ErrKey, err)
+	}
+	b, err := cryptoutils.MarshalPublicKeyToPEM(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: public key: %v", ErrKey, err)
+	}
+	return b, nil
 }
 
 // ErrExists: keygen refuses to replace a key file.

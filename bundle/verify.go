@@ -3,6 +3,7 @@ package bundle
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +21,9 @@ type VerifyOptions struct {
 	Verifier Verifier
 	// SigPath defaults to BUNDLE.sig.
 	SigPath string
+	// ProvenancePath defaults to BUNDLE.intoto.jsonl, checked when present;
+	// when set, it must exist.
+	ProvenancePath string
 	// Jobs is how many blobs are checked at once (default GOMAXPROCS).
 	Jobs int
 }
@@ -34,6 +38,9 @@ type Report struct {
 	TOCVerified       bool   `json:"tocVerified"`
 	ContentVerified   bool   `json:"contentVerified"`
 	BlobsChecked      int64  `json:"blobsChecked"`
+	// Provenance is the provenance file checked, if any.
+	Provenance         string `json:"provenance,omitempty"`
+	ProvenanceVerified bool   `json:"provenanceVerified"`
 	BytesChecked      int64  `json:"bytesChecked"`
 	// ExpectedAtSite lists what a differential bundle leaves to its base.
 	ExpectedAtSite *AtSite   `json:"expectedAtSite,omitempty"`
@@ -119,6 +126,11 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (*Report, erro
 		return fail(fmt.Errorf("bundle %s: %w", path, contentErr))
 	}
 	rep.ContentVerified = true
+	if opts.Verifier != nil {
+		if err := checkProvenance(ctx, bf.path, rep, opts); err != nil {
+			return fail(err)
+		}
+	}
 	if m := rep.Manifest; m != nil && m.Base != nil {
 		rep.ExpectedAtSite = &AtSite{Base: m.Base.Name}
 		for _, b := range m.Blobs {
@@ -129,6 +141,24 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (*Report, erro
 		}
 	}
 	return rep, nil
+}
+
+// checkProvenance verifies the provenance beside the bundle against the
+// verified manifest and archive digest; a missing default file is no error
+// (bundles of older versions and copies made without it).
+func checkProvenance(ctx context.Context, bundlePath string, rep *Report, opts VerifyOptions) error {
+	p := opts.ProvenancePath
+	if p == "" {
+		p = ProvenancePath(bundlePath)
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+	}
+	if _, err := VerifyProvenance(ctx, p, opts.Verifier, rep.Manifest, bundlePath, rep.Digest); err != nil {
+		return err
+	}
+	rep.Provenance, rep.ProvenanceVerified = p, true
+	return nil
 }
 
 // AtSite is what must already be in the site registry for a differential bundle.

@@ -43,6 +43,9 @@ type WriteOptions struct {
 	SplitSize int64
 	// Progress, if set, receives uncompressed bytes written so far.
 	Progress func(written int64)
+	// Provenance, with a Signer, writes path.intoto.jsonl: the signed SLSA
+	// provenance of the bundle, these being the build's parameters.
+	Provenance *ProvenanceParameters
 }
 
 // MinSplitSize keeps every part larger than any one frame.
@@ -50,7 +53,7 @@ const MinSplitSize = 8 << 20
 
 // WriteResult describes the files Write produced.
 type WriteResult struct {
-	Path, SigPath, SHA256Path, SigstorePath string
+	Path, SigPath, SHA256Path, SigstorePath, ProvenancePath string
 	// Parts and PartsPath are set for a split bundle; Path then names the
 	// file the parts join into.
 	Parts     []string
@@ -65,7 +68,7 @@ type WriteResult struct {
 // Write streams the bundle to path (or its parts) through temporary files
 // and renames them into place only when complete, so a failure never
 // leaves a file at a final path. Next to it go path.sha256 and, with a
-// Signer, path.sig and path.sigstore.json.
+// Signer, path.sig, path.sigstore.json and (opts.Provenance) path.intoto.jsonl.
 func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, error) {
 	m := opts.Manifest
 	m.Normalize()
@@ -134,7 +137,17 @@ func Write(ctx context.Context, path string, opts WriteOptions) (*WriteResult, e
 		return nil, fmt.Errorf("writing bundle %s: %w", path, werr)
 	}
 	res := &WriteResult{Path: path, UncompressedSize: tarBytes.n, Frames: len(out.frames)}
-	if err := out.commit(opts.Signer, res); err != nil {
+	var provenance func(string) ([]byte, error)
+	if opts.Provenance != nil && opts.Signer != nil {
+		provenance = func(fileDigest string) ([]byte, error) {
+			st, err := Provenance(m, path, fileDigest, *opts.Provenance)
+			if err != nil {
+				return nil, err
+			}
+			return SignProvenance(ctx, opts.Signer, st)
+		}
+	}
+	if err := out.commit(opts.Signer, provenance, res); err != nil {
 		return nil, err
 	}
 	return res, nil

@@ -107,7 +107,7 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
 	// First, before trusting anything in the bundle: its signed table of
 	// contents. The chart and every blob are checked against it as read.
-	archive, err := o.Signature.open(o.Bundle, o.Log)
+	archive, err := o.Signature.open(ctx, o.Bundle, o.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -427,7 +427,7 @@ func TestInstallTamperedBlobTagsNothing(t *testing.T) {
 	s := newFakeSite(t)
 	path, pub := testBundle(t)
 	data := mustReadFile(t, path)
-	v, err := bundle.LoadVerifier(pub)
+	v, err := bundle.LoadVerifier(context.Background(), pub)
 	if err != nil {
 		t.Fatal(err)
 	}

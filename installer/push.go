@@ -43,7 +43,7 @@ func (p *Push) Run(ctx context.Context) (*mirror.PushResult, error) {
 	o.Site = site
 	a := o.archive
 	if a == nil {
-		if a, err = o.Signature.open(o.Bundle, o.Log); err != nil {
+		if a, err = o.Signature.open(ctx, o.Bundle, o.Log); err != nil {
 			return nil, err
 		}
 		defer a.Close()
@@ -67,7 +67,7 @@ func (opts *Push) pushBase(ctx context.Context, m *bundle.Manifest) error {
 	if m.Base == nil {
 		return fmt.Errorf("%w: --base %s given, but %s is not a differential bundle", bundle.ErrBase, opts.Base, opts.Bundle)
 	}
-	base, err := opts.Signature.open(opts.Base, opts.Log)
+	base, err := opts.Signature.open(ctx, opts.Base, opts.Log)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -93,7 +94,7 @@ type Signature struct {
 // signed manifest names the digest and size of every entry, and every
 // entry is checked against it as it is read. With InsecureSkipVerify it
 // warns and opens the bundle unchecked.
-func (s Signature) open(path string, log io.Writer) (*bundle.Archive, error) {
+func (s Signature) open(ctx context.Context, path string, log io.Writer) (*bundle.Archive, error) {
 	if s.InsecureSkipVerify {
 		fmt.Fprintf(log, "WARNING: --insecure-skip-verify: the signature of %s is NOT checked; anyone who could change the file chooses what runs at this site\n", path)
 		return bundle.Open(path)
@@ -101,7 +102,7 @@ func (s Signature) open(path string, log io.Writer) (*bundle.Archive, error) {
 	if s.Key == "" {
 		return nil, fmt.Errorf("%w: no --key: refusing to use an unverified bundle (--insecure-skip-verify overrides)", bundle.ErrKey)
 	}
-	v, err := bundle.LoadVerifier(s.Key)
+	v, err := bundle.LoadVerifier(ctx, s.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -115,13 +116,13 @@ func (s Signature) open(path string, log io.Writer) (*bundle.Archive, error) {
 
 // optional checks the signature when a key is given (values, lint) and
 // otherwise says the chart is used unchecked.
-func (s Signature) optional(path string, log io.Writer) (a *bundle.Archive, verified bool, err error) {
+func (s Signature) optional(ctx context.Context, path string, log io.Writer) (a *bundle.Archive, verified bool, err error) {
 	if s.Key == "" {
 		fmt.Fprintf(log, "note: no key: the chart in %s is used without checking its signature\n", path)
 		a, err = bundle.Open(path)
 		return a, false, err
 	}
-	a, err = s.open(path, log)
+	a, err = s.open(ctx, path, log)
 	return a, err == nil, err
 }
 

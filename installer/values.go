@@ -50,7 +50,7 @@ func (v *Values) Run(ctx context.Context) (*ValuesResult, error) {
 	if out == "" {
 		out = DefaultValuesFile
 	}
-	p, site, err := prepare(v.Bundle, v.Signature, v.Site, v.Files, v.Sets, orDiscard(v.Log))
+	p, site, err := prepare(ctx, v.Bundle, v.Signature, v.Site, v.Files, v.Sets, orDiscard(v.Log))
 	if err != nil {
 		return nil, err
 	}
@@ -82,13 +82,13 @@ type Prepared struct {
 
 // prepare reads the chart from the bundle (checking its signature when a
 // key is given) and builds the air-gap values: the start of values and lint.
-func prepare(path string, sig Signature, site SiteRegistry, files, sets []string, log io.Writer) (*Prepared, SiteRegistry, error) {
+func prepare(ctx context.Context, path string, sig Signature, site SiteRegistry, files, sets []string, log io.Writer) (*Prepared, SiteRegistry, error) {
 	site, err := site.resolved()
 	if err != nil {
 		return nil, site, err
 	}
 	in := valuesInput{Bundle: path, Site: site, Files: files, Sets: sets}
-	a, verified, err := sig.optional(path, log)
+	a, verified, err := sig.optional(ctx, path, log)
 	if err != nil {
 		return nil, site, err
 	}
@@ -172,7 +172,7 @@ type Lint struct {
 
 // Run lints; the result's Err says whether the release would leave the site.
 func (l *Lint) Run(ctx context.Context) (*LintResult, error) {
-	p, site, err := prepare(l.Bundle, l.Signature, l.Site, l.Files, l.Sets, orDiscard(l.Log))
+	p, site, err := prepare(ctx, l.Bundle, l.Signature, l.Site, l.Files, l.Sets, orDiscard(l.Log))
 	if err != nil {
 		return nil, err
 	}

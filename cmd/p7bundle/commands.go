@@ -19,6 +19,7 @@ import (
 
 	"github.com/p7bundle/p7bundle/builder"
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/atomicfile"
 	"github.com/p7bundle/p7bundle/internal/humanize"
 	"github.com/p7bundle/p7bundle/internal/imageref"
 	"github.com/p7bundle/p7bundle/internal/version"
@@ -38,7 +39,7 @@ func buildCommand(env *environment) *cli.Command {
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "chart", Required: true, Usage: "Helm chart `FILE` (.tgz) or directory"},
-			&cli.StringFlag{Name: "key", Required: true, Usage: "cosign private `KEY` (password from $" + envKeyPassword + " or prompt)"},
+			&cli.StringFlag{Name: "key", Required: true, Usage: "cosign private `KEY` file (password from $" + envKeyPassword + " or prompt), or a KMS URI: " + kmsSchemes},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "bundle `FILE` (default <chart>-<version>.tar.zst)"},
 			&cli.StringFlag{Name: "source-registry", Value: manifests.DefaultSourceRegistry, Usage: "registry `HOST` whose references are bundled"},
 			&cli.StringSliceFlag{Name: "mirror", Usage: "pull `HOST=ENDPOINT[:PORT]`: images named HOST/... are fetched from ENDPOINT, references unchanged"},
@@ -79,7 +80,7 @@ func buildCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
-			keyPassword, err := keyPassword(env, c.String("key"), false)
+			keyPassword, err := signingKeyPassword(env, c.String("key"))
 			if err != nil {
 				return err
 			}
@@ -127,8 +128,9 @@ func verifyCommand(env *environment) *cli.Command {
 		Usage:     "check a bundle's signature and every blob in it, offline",
 		ArgsUsage: "BUNDLE",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "key", Required: true, Usage: "cosign public `KEY` (cosign.pub)"},
+			&cli.StringFlag{Name: "key", Required: true, Usage: "cosign public `KEY` (cosign.pub), or a KMS URI: " + kmsSchemes},
 			&cli.StringFlag{Name: "signature", Usage: "signature `FILE` (default BUNDLE.sig)"},
+			&cli.StringFlag{Name: "provenance", Usage: "signed provenance `FILE` (default BUNDLE" + bundle.ProvenanceSuffix + ", checked when present)"},
 			&cli.BoolFlag{Name: "json", Usage: "print a machine-readable report"},
 		},
 		Action: func(c *cli.Context) error {
@@ -136,11 +138,11 @@ func verifyCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
-			v, err := bundle.LoadVerifier(c.String("key"))
+			v, err := bundle.LoadVerifier(c.Context, c.String("key"))
 			if err != nil {
 				return err
 			}
-			rep, verr := bundle.Verify(c.Context, path, bundle.VerifyOptions{Verifier: v, SigPath: c.String("signature")})
+			rep, verr := bundle.Verify(c.Context, path, bundle.VerifyOptions{Verifier: v, SigPath: c.String("signature"), ProvenancePath: c.String("provenance")})
 			if c.Bool("json") {
 				if err := printJSON(env.stdout, rep); err != nil {
 					return err
@@ -150,6 +152,11 @@ func verifyCommand(env *environment) *cli.Command {
 				fmt.Fprintf(env.stdout, "Verified OK: %s\n  signature: valid (%s)\n  content:   %d blobs, %s checked\n  chart:     %s %s (appVersion %s)\n  images:    %d\n",
 					path, rep.Digest, rep.BlobsChecked, humanize.Bytes(rep.BytesChecked),
 					m.Chart.Name, m.Chart.Version, m.Chart.AppVersion, len(m.Images))
+				if rep.ProvenanceVerified {
+					fmt.Fprintf(env.stdout, "  provenance: valid (%s)\n", rep.Provenance)
+				} else {
+					fmt.Fprintf(env.stdout, "  provenance: none beside the bundle\n")
+				}
 				if a := rep.ExpectedAtSite; a != nil {
 					fmt.Fprintf(env.stdout, "  differential: %d blobs (%s) are expected in the site registry from %s\n", len(a.Blobs), humanize.Bytes(a.Bytes), a.Base)
 				}
@@ -246,6 +253,43 @@ func keygenCommand(env *environment) *cli.Command {
 	}
 }
 
+func publicKeyCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "public-key",
+		Usage:     "print the PEM public key (cosign.pub) of a signing key, for verify and stock cosign",
+		ArgsUsage: " ",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "key", Required: true, Usage: "cosign private `KEY` file (password from $" + envKeyPassword + " or prompt), or a KMS URI: " + kmsSchemes},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the key to `FILE` instead of stdout"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("public-key takes no arguments")
+			}
+			pw, err := signingKeyPassword(env, c.String("key"))
+			if err != nil {
+				return err
+			}
+			s, err := bundle.LoadSigner(c.Context, c.String("key"), pw)
+			if err != nil {
+				return err
+			}
+			pem, err := bundle.PublicKeyPEM(s)
+			if err != nil {
+				return err
+			}
+			if out := c.String("output"); out != "" {
+				if err := atomicfile.Create(out, pem, 0o644); err != nil {
+					return fmt.Errorf("%w: %s: %v", errOutput, out, err)
+				}
+				return nil
+			}
+			_, err = env.stdout.Write(pem)
+			return err
+		},
+	}
+}
+
 func versionCommand(env *environment) *cli.Command {
 	return &cli.Command{
 		Name:  "version",
@@ -315,6 +359,16 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+const kmsSchemes = "hashivault://NAME, awskms://..., gcpkms://..., azurekms://..."
+
+// signingKeyPassword is the password of a key file; a KMS key has none.
+func signingKeyPassword(env *environment, key string) ([]byte, error) {
+	if bundle.IsKMSKey(key) {
+		return nil, nil
+	}
+	return keyPassword(env, key, false)
 }
 
 // keyPassword reads the key password from $COSIGN_PASSWORD (set, even

@@ -97,12 +97,12 @@ func TestBuildVerifyInspect(t *testing.T) {
 	}
 
 	v := p7(t, "", "verify", out, "--key", s.pub)
-	if v.code != 0 || !strings.Contains(v.stdout, "Verified OK") {
+	if v.code != 0 || !strings.Contains(v.stdout, "Verified OK") || !strings.Contains(v.stdout, "provenance: valid") {
 		t.Fatalf("verify: %v", v)
 	}
 	vj := p7(t, "", "verify", out, "--key", s.pub, "--json")
 	var rep bundle.Report
-	if err := json.Unmarshal([]byte(vj.stdout), &rep); err != nil || !rep.SignatureVerified || !rep.ContentVerified {
+	if err := json.Unmarshal([]byte(vj.stdout), &rep); err != nil || !rep.SignatureVerified || !rep.ContentVerified || !rep.ProvenanceVerified {
 		t.Fatalf("verify --json: %v / %v", err, vj)
 	}
 
@@ -224,6 +224,24 @@ func cosignInterop(t *testing.T, s *site, out string) {
 	root := filepath.Join(s.dir, "trusted-root.json")
 	os.WriteFile(root, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644)
 	cosignCmd("verify-blob", "--new-bundle-format", "--bundle", out+".sigstore.json", "--trusted-root", root, "--key", s.pub, "--insecure-ignore-tlog", out)
+
+	// ... and the signed SLSA provenance: its DSSE signature, its predicate
+	// type and that its subject is this very file.
+	cosignCmd("verify-blob-attestation", "--key", s.pub, "--type", "slsaprovenance1", "--signature", out+bundle.ProvenanceSuffix, "--insecure-ignore-tlog", out)
+	// The provenance of this bundle does not pass for another file.
+	other := filepath.Join(s.dir, "other-blob")
+	os.WriteFile(other, []byte("not the bundle"), 0o644)
+	cmd := exec.Command(cosign, "verify-blob-attestation", "--key", s.pub, "--type", "slsaprovenance1", "--signature", out+bundle.ProvenanceSuffix, "--insecure-ignore-tlog", other)
+	cmd.Env = append(os.Environ(), "TUF_ROOT="+filepath.Join(s.dir, "tuf"), "SIGSTORE_NO_CACHE=true")
+	if b, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("cosign accepted the provenance for another file:\n%s", b)
+	}
+
+	// public-key prints the key's public half, as cosign.pub holds it.
+	pk := p7(t, "", "public-key", "--key", s.key)
+	if pub, _ := os.ReadFile(s.pub); pk.code != 0 || pk.stdout != string(pub) {
+		t.Fatalf("public-key = %v, want the contents of %s", pk, s.pub)
+	}
 
 	// We verify what cosign sign-blob makes with our keygen key.
 	sig := filepath.Join(s.dir, "by-cosign.sig")

@@ -44,7 +44,7 @@ func exitCode(err error) int {
 		return exitInstall
 	case errors.Is(err, egress.ErrDenied):
 		return exitRegistry
-	case errors.Is(err, bundle.ErrSignature), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported):
+	case errors.Is(err, bundle.ErrSignature), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrProvenance):
 		return exitVerify
 	case errors.Is(err, bundle.ErrKey), errors.Is(err, bundle.ErrExists):
 		return exitKey

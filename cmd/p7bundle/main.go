@@ -63,6 +63,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			lintCommand(env),
 			restoreValuesCommand(env),
 			keygenCommand(env),
+			publicKeyCommand(env),
 			versionCommand(env),
 		},
 	}

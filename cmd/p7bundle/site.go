@@ -54,7 +54,7 @@ func checkedIfKeyed(c *cli.Context) installer.Signature {
 
 func verifyFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "key", Usage: "cosign public `KEY` the bundle's table of contents must be signed with"},
+		&cli.StringFlag{Name: "key", Usage: "cosign public `KEY` (or KMS URI) the bundle's table of contents must be signed with"},
 		&cli.BoolFlag{Name: "insecure-skip-verify", Usage: "DANGEROUS: push without checking the signature"},
 	}
 }

@@ -113,7 +113,7 @@ func run(ctx context.Context, size int64, seed uint64, kind workload.Kind, out s
 		return err
 	}
 	err = profile(out, "verify", report, func() error {
-		v, err := bundle.LoadVerifier(pubPath)
+		v, err := bundle.LoadVerifier(context.Background(), pubPath)
 		if err != nil {
 			return err
 		}
