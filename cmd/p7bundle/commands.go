@@ -22,6 +22,7 @@ import (
 	"github.com/p7bundle/p7bundle/internal/atomicfile"
 	"github.com/p7bundle/p7bundle/internal/humanize"
 	"github.com/p7bundle/p7bundle/internal/imageref"
+	"github.com/p7bundle/p7bundle/internal/inventory"
 	"github.com/p7bundle/p7bundle/internal/version"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
@@ -177,6 +178,7 @@ func inspectCommand(env *environment) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the bundle manifest as JSON"},
 			&cli.BoolFlag{Name: "manifest", Usage: "print the bundle manifest exactly as stored (for diff and differential builds without the old bundle)"},
+			&cli.BoolFlag{Name: "cyclonedx", Usage: "print a CycloneDX 1.6 BOM: the bundle, its chart, every image with digest and purl"},
 		},
 		Action: func(c *cli.Context) error {
 			path, err := oneArg(c)
@@ -185,6 +187,18 @@ func inspectCommand(env *environment) *cli.Command {
 			}
 			m, err := bundle.ReadManifest(path)
 			if err != nil {
+				return err
+			}
+			if c.Bool("cyclonedx") {
+				bom, err := inventory.CycloneDX(m, bundleName(path))
+				if err != nil {
+					return err
+				}
+				b, err := inventory.Encode(bom)
+				if err != nil {
+					return err
+				}
+				_, err = env.stdout.Write(b)
 				return err
 			}
 			if c.Bool("manifest") {
@@ -314,6 +328,15 @@ func oneArg(c *cli.Context) (string, error) {
 		}
 	}
 	return args[0], nil
+}
+
+// bundleName is the bundle a file argument stands for: itself, or what
+// its parts join into.
+func bundleName(path string) string {
+	if base := bundle.PartBase(path); base != "" {
+		return base
+	}
+	return strings.TrimSuffix(path, bundle.PartsPath(""))
 }
 
 // splitSize parses --split-size: bytes, or a quantity such as 4G or 4Gi.

@@ -16,6 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/testing/cdxschema"
 	"github.com/p7bundle/p7bundle/internal/testing/testenv"
 )
 
@@ -156,6 +157,16 @@ func TestBuildVerifyInspect(t *testing.T) {
 	}
 	if blobs := countPrefix(names, bundle.BlobDir); blobs != m.Totals.Blobs || m.Totals.ImageBytes <= m.Totals.BlobBytes {
 		t.Errorf("%d blob entries, manifest says %d; image bytes %d vs unique %d", blobs, m.Totals.Blobs, m.Totals.ImageBytes, m.Totals.BlobBytes)
+	}
+
+	bom := p7(t, "", "inspect", out, "--cyclonedx")
+	if err := cdxschema.Validate([]byte(bom.stdout)); bom.code != 0 || err != nil {
+		t.Fatalf("inspect --cyclonedx: %v (schema: %v)", bom, err)
+	}
+	for _, img := range m.Images {
+		if !strings.Contains(bom.stdout, `"pkg:oci/`) || !strings.Contains(bom.stdout, img.Digest.Encoded()) {
+			t.Errorf("the BOM lacks %s@%s", img.Ref, img.Digest)
+		}
 	}
 
 	hi := p7(t, "", "inspect", out)
