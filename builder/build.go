@@ -8,6 +8,7 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,9 +21,11 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/internal/humanize"
+	"github.com/p7bundle/p7bundle/internal/imageref"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -59,6 +62,9 @@ type Build struct {
 	Level zstd.EncoderLevel
 	// SplitSize, when > 0, writes the bundle in parts of at most this many bytes.
 	SplitSize int64
+	// VerifyImagesKey (a public key file or KMS URI) makes every image need
+	// a cosign signature by that key; signatures found are carried either way.
+	VerifyImagesKey string
 
 	// Log receives human-readable progress (stderr); nil discards it.
 	Log io.Writer
@@ -96,6 +102,14 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		signer = s
+	}
+	var imagesKey bundle.Verifier
+	if opts.VerifyImagesKey != "" {
+		v, err := bundle.LoadVerifier(ctx, opts.VerifyImagesKey)
+		if err != nil {
+			return nil, err
+		}
+		imagesKey = v
 	}
 	platforms, err := parsePlatforms(opts.Platforms)
 	if err != nil {
@@ -159,6 +173,23 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	signed, err := imageSignatures(ctx, client, pulled, imagesKey, opts.Jobs)
+	if err != nil {
+		return nil, err
+	}
+	if len(signed) > 0 {
+		sigRefs := make([]string, 0, len(signed))
+		for ref := range signed {
+			sigRefs = append(sigRefs, ref)
+		}
+		slices.Sort(sigRefs)
+		sigs, err := client.Pull(ctx, cache, sigRefs, mirror.PullOptions{Jobs: opts.Jobs, MetadataOnly: true, Artifacts: true})
+		if err != nil {
+			return nil, err
+		}
+		pulled = append(pulled, sigs...)
+		fmt.Fprintf(log, "carrying the cosign signatures of %d images\n", len(sigs))
+	}
 	progress.pullDone()
 
 	m := &bundle.Manifest{
@@ -181,6 +212,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		img := bundle.Image{
 			Ref: p.Ref, Digest: digest.Digest(p.Root.Digest.String()), MediaType: p.Root.MediaType,
 			Platforms: p.Platforms, SourceDigest: digest.Digest(p.SourceDigest), Sources: sources[p.Ref],
+			Signs: signed[p.Ref],
 		}
 		for _, b := range p.Blobs {
 			img.Size += b.Size
@@ -312,4 +344,56 @@ func baseName(path string) string {
 		return ""
 	}
 	return filepath.Base(path)
+}
+
+// imageSignatures finds the cosign signatures of every pulled image (tag
+// sha256-<hex>.sig beside it) and returns the signature references to carry,
+// each mapped to the digest it signs. With key, every image must have a
+// signature by key: over the digest bundled, or over the index it was
+// filtered from (which names that digest).
+func imageSignatures(ctx context.Context, client *mirror.Client, pulled []*mirror.Pulled, key bundle.Verifier, jobs int) (map[string]digest.Digest, error) {
+	found := make([]string, len(pulled))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	for i, p := range pulled {
+		g.Go(func() error {
+			name, _, _ := imageref.Split(p.Ref)
+			sigRef, err := client.SignatureRef(gctx, name, p.Root.Digest)
+			if err != nil {
+				return fmt.Errorf("image %s: %w", p.Ref, err)
+			}
+			found[i] = sigRef
+			if key == nil {
+				return nil
+			}
+			verr := errors.New("no cosign signature")
+			if sigRef != "" {
+				verr = client.VerifyCosignSignatures(gctx, sigRef, p.Root.Digest, key)
+			}
+			if verr != nil && p.SourceDigest != "" {
+				index := digest.Digest(p.SourceDigest)
+				indexSig, err := client.SignatureRef(gctx, name, index)
+				if err != nil {
+					return fmt.Errorf("image %s: %w", p.Ref, err)
+				}
+				if indexSig != "" && client.VerifyCosignSignatures(gctx, indexSig, index, key) == nil {
+					verr = nil
+				}
+			}
+			if verr != nil {
+				return fmt.Errorf("%w: image %s (%s) is not signed by the --verify-images-key key: %v", bundle.ErrSignature, p.Ref, p.Root.Digest, verr)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	signed := map[string]digest.Digest{}
+	for i, ref := range found {
+		if ref != "" {
+			signed[ref] = pulled[i].Root.Digest
+		}
+	}
+	return signed, nil
 }

@@ -117,6 +117,10 @@ type Image struct {
 	// the manifests that say so arrive at the end of the stream.
 	Blobs   []digest.Digest `json:"blobs"`
 	Sources []string        `json:"sources,omitempty"`
+	// Signs marks the vendor's cosign signatures of the image with this
+	// digest (Ref's tag is sha256-<hex>.sig), carried so that `cosign
+	// verify` works against the site registry.
+	Signs digest.Digest `json:"signs,omitempty"`
 }
 
 type Blob struct {

@@ -76,6 +76,9 @@ type PullOptions struct {
 	// MetadataOnly fetches manifests, indexes and configs but not layers;
 	// Prefetch brings those while the bundle is being written.
 	MetadataOnly bool
+	// Artifacts pulls manifests that are not images of a platform (cosign
+	// signatures): no platform is required or recorded.
+	Artifacts bool
 }
 
 // Progress observes a pull. Implementations must be safe for concurrent use.
@@ -248,6 +251,11 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 				return nil, err
 			}
 		}
+	case opts.Artifacts && bundle.IsManifest(desc.MediaType):
+		if err := oras.CopyGraph(ctx, repo, cache.storage, desc, copyOpts); err != nil {
+			return nil, err
+		}
+		p.Root = ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
 	case bundle.IsManifest(desc.MediaType):
 		plat, err := manifestPlatform(ctx, repo, desc)
 		if err != nil {

@@ -1,6 +1,7 @@
 // Package inventory renders a bundle's manifest as a CycloneDX BOM, the
 // inventory security scanners read: the bundle as the root component, the
-// chart and every image (a container with its digest and pkg:oci purl).
+// chart and every image (a container with its digest and pkg:oci purl;
+// the vendor's cosign signatures carried with it are a property of it).
 package inventory
 
 import (
@@ -68,8 +69,17 @@ func CycloneDX(m *bundle.Manifest, bundleName string) (*cdx.BOM, error) {
 	}
 	components := []cdx.Component{chart}
 	deps := []string{chart.BOMRef}
+	signatures := map[string]string{} // image digest -> its cosign signatures
 	for _, img := range m.Images {
-		c := container(img)
+		if img.Signs != "" {
+			signatures[img.Signs.String()] = img.Ref
+		}
+	}
+	for _, img := range m.Images {
+		if img.Signs != "" {
+			continue
+		}
+		c := container(img, signatures[img.Digest.String()])
 		components = append(components, c)
 		deps = append(deps, c.BOMRef)
 	}
@@ -84,7 +94,7 @@ func CycloneDX(m *bundle.Manifest, bundleName string) (*cdx.BOM, error) {
 
 // container is one image: named by its repository, versioned by its tag,
 // identified by its digest (hash and purl).
-func container(img bundle.Image) cdx.Component {
+func container(img bundle.Image, signatures string) cdx.Component {
 	name, tag, _ := imageref.Split(img.Ref)
 	q := map[string]string{"repository_url": name}
 	if tag != "" {
@@ -100,7 +110,8 @@ func container(img bundle.Image) cdx.Component {
 	if version == "" {
 		version = img.Digest.String()
 	}
-	p := props("ref", img.Ref, "platforms", strings.Join(img.Platforms, ","), "mediaType", img.MediaType, "size", strconv.FormatInt(img.Size, 10))
+	p := props("ref", img.Ref, "platforms", strings.Join(img.Platforms, ","), "mediaType", img.MediaType,
+		"size", strconv.FormatInt(img.Size, 10), "cosignSignatures", signatures)
 	if img.SourceDigest != "" {
 		*p = append(*p, *props("indexDigest", img.SourceDigest.String())...)
 	}

@@ -32,6 +32,8 @@ func testManifest() *bundle.Manifest {
 			{Ref: "registry.pseven.io:5000/third/party/postgres:16", Digest: d("pg"), SourceDigest: d("pg-index"), MediaType: "application/vnd.oci.image.index.v1+json", Platforms: []string{"linux/amd64", "linux/arm64/v8"}, Size: 20},
 			// Pinned by digest only.
 			{Ref: "registry.pseven.io/pseven-nginx@" + d("nginx").String(), Digest: d("nginx"), MediaType: "application/vnd.docker.distribution.manifest.v2+json", Platforms: []string{"linux/arm/v7"}, Size: 5},
+			// The vendor's signatures of pseven-app: a property of it, not a component.
+			{Ref: "registry.pseven.io/pseven-app:sha256-" + d("app").Encoded() + ".sig", Digest: d("sig"), MediaType: "application/vnd.oci.image.manifest.v1+json", Signs: d("app"), Size: 1},
 		},
 		Base: &bundle.BaseBundle{Name: "pseven-2026.10.01.tar.zst", ManifestDigest: d("base").String()},
 	}
@@ -75,7 +77,8 @@ func TestCycloneDX(t *testing.T) {
 	if c := got.Metadata.Component; c.Name != "pseven-2026.11.01.tar.zst" || c.Type != "file" || got.Metadata.Timestamp != m.Created {
 		t.Errorf("root component %+v at %s", c, got.Metadata.Timestamp)
 	}
-	if len(got.Components) != 1+len(m.Images) || got.Components[0].Name != "pseven" || got.Components[0].Hashes[0].Content != m.Chart.Digest.Encoded() {
+	images := m.Images[:len(m.Images)-1]
+	if len(got.Components) != 1+len(images) || got.Components[0].Name != "pseven" || got.Components[0].Hashes[0].Content != m.Chart.Digest.Encoded() {
 		t.Fatalf("components %+v", got.Components)
 	}
 	// name, version (the digest), qualifiers (sorted, as purl wants)
@@ -85,7 +88,7 @@ func TestCycloneDX(t *testing.T) {
 		{"postgres", d("pg").String(), "repository_url=registry.pseven.io:5000/third/party/postgres tag=16"},
 		{"pseven-nginx", d("nginx").String(), "arch=armv7 repository_url=registry.pseven.io/pseven-nginx"},
 	}
-	for i, img := range m.Images {
+	for i, img := range images {
 		c := got.Components[i+1]
 		if c.Type != "container" || c.Hashes[0].Alg != "SHA-256" || c.Hashes[0].Content != img.Digest.Encoded() {
 			t.Errorf("image %s: %+v", img.Ref, c)
@@ -105,8 +108,13 @@ func TestCycloneDX(t *testing.T) {
 	if got.Components[4].Version != d("nginx").String() {
 		t.Errorf("a digest-only image is versioned %q, want its digest", got.Components[4].Version)
 	}
-	if len(got.Dependencies) == 0 || got.Dependencies[0].Ref != "bundle" || len(got.Dependencies[0].DependsOn) != 1+len(m.Images) {
+	if len(got.Dependencies) == 0 || got.Dependencies[0].Ref != "bundle" || len(got.Dependencies[0].DependsOn) != 1+len(images) {
 		t.Errorf("dependencies %+v", got.Dependencies)
+	}
+
+	if !strings.Contains(string(out), `"name": "p7bundle:cosignSignatures",
+          "value": "registry.pseven.io/pseven-app:sha256-`+d("app").Encoded()+`.sig"`) {
+		t.Errorf("pseven-app does not name its signatures:\n%s", out)
 	}
 
 	// Same manifest, same bytes.

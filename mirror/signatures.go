@@ -1,0 +1,120 @@
+package mirror
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry"
+
+	"github.com/p7bundle/p7bundle/bundle"
+)
+
+const (
+	// cosignSignatureAnnotation carries a layer's signature over its payload.
+	cosignSignatureAnnotation = "dev.cosignproject.cosign/signature"
+	maxSignaturePayload       = 1 << 20
+)
+
+// ErrImageSignature: an image has no signature the given key verifies.
+var ErrImageSignature = errors.New("image signature")
+
+// CosignSignatureTag is the tag cosign stores an image's signatures under,
+// in the image's own repository: sha256-<hex>.sig.
+func CosignSignatureTag(d digest.Digest) string {
+	return d.Algorithm().String() + "-" + d.Encoded() + ".sig"
+}
+
+// SignatureRef is the reference of the cosign signatures of image name@d,
+// "" when the registry has none.
+func (c *Client) SignatureRef(ctx context.Context, name string, d digest.Digest) (string, error) {
+	ref, err := registry.ParseReference(name)
+	if err != nil {
+		return "", fmt.Errorf("invalid image reference %q: %w", name, err)
+	}
+	repo, err := c.Repository(ref)
+	if err != nil {
+		return "", err
+	}
+	tag := CosignSignatureTag(d)
+	if _, err := repo.Resolve(ctx, tag); err != nil {
+		if err = Classify(err); errors.Is(err, ErrNotFound) {
+			return "", nil
+		}
+		return "", fmt.Errorf("signatures of %s@%s: %w", name, d, err)
+	}
+	return name + ":" + tag, nil
+}
+
+// VerifyCosignSignatures checks that the signature manifest at sigRef holds
+// at least one signature by v whose payload names digest d, as
+// `cosign verify --key` decides (no transparency log: the site is offline).
+func (c *Client) VerifyCosignSignatures(ctx context.Context, sigRef string, d digest.Digest, v bundle.Verifier) error {
+	ref, tagOrDigest, err := splitRef(sigRef)
+	if err != nil {
+		return err
+	}
+	repo, err := c.Repository(ref)
+	if err != nil {
+		return err
+	}
+	desc, err := repo.Resolve(ctx, tagOrDigest)
+	if err != nil {
+		return fmt.Errorf("%s: %w", sigRef, Classify(err))
+	}
+	if desc.Size > maxMetadataBytes {
+		return fmt.Errorf("%w: %s: manifest of %d bytes", ErrImageSignature, sigRef, desc.Size)
+	}
+	m, err := fetchJSON[ocispec.Manifest](ctx, repo, desc, "signature manifest")
+	if err != nil {
+		return fmt.Errorf("%s: %w", sigRef, err)
+	}
+	var reasons []string
+	for _, layer := range m.Layers {
+		sig, ok := layer.Annotations[cosignSignatureAnnotation]
+		if !ok {
+			continue
+		}
+		if layer.Size > maxSignaturePayload {
+			reasons = append(reasons, fmt.Sprintf("payload %s too large", layer.Digest))
+			continue
+		}
+		body, err := content.FetchAll(ctx, repo, layer)
+		if err != nil {
+			return fmt.Errorf("%s: payload %s: %w", sigRef, layer.Digest, Classify(err))
+		}
+		if err := checkCosignPayload(body, sig, d, v); err != nil {
+			reasons = append(reasons, err.Error())
+			continue
+		}
+		return nil
+	}
+	if len(reasons) == 0 {
+		reasons = append(reasons, "no signatures")
+	}
+	return fmt.Errorf("%w: %s: none verifies (%s)", ErrImageSignature, sigRef, reasons[0])
+}
+
+func checkCosignPayload(body []byte, sigBase64 string, d digest.Digest, v bundle.Verifier) error {
+	sum := sha256.Sum256(body)
+	if err := v.VerifyDigest(sum[:], sigBase64); err != nil {
+		return fmt.Errorf("not signed by the key")
+	}
+	var p payload.SimpleContainerImage
+	if err := json.Unmarshal(body, &p); err != nil {
+		return fmt.Errorf("payload: %v", err)
+	}
+	if p.Critical.Type != payload.CosignSignatureType {
+		return fmt.Errorf("payload type %q", p.Critical.Type)
+	}
+	if p.Critical.Image.DockerManifestDigest != d.String() {
+		return fmt.Errorf("signs %s, not %s", p.Critical.Image.DockerManifestDigest, d)
+	}
+	return nil
+}
