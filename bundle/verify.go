@@ -41,7 +41,7 @@ type Report struct {
 	// Provenance is the provenance file checked, if any.
 	Provenance         string `json:"provenance,omitempty"`
 	ProvenanceVerified bool   `json:"provenanceVerified"`
-	BytesChecked      int64  `json:"bytesChecked"`
+	BytesChecked       int64  `json:"bytesChecked"`
 	// ExpectedAtSite lists what a differential bundle leaves to its base.
 	ExpectedAtSite *AtSite   `json:"expectedAtSite,omitempty"`
 	Manifest       *Manifest `json:"manifest,omitempty"`
