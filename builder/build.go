@@ -346,37 +346,34 @@ func baseName(path string) string {
 	return filepath.Base(path)
 }
 
-// imageSignatures finds the cosign signatures of every pulled image (tag
-// sha256-<hex>.sig beside it) and returns the signature references to carry,
-// each mapped to the digest it signs. With key, every image must have a
-// signature by key: over the digest bundled, or over the index it was
-// filtered from (which names that digest).
+// imageSignatures finds the cosign signatures of every pulled image (the
+// sha256-<hex>.sig tag beside it, and OCI 1.1 referrers) and returns the
+// signature references to carry, each mapped to the digest it signs. With
+// key, every image must have a signature by key: over the digest bundled,
+// or over the index it was filtered from (which names that digest).
 func imageSignatures(ctx context.Context, client *mirror.Client, pulled []*mirror.Pulled, key bundle.Verifier, jobs int) (map[string]digest.Digest, error) {
-	found := make([]string, len(pulled))
+	found := make([][]string, len(pulled))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(jobs)
 	for i, p := range pulled {
 		g.Go(func() error {
 			name, _, _ := imageref.Split(p.Ref)
-			sigRef, err := client.SignatureRef(gctx, name, p.Root.Digest)
+			sigs, err := signatureRefs(gctx, client, name, p.Root.Digest)
 			if err != nil {
 				return fmt.Errorf("image %s: %w", p.Ref, err)
 			}
-			found[i] = sigRef
+			found[i] = sigs
 			if key == nil {
 				return nil
 			}
-			verr := errors.New("no cosign signature")
-			if sigRef != "" {
-				verr = client.VerifyCosignSignatures(gctx, sigRef, p.Root.Digest, key)
-			}
+			verr := verifyAny(gctx, client, sigs, p.Root.Digest, key)
 			if verr != nil && p.SourceDigest != "" {
 				index := digest.Digest(p.SourceDigest)
-				indexSig, err := client.SignatureRef(gctx, name, index)
+				indexSigs, err := signatureRefs(gctx, client, name, index)
 				if err != nil {
 					return fmt.Errorf("image %s: %w", p.Ref, err)
 				}
-				if indexSig != "" && client.VerifyCosignSignatures(gctx, indexSig, index, key) == nil {
+				if verifyAny(gctx, client, indexSigs, index, key) == nil {
 					verr = nil
 				}
 			}
@@ -390,10 +387,37 @@ func imageSignatures(ctx context.Context, client *mirror.Client, pulled []*mirro
 		return nil, err
 	}
 	signed := map[string]digest.Digest{}
-	for i, ref := range found {
-		if ref != "" {
+	for i, refs := range found {
+		for _, ref := range refs {
 			signed[ref] = pulled[i].Root.Digest
 		}
 	}
 	return signed, nil
+}
+
+func signatureRefs(ctx context.Context, client *mirror.Client, name string, d digest.Digest) ([]string, error) {
+	tagged, err := client.SignatureRef(ctx, name, d)
+	if err != nil {
+		return nil, err
+	}
+	refs, err := client.SignatureReferrers(ctx, name, d)
+	if err != nil {
+		return nil, err
+	}
+	if tagged != "" {
+		refs = append([]string{tagged}, refs...)
+	}
+	return refs, nil
+}
+
+// verifyAny passes when one of the signature manifests holds a signature
+// of d by key.
+func verifyAny(ctx context.Context, client *mirror.Client, sigRefs []string, d digest.Digest, key bundle.Verifier) error {
+	err := errors.New("no cosign signature")
+	for _, ref := range sigRefs {
+		if err = client.VerifyCosignSignatures(ctx, ref, d, key); err == nil {
+			return nil
+		}
+	}
+	return err
 }

@@ -118,8 +118,8 @@ type Image struct {
 	Blobs   []digest.Digest `json:"blobs"`
 	Sources []string        `json:"sources,omitempty"`
 	// Signs marks the vendor's cosign signatures of the image with this
-	// digest (Ref's tag is sha256-<hex>.sig), carried so that `cosign
-	// verify` works against the site registry.
+	// digest (tagged sha256-<hex>.sig, or an OCI 1.1 referrer by digest),
+	// carried so that `cosign verify` works against the site registry.
 	Signs digest.Digest `json:"signs,omitempty"`
 }
 

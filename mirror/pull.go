@@ -193,7 +193,7 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 		return nil, err
 	}
 	p := &Pulled{Ref: refStr}
-	copyOpts := oras.CopyGraphOptions{Concurrency: 3, MaxMetadataBytes: maxMetadataBytes}
+	copyOpts := oras.CopyGraphOptions{Concurrency: 3, MaxMetadataBytes: maxMetadataBytes, FindSuccessors: successors}
 	if opts.MetadataOnly {
 		copyOpts.FindSuccessors = metadataSuccessors
 	}
@@ -276,8 +276,22 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 	return p, err
 }
 
-// metadataSuccessors is content.Successors without layers: an image
-// manifest leads only to its config, an index to its manifests.
+// successors is content.Successors without a manifest's subject: a
+// signature stored as a referrer is carried without the image it signs
+// (that is an image of the bundle in its own right), as the bundle lists it.
+func successors(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	if !bundle.IsManifest(desc.MediaType) {
+		return content.Successors(ctx, f, desc)
+	}
+	m, err := fetchJSON[ocispec.Manifest](ctx, f, desc, "manifest")
+	if err != nil {
+		return nil, err
+	}
+	return append([]ocispec.Descriptor{m.Config}, m.Layers...), nil
+}
+
+// metadataSuccessors is successors without layers: an image manifest
+// leads only to its config, an index to its manifests.
 func metadataSuccessors(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 	if !bundle.IsManifest(desc.MediaType) {
 		return content.Successors(ctx, f, desc)
@@ -323,7 +337,7 @@ func graph(ctx context.Context, f content.Fetcher, root ocispec.Descriptor) ([]o
 			return nil
 		}
 		seen[d.Digest] = ocispec.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}
-		children, err := content.Successors(ctx, f, d)
+		children, err := successors(ctx, f, d)
 		if err != nil {
 			return fmt.Errorf("reading %s from cache: %w", d.Digest, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -50,6 +51,39 @@ func (c *Client) SignatureRef(ctx context.Context, name string, d digest.Digest)
 		return "", fmt.Errorf("signatures of %s@%s: %w", name, d, err)
 	}
 	return name + ":" + tag, nil
+}
+
+// CosignSignatureArtifactType is the artifact type of a cosign signature
+// stored as an OCI 1.1 referrer (cosign sign --registry-referrers-mode=oci-1-1).
+const CosignSignatureArtifactType = "application/vnd.dev.cosign.artifact.sig.v1+json"
+
+// SignatureReferrers lists, as name@digest, the cosign signatures of image
+// name@d stored as OCI 1.1 referrers: through the registry's referrers API,
+// or the sha256-<hex> tag index where it has none (oras decides).
+func (c *Client) SignatureReferrers(ctx context.Context, name string, d digest.Digest) ([]string, error) {
+	ref, err := registry.ParseReference(name)
+	if err != nil {
+		return nil, fmt.Errorf("invalid image reference %q: %w", name, err)
+	}
+	repo, err := c.Repository(ref)
+	if err != nil {
+		return nil, err
+	}
+	var refs []string
+	err = repo.Referrers(ctx, ocispec.Descriptor{Digest: d}, CosignSignatureArtifactType, func(referrers []ocispec.Descriptor) error {
+		for _, r := range referrers {
+			refs = append(refs, name+"@"+r.Digest.String())
+		}
+		return nil
+	})
+	if err != nil {
+		if err = Classify(err); errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("referrers of %s@%s: %w", name, d, err)
+	}
+	slices.Sort(refs)
+	return refs, nil
 }
 
 // VerifyCosignSignatures checks that the signature manifest at sigRef holds

@@ -121,7 +121,11 @@ func TestVendorImageSignatures(t *testing.T) {
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Fatalf("a refused build left %s", out)
 	}
-	sign(unsigned, true)
+	// This one as an OCI 1.1 referrer (the upstream registry has no
+	// referrers API: cosign writes the sha256-<hex> tag index instead).
+	referrerSigned := unsigned
+	cs.env = append(cs.env, "COSIGN_EXPERIMENTAL=1")
+	cs.must("sign", "--yes", "--tlog-upload=false", "--key", vendorKey, "--registry-referrers-mode=oci-1-1", upstream(unsigned))
 
 	// The index signature vouches for the manifest filtered out of it.
 	if r := s.build(t, out, "--verify-images-key", vendorPub); r.code != 0 {
@@ -165,8 +169,12 @@ func TestVendorImageSignatures(t *testing.T) {
 		verified++
 		path := strings.TrimPrefix(strings.SplitN(strings.SplitN(img.Ref, "@", 2)[0], ":", 2)[0], manifests.DefaultSourceRegistry+"/")
 		at := fmt.Sprintf("%s/pseven/%s@%s", reg.Host, path, img.Digest)
-		cs.must("verify", "--key", vendorPub, "--insecure-ignore-tlog", at)
-		if out, err := cs.run("verify", "--key", impostorPub, "--insecure-ignore-tlog", at); err == nil {
+		args := []string{"verify", "--insecure-ignore-tlog"}
+		if img.Ref == referrerSigned {
+			args = append(args, "--experimental-oci11")
+		}
+		cs.must(append(args, "--key", vendorPub, at)...)
+		if out, err := cs.run(append(args, "--key", impostorPub, at)...); err == nil {
 			t.Fatalf("cosign verify with another key passed for %s:\n%s", at, out)
 		}
 	}
