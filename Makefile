@@ -13,13 +13,13 @@ DEB_PACKAGES := docker-registry skopeo zstd openssl time \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: build test test-deps k8s-binaries demo vet clean fuzz faults
+.PHONY: build test test-deps k8s-binaries vault-binary demo vet clean fuzz faults
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/p7bundle ./cmd/p7bundle
 
 # Idempotent: installs only missing Debian packages, builds tools only once per version.
-test-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/crane-$(CRANE_VERSION) $(TOOLS_BIN)/oras-$(ORAS_VERSION) k8s-binaries
+test-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/crane-$(CRANE_VERSION) $(TOOLS_BIN)/oras-$(ORAS_VERSION) k8s-binaries vault-binary
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -34,6 +34,11 @@ $(TOOLS_BIN)/cosign-$(COSIGN_VERSION):
 # (a no-op when present; about 7 minutes cold on 2 cores).
 k8s-binaries:
 	tools/k8s/build.sh
+
+# Vault dev server for internal/testing/testvault, in $(TOOLS_BIN)
+# (a no-op when present; about 14 minutes cold on 2 cores).
+vault-binary:
+	tools/vault/build.sh
 
 vet:
 	$(GO) vet ./...

@@ -74,7 +74,7 @@ func run(ctx context.Context, bin, out string, skipSite bool) error {
 		"--mirror", up.MirrorFlag(), "--ca-file", up.CAFile, "--username", up.Username, "--password-stdin"); err != nil {
 		return err
 	}
-	step("verify")
+	step("verify (archive and table of contents signatures, every blob, the signed provenance)")
 	if err := p7("", "verify", bundlePath, "--key", "cosign.pub"); err != nil {
 		return err
 	}
@@ -82,7 +82,20 @@ func run(ctx context.Context, bin, out string, skipSite bool) error {
 	if err := p7("", "inspect", bundlePath); err != nil {
 		return err
 	}
-	fmt.Printf("\nbundle: %s/%s (+ .sig, .sha256, .sigstore.json)\n", out, bundlePath)
+	step("inspect --cyclonedx > bom.json (the inventory for scanners)")
+	bom, err := os.Create(filepath.Join(out, "bom.json"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, bin, "inspect", bundlePath, "--cyclonedx")
+	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = out, env, bom, os.Stdout
+	err = cmd.Run()
+	bom.Close()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s/bom.json\n", out)
+	fmt.Printf("\nbundle: %s/%s (+ .sig, .sha256, .sigstore.json, .intoto.jsonl)\n", out, bundlePath)
 	if skipSite {
 		return nil
 	}
@@ -106,7 +119,7 @@ func run(ctx context.Context, bin, out string, skipSite bool) error {
 		"--registry-username", site.RegistryUsername, "--registry-password-stdin", "--kubeconfig", site.Kubeconfig,
 		"-n", "pseven-ns", "--create-namespace", "--wait", "--timeout", "10m"}
 	fmt.Printf("\n$ p7bundle %s\n", strings.Join(args, " "))
-	cmd := site.Command(ctx, bin, args...)
+	cmd = site.Command(ctx, bin, args...)
 	cmd.Dir = out
 	cmd.Stdin = strings.NewReader(site.RegistryPassword + "\n")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
