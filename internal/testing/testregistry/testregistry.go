@@ -123,7 +123,7 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 	for attempt := 0; attempt < 4; attempt++ {
 		if opts.Addr != "" {
 			r.Host = opts.Addr
-		} else if port, err := freePort(); err != nil {
+		} else if port, err := FreePort(); err != nil {
 			return fail(err)
 		} else {
 			r.Host = fmt.Sprintf("127.0.0.1:%d", port)
@@ -195,7 +195,7 @@ func (r *Registry) launch(ctx context.Context, bin, cfg string) error {
 
 	if err := r.waitReady(ctx, 15*time.Second); err != nil {
 		r.kill()
-		return fmt.Errorf("testregistry: %w\n--- %s (tail) ---\n%s", err, r.LogFile, tail(r.LogFile, 2048))
+		return fmt.Errorf("testregistry: %w\n--- %s (tail) ---\n%s", err, r.LogFile, Tail(r.LogFile, 2048))
 	}
 	return nil
 }
@@ -383,7 +383,8 @@ func (r *Registry) getJSON(ctx context.Context, path string, v any) (string, err
 	return "", nil
 }
 
-func freePort() (int, error) {
+// FreePort returns a loopback port free at the time of the call.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -392,7 +393,8 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func tail(path string, n int64) string {
+// Tail is the last n bytes of a log file (or why it cannot be read).
+func Tail(path string, n int64) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return err.Error()

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/p7bundle/p7bundle/internal/testing/testenv"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 )
 
 // Vault is a running `vault server -dev` process. Its storage is in memory:
@@ -66,7 +66,7 @@ func Start(ctx context.Context, dir string) (*Vault, error) {
 	}
 	// Picking a free port and handing it to another process is racy; retry.
 	for attempt := 0; ; attempt++ {
-		port, err := freePort()
+		port, err := testregistry.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -113,7 +113,7 @@ func (v *Vault) launch(ctx context.Context, bin, dir string, port int) error {
 
 	if err := v.waitReady(ctx, 30*time.Second); err != nil {
 		v.Close()
-		return fmt.Errorf("testvault: %w\n--- %s (tail) ---\n%s", err, v.logFile, tail(v.logFile, 4096))
+		return fmt.Errorf("testvault: %w\n--- %s (tail) ---\n%s", err, v.logFile, testregistry.Tail(v.logFile, 4096))
 	}
 	return nil
 }
@@ -262,28 +262,4 @@ func (v *Vault) Do(ctx context.Context, token, method, path string, in, out any)
 		return fmt.Errorf("vault %s %s: %w", method, path, err)
 	}
 	return nil
-}
-
-// freePort returns a free loopback port. The dev server also binds port+1
-// for cluster traffic, but only logs an error if that one is taken.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tail(path string, n int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > n {
-		f.Seek(st.Size()-n, io.SeekStart)
-	}
-	b, _ := io.ReadAll(f)
-	return string(b)
 }
