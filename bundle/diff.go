@@ -83,7 +83,9 @@ func DiffManifests(old, new *Manifest) *Diff {
 		Old: ChartChange{old.Chart.Name, old.Chart.Version, old.Chart.AppVersion},
 		New: ChartChange{new.Chart.Name, new.Chart.Version, new.Chart.AppVersion},
 	}
-	oldImgs, newImgs := byRepository(old.Images), byRepository(new.Images)
+	// Signatures share their image's repository: pairing them by tag
+	// would pair an image with a signature.
+	oldImgs, newImgs := byRepository(old.ContainerImages()), byRepository(new.ContainerImages())
 	repos := map[string]bool{}
 	for r := range oldImgs {
 		repos[r] = true

@@ -26,6 +26,8 @@ func TestDiffManifestsMatchesByRepository(t *testing.T) {
 			{Ref: "r.io/same:2", Digest: "sha256:s1"},
 			{Ref: "r.io/two:x", Digest: "sha256:x1"},
 			{Ref: "r.io/two:y", Digest: "sha256:y1"},
+			// The vendor's signature of app:2, in app's repository: not an image to pair.
+			{Ref: "r.io/app:sha256-a2.sig", Digest: "sha256:sig", Signs: "sha256:a2"},
 		},
 		Blobs: []Blob{blob("sha256:a2", 11), blob("sha256:n1", 5), blob("sha256:s1", 30), blob("sha256:x1", 40), blob("sha256:y1", 7)},
 	}

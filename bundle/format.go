@@ -151,6 +151,18 @@ func (m *Manifest) Digest() (string, error) {
 	return digest.FromBytes(b).String(), nil
 }
 
+// ContainerImages are the images a release runs: Images without the
+// vendor signatures carried with them (Image.Signs).
+func (m *Manifest) ContainerImages() []Image {
+	out := make([]Image, 0, len(m.Images))
+	for _, img := range m.Images {
+		if img.Signs == "" {
+			out = append(out, img)
+		}
+	}
+	return out
+}
+
 // OmittedBytes sums the blobs a differential bundle expects at the site.
 func (m *Manifest) OmittedBytes() (n int, bytes int64) {
 	for _, b := range m.Blobs {

@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/p7bundle/p7bundle/bundle"
 )
 
 func node(name, ip string, mem, cpu string, controlPlane bool) corev1.Node {
@@ -118,5 +120,18 @@ func TestSiteGuardFollowsTheScheme(t *testing.T) {
 				t.Errorf("SiteGuard(%s, plain=%v) allows %s", tc.registry, tc.plain, d)
 			}
 		}
+	}
+}
+
+// Carried vendor signatures live in their image's repository; as bundle
+// images they would give it a second tag, and an upgrade could no longer
+// tell which tag to move carried values to.
+func TestBundleImagesLeaveSignaturesOut(t *testing.T) {
+	m := &bundle.Manifest{Images: []bundle.Image{
+		{Ref: "registry.pseven.io/pseven-app:6.50", Digest: "sha256:a2"},
+		{Ref: "registry.pseven.io/pseven-app:sha256-a2.sig", Digest: "sha256:5e", Signs: "sha256:a2"},
+	}}
+	if got := bundleImages(m); len(got) != 1 || got[0] != "registry.pseven.io/pseven-app:6.50@sha256:a2" {
+		t.Fatalf("bundleImages = %q", got)
 	}
 }

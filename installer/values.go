@@ -127,10 +127,12 @@ func prepareFrom(p *Prepared, m *bundle.Manifest, archive []byte, opts valuesInp
 	return p, nil
 }
 
-// bundleImages are the manifest's references, each with its digest.
+// bundleImages are the manifest's references, each with its digest; not
+// the carried signatures (sha256-<hex>.sig in the same repository would make
+// the image's own tag ambiguous when an upgrade repoints carried values).
 func bundleImages(m *bundle.Manifest) []string {
 	var refs []string
-	for _, img := range m.Images {
+	for _, img := range m.ContainerImages() {
 		refs = append(refs, img.Ref+"@"+img.Digest.String())
 	}
 	return refs

@@ -75,10 +75,7 @@ func CycloneDX(m *bundle.Manifest, bundleName string) (*cdx.BOM, error) {
 			signatures[img.Signs.String()] = img.Ref
 		}
 	}
-	for _, img := range m.Images {
-		if img.Signs != "" {
-			continue
-		}
+	for _, img := range m.ContainerImages() {
 		c := container(img, signatures[img.Digest.String()])
 		components = append(components, c)
 		deps = append(deps, c.BOMRef)
