@@ -66,16 +66,22 @@ type bundleFiles struct {
 
 // resolveFiles finds the bundle named by arg: the file itself, or, for a
 // split bundle, any of its parts, its parts.json, or the joined name.
-func resolveFiles(arg string) (*bundleFiles, error) {
-	base := arg
+// Name is the bundle a file argument stands for: the file itself, or, for
+// a part or the parts.json of a split bundle, the file its parts join into.
+func Name(arg string) string {
 	switch {
 	case strings.HasSuffix(arg, ".parts.json"):
-		base = strings.TrimSuffix(arg, ".parts.json")
+		return strings.TrimSuffix(arg, ".parts.json")
 	case PartBase(arg) != "":
 		if _, err := os.Stat(PartsPath(PartBase(arg))); err == nil {
-			base = PartBase(arg)
+			return PartBase(arg)
 		}
 	}
+	return arg
+}
+
+func resolveFiles(arg string) (*bundleFiles, error) {
+	base := Name(arg)
 	pp := PartsPath(base)
 	raw, err := os.ReadFile(pp)
 	if errors.Is(err, os.ErrNotExist) {

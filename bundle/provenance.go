@@ -19,6 +19,7 @@ import (
 	"github.com/in-toto/in-toto-golang/in_toto"
 	"github.com/in-toto/in-toto-golang/in_toto/slsa_provenance/common"
 	slsa1 "github.com/in-toto/in-toto-golang/in_toto/slsa_provenance/v1"
+	"github.com/opencontainers/go-digest"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
@@ -61,8 +62,7 @@ type provenanceInternal struct {
 // Provenance is the in-toto statement (SLSA provenance v1) of the bundle
 // whose archive has sha256 fileDigest ("sha256:…"), built from m.
 func Provenance(m *Manifest, name, fileDigest string, params ProvenanceParameters) (*in_toto.ProvenanceStatementSLSA1, error) {
-	hexDigest, ok := cutSHA256(fileDigest)
-	if !ok {
+	if d := digest.Digest(fileDigest); d.Validate() != nil || d.Algorithm() != digest.SHA256 {
 		return nil, fmt.Errorf("provenance: bundle digest %q is not sha256", fileDigest)
 	}
 	md, err := m.Digest()
@@ -88,7 +88,7 @@ func Provenance(m *Manifest, name, fileDigest string, params ProvenanceParameter
 		StatementHeader: in_toto.StatementHeader{
 			Type:          statementType,
 			PredicateType: slsa1.PredicateSLSAProvenance,
-			Subject:       []in_toto.Subject{{Name: filepath.Base(name), Digest: common.DigestSet{"sha256": hexDigest}}},
+			Subject:       []in_toto.Subject{{Name: filepath.Base(name), Digest: digestSet(digest.Digest(fileDigest))}},
 		},
 		Predicate: slsa1.ProvenancePredicate{
 			BuildDefinition: slsa1.ProvenanceBuildDefinition{
@@ -109,7 +109,7 @@ func Provenance(m *Manifest, name, fileDigest string, params ProvenanceParameter
 func chartDependency(c Chart) slsa1.ResourceDescriptor {
 	return slsa1.ResourceDescriptor{
 		Name:      c.Path,
-		Digest:    digestSet(c.Digest.String()),
+		Digest:    digestSet(c.Digest),
 		MediaType: "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
 		Annotations: map[string]any{
 			"name": c.Name, "version": c.Version, "appVersion": c.AppVersion,
@@ -120,10 +120,11 @@ func chartDependency(c Chart) slsa1.ResourceDescriptor {
 // imageDependency records the reference as built from and the digest
 // upstream served: the index digest when the bundle keeps a filtered one.
 func imageDependency(img Image) slsa1.ResourceDescriptor {
-	upstream := img.Digest
+	upstream, mediaType := img.Digest, img.MediaType
 	ann := map[string]any{"platforms": img.Platforms, "bundledDigest": img.Digest.String()}
 	if img.SourceDigest != "" {
-		upstream = img.SourceDigest
+		// The media type bundled is the kept manifest's, not the index's.
+		upstream, mediaType = img.SourceDigest, ""
 		ann["indexDigest"] = img.SourceDigest.String()
 	}
 	if len(img.Sources) > 0 {
@@ -131,25 +132,18 @@ func imageDependency(img Image) slsa1.ResourceDescriptor {
 	}
 	return slsa1.ResourceDescriptor{
 		URI:         "oci://" + img.Ref,
-		Digest:      digestSet(upstream.String()),
-		MediaType:   img.MediaType,
+		Digest:      digestSet(upstream),
+		MediaType:   mediaType,
 		Annotations: ann,
 	}
 }
 
-func digestSet(d string) common.DigestSet {
-	if h, ok := cutSHA256(d); ok {
-		return common.DigestSet{"sha256": h}
+// digestSet is a descriptor's digest in in-toto's form.
+func digestSet(d digest.Digest) common.DigestSet {
+	if d.Validate() != nil {
+		return nil
 	}
-	return nil
-}
-
-func cutSHA256(d string) (string, bool) {
-	const prefix = "sha256:"
-	if len(d) != len(prefix)+64 || d[:len(prefix)] != prefix {
-		return "", false
-	}
-	return d[len(prefix):], true
+	return common.DigestSet{d.Algorithm().String(): d.Encoded()}
 }
 
 // dsseSigner adapts a Signer (it signs SHA-256 digests) to DSSE, which

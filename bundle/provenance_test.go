@@ -97,7 +97,7 @@ func TestProvenance(t *testing.T) {
 	}
 
 	rep, err := Verify(context.Background(), out, VerifyOptions{Verifier: v})
-	if err != nil || !rep.ProvenanceVerified || rep.Provenance != res.ProvenancePath {
+	if err != nil || !rep.ProvenanceVerified || rep.Provenance != res.ProvenancePath || rep.BuildParameters == nil || rep.BuildParameters.Mirrors[0] != testParams.Mirrors[0] {
 		t.Fatalf("Verify = %+v, %v", rep, err)
 	}
 

@@ -41,7 +41,9 @@ type Report struct {
 	// Provenance is the provenance file checked, if any.
 	Provenance         string `json:"provenance,omitempty"`
 	ProvenanceVerified bool   `json:"provenanceVerified"`
-	BytesChecked       int64  `json:"bytesChecked"`
+	// BuildParameters are the provenance's, which the manifest does not hold.
+	BuildParameters *ProvenanceParameters `json:"buildParameters,omitempty"`
+	BytesChecked    int64                 `json:"bytesChecked"`
 	// ExpectedAtSite lists what a differential bundle leaves to its base.
 	ExpectedAtSite *AtSite   `json:"expectedAtSite,omitempty"`
 	Manifest       *Manifest `json:"manifest,omitempty"`
@@ -154,10 +156,11 @@ func checkProvenance(ctx context.Context, bundlePath string, rep *Report, opts V
 			return nil
 		}
 	}
-	if _, err := VerifyProvenance(ctx, p, opts.Verifier, rep.Manifest, bundlePath, rep.Digest); err != nil {
+	params, err := VerifyProvenance(ctx, p, opts.Verifier, rep.Manifest, bundlePath, rep.Digest)
+	if err != nil {
 		return err
 	}
-	rep.Provenance, rep.ProvenanceVerified = p, true
+	rep.Provenance, rep.ProvenanceVerified, rep.BuildParameters = p, true, params
 	return nil
 }
 

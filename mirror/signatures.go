@@ -13,6 +13,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/p7bundle/p7bundle/bundle"
 )
@@ -35,11 +36,7 @@ func CosignSignatureTag(d digest.Digest) string {
 // SignatureRef is the reference of the cosign signatures of image name@d,
 // "" when the registry has none.
 func (c *Client) SignatureRef(ctx context.Context, name string, d digest.Digest) (string, error) {
-	ref, err := registry.ParseReference(name)
-	if err != nil {
-		return "", fmt.Errorf("invalid image reference %q: %w", name, err)
-	}
-	repo, err := c.Repository(ref)
+	repo, err := c.repositoryOf(name)
 	if err != nil {
 		return "", err
 	}
@@ -61,11 +58,7 @@ const CosignSignatureArtifactType = "application/vnd.dev.cosign.artifact.sig.v1+
 // name@d stored as OCI 1.1 referrers: through the registry's referrers API,
 // or the sha256-<hex> tag index where it has none (oras decides).
 func (c *Client) SignatureReferrers(ctx context.Context, name string, d digest.Digest) ([]string, error) {
-	ref, err := registry.ParseReference(name)
-	if err != nil {
-		return nil, fmt.Errorf("invalid image reference %q: %w", name, err)
-	}
-	repo, err := c.Repository(ref)
+	repo, err := c.repositoryOf(name)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +77,15 @@ func (c *Client) SignatureReferrers(ctx context.Context, name string, d digest.D
 	}
 	slices.Sort(refs)
 	return refs, nil
+}
+
+// repositoryOf is the repository of image name (host/path, no tag).
+func (c *Client) repositoryOf(name string) (*remote.Repository, error) {
+	ref, err := registry.ParseReference(name)
+	if err != nil {
+		return nil, fmt.Errorf("invalid image reference %q: %w", name, err)
+	}
+	return c.Repository(ref)
 }
 
 // VerifyCosignSignatures checks that the signature manifest at sigRef holds

@@ -192,7 +192,7 @@ func inspectCommand(env *environment) *cli.Command {
 				return err
 			}
 			if c.Bool("cyclonedx") {
-				bom, err := inventory.CycloneDX(m, bundleName(path))
+				bom, err := inventory.CycloneDX(m, bundle.Name(path))
 				if err != nil {
 					return err
 				}
@@ -330,15 +330,6 @@ func oneArg(c *cli.Context) (string, error) {
 		}
 	}
 	return args[0], nil
-}
-
-// bundleName is the bundle a file argument stands for: itself, or what
-// its parts join into.
-func bundleName(path string) string {
-	if base := bundle.PartBase(path); base != "" {
-		return base
-	}
-	return strings.TrimSuffix(path, bundle.PartsPath(""))
 }
 
 // splitSize parses --split-size: bytes, or a quantity such as 4G or 4Gi.
