@@ -13,13 +13,16 @@ DEB_PACKAGES := docker-registry skopeo zstd openssl time \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: build test test-deps k8s-binaries vault-binary demo vet clean fuzz faults
+.PHONY: build test test-deps site-deps k8s-binaries vault-binary demo vet clean fuzz faults
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/p7bundle ./cmd/p7bundle
 
 # Idempotent: installs only missing Debian packages, builds tools only once per version.
-test-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/crane-$(CRANE_VERSION) $(TOOLS_BIN)/oras-$(ORAS_VERSION) k8s-binaries vault-binary
+# The demo needs the site (Debian packages, Kubernetes) but not the Vault the tests use.
+test-deps: site-deps vault-binary
+
+site-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/crane-$(CRANE_VERSION) $(TOOLS_BIN)/oras-$(ORAS_VERSION) k8s-binaries
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -62,7 +65,7 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./bundle || exit 1; \
 	done
 
-demo: test-deps build
+demo: site-deps build
 	$(GO) run ./internal/testing/demo --bin bin/p7bundle
 
 clean:
