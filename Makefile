@@ -13,10 +13,20 @@ DEB_PACKAGES := docker-registry skopeo zstd openssl time \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: build test test-deps site-deps k8s-binaries vault-binary demo vet clean fuzz faults
+.PHONY: build probe test test-deps site-deps k8s-binaries vault-binary demo vet clean fuzz faults
 
-build:
+build: probe
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/p7bundle ./cmd/p7bundle
+
+# The site probe every bundle carries (internal/probeimage embeds it): static,
+# without paths, VCS stamps or build IDs, so the same source gives the same image.
+PROBE_DIR := internal/probeimage/embedded
+PROBE_SRC := $(shell find cmd/p7bundle-probe internal/probe -name '*.go' ! -name '*_test.go') go.mod
+probe: $(PROBE_DIR)/p7bundle-probe-linux-amd64 $(PROBE_DIR)/p7bundle-probe-linux-arm64
+
+$(PROBE_DIR)/p7bundle-probe-linux-%: $(PROBE_SRC)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -buildvcs=false -ldflags='-s -w -buildid=' -o $@.tmp ./cmd/p7bundle-probe
+	@mv $@.tmp $@
 
 # Idempotent: installs only missing Debian packages, builds tools only once per version.
 # The demo needs the site (Debian packages, Kubernetes) but not the Vault the tests use.
@@ -43,15 +53,15 @@ k8s-binaries:
 vault-binary:
 	tools/vault/build.sh
 
-vet:
+vet: probe
 	$(GO) vet ./...
 
-test: test-deps vet
+test: test-deps probe vet
 	$(GO) test -race -count=1 -timeout 40m ./...
 	$(MAKE) fuzz FUZZTIME=10s
 
 # The fault and tamper suite at 5x the trials CI runs, plus longer fuzzing.
-faults: test-deps
+faults: test-deps probe
 	P7BUNDLE_FAULT_SCALE=5 $(GO) test -count=1 -timeout 60m -v \
 		-run 'Tamper|Flaky|Crash|ResourceFaults|ZeroEgress|Hostile|Reject' ./bundle ./cmd/p7bundle
 	$(MAKE) fuzz FUZZTIME=1m
@@ -84,7 +94,7 @@ bench: bench-deps build
 bench-smoke: bench-deps build
 	$(GO) run ./bench/cmd/p7bench --bin bin/p7bundle --size 64M --rss-size 128M --runs 1 --out .cache/bench/smoke
 
-bench-profile: bench-deps
+bench-profile: bench-deps probe
 	$(GO) run ./bench/cmd/p7prof --size $(BENCH_SIZE) --out .cache/bench/profile
 
 bench-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/crane-$(CRANE_VERSION) $(TOOLS_BIN)/oras-$(ORAS_VERSION)

@@ -26,6 +26,7 @@ import (
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/internal/humanize"
 	"github.com/p7bundle/p7bundle/internal/imageref"
+	"github.com/p7bundle/p7bundle/internal/probeimage"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -115,6 +116,15 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The site probe is built here, from binaries embedded in p7bundle.
+	var platformNames []string
+	for _, p := range platforms {
+		platformNames = append(platformNames, mirror.PlatformString(p))
+	}
+	probe, err := probeimage.Build(platformNames)
+	if err != nil {
+		return nil, err
+	}
 	ch, err := manifests.LoadChart(opts.Chart)
 	if err != nil {
 		return nil, err
@@ -190,20 +200,28 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		pulled = append(pulled, sigs...)
 		fmt.Fprintf(log, "carrying the cosign signatures of %d images\n", len(sigs))
 	}
+	probeRef := probeimage.Ref(opts.ToolVersion)
+	pulled = append(pulled, &mirror.Pulled{Ref: probeRef, Root: probe.Root, Platforms: probe.Platforms})
+	for _, b := range probe.Blobs {
+		if err := cache.Put(ctx, b.Descriptor, b.Data); err != nil {
+			return nil, fmt.Errorf("site probe image: cache %s: %w", cache.Dir, err)
+		}
+		pulled[len(pulled)-1].Blobs = append(pulled[len(pulled)-1].Blobs, b.Descriptor)
+	}
+	fmt.Fprintf(log, "adding the site probe %s (%s) for p7bundle doctor\n", probeRef, probe.Root.Digest)
 	progress.pullDone()
 
 	m := &bundle.Manifest{
 		Tool:           bundle.Tool{Name: "p7bundle", Version: opts.ToolVersion},
 		SourceRegistry: opts.SourceRegistry,
 		Secretgen:      manifests.SecretgenRef(opts.SourceRegistry, ch.AppVersion),
+		Probe:          probeRef,
 		Chart: bundle.Chart{
 			Name: ch.Name, Version: ch.Version, AppVersion: ch.AppVersion,
 			Path: bundle.ChartDir + ch.FileName, Digest: digest.Digest(ch.Digest), Size: int64(len(ch.Archive)),
 		},
 	}
-	for _, p := range platforms {
-		m.Platforms = append(m.Platforms, mirror.PlatformString(p))
-	}
+	m.Platforms = platformNames
 	if !opts.Created.IsZero() {
 		m.Created = opts.Created.UTC().Format(time.RFC3339)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/probeimage"
 	"github.com/p7bundle/p7bundle/internal/testing/randimage"
 	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 	"github.com/p7bundle/p7bundle/manifests"
@@ -84,10 +85,23 @@ func TestBuildCarriesEveryImageSignedAndReproducibly(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := res.Manifest
-	if len(m.Images) != len(u.digests) {
-		t.Errorf("bundle has %d images, upstream %d", len(m.Images), len(u.digests))
+	if len(m.Images) != len(u.digests)+1 {
+		t.Errorf("bundle has %d images, upstream %d plus the probe", len(m.Images), len(u.digests))
+	}
+	probe, err := probeimage.Build([]string{"linux/amd64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Probe != probeimage.Ref("test") {
+		t.Errorf("probe = %q", m.Probe)
 	}
 	for _, img := range m.Images {
+		if img.Ref == m.Probe {
+			if img.Digest != probe.Root.Digest || len(img.Blobs) != 3 {
+				t.Errorf("probe image %s with %d blobs, want %s with 3", img.Digest, len(img.Blobs), probe.Root.Digest)
+			}
+			continue
+		}
 		if want := u.digests[img.Ref]; img.Digest.String() != want {
 			t.Errorf("%s: digest %s, upstream %s", img.Ref, img.Digest, want)
 		}

@@ -77,7 +77,10 @@ type Manifest struct {
 	SourceRegistry string   `json:"sourceRegistry"`
 	Platforms      []string `json:"platforms"`
 	Secretgen      string   `json:"secretgen"`
-	Images         []Image  `json:"images"`
+	// Probe is the site probe image doctor runs (absent in bundles built
+	// before p7bundle carried it).
+	Probe  string  `json:"probe,omitempty"`
+	Images []Image `json:"images"`
 	// Blobs lists every blob of the OCI layout in archive order.
 	Blobs []Blob `json:"blobs"`
 	// Base names the bundle whose blobs a differential bundle omits.

@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,6 +62,15 @@ func (c *Cache) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error
 		return nil, err
 	}
 	return c.storage.Fetch(ctx, ocispec.Descriptor{Digest: d})
+}
+
+// Put stores a blob made here, not pulled (the site probe image).
+func (c *Cache) Put(ctx context.Context, desc ocispec.Descriptor, data []byte) error {
+	err := c.storage.Push(ctx, desc, bytes.NewReader(data))
+	if errors.Is(err, errdef.ErrAlreadyExists) {
+		return nil
+	}
+	return err
 }
 
 // PullOptions configure Pull.

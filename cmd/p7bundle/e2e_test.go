@@ -16,6 +16,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/probeimage"
 	"github.com/p7bundle/p7bundle/internal/testing/cdxschema"
 	"github.com/p7bundle/p7bundle/internal/testing/testenv"
 )
@@ -123,8 +124,8 @@ func TestBuildVerifyInspect(t *testing.T) {
 	}
 	// Every discovered image is in the bundle with the upstream digest; the
 	// multi-platform one is filtered to linux/amd64 and records the index.
-	if len(m.Images) != len(s.up.Images) {
-		t.Fatalf("bundle has %d images, discovery found %d", len(m.Images), len(s.up.Images))
+	if len(m.Images) != len(s.up.Images)+1 || !probeimage.IsProbe(m.Probe) {
+		t.Fatalf("bundle has %d images and probe %q, discovery found %d (plus the probe)", len(m.Images), m.Probe, len(s.up.Images))
 	}
 	multi := map[string]bool{}
 	for _, ref := range s.up.MultiPlatform {
@@ -133,6 +134,7 @@ func TestBuildVerifyInspect(t *testing.T) {
 	for _, img := range m.Images {
 		want, ok := s.up.Digests[img.Ref]
 		switch {
+		case img.Ref == m.Probe:
 		case !ok:
 			t.Errorf("unexpected image %s", img.Ref)
 		case multi[img.Ref]:
