@@ -63,6 +63,10 @@ type Install struct {
 	// directory); NoBackup skips it.
 	BackupDir string
 	NoBackup  bool
+	// SkipDoctor skips the site checks install runs before pushing;
+	// DoctorTimeout bounds each of its in-cluster probes.
+	SkipDoctor    bool
+	DoctorTimeout time.Duration
 
 	// Out gets the report, Log progress lines (stderr).
 	Out, Log io.Writer
@@ -94,6 +98,7 @@ type Report struct {
 	// ValuesDiff lists what an upgrade changes in the release's values.
 	ValuesDiff []string              `json:"valuesDiff,omitempty"`
 	Repointed  []manifests.Repointed `json:"repointed,omitempty"`
+	Doctor     *DoctorReport         `json:"doctor,omitempty"`
 	Preflight  *Preflight            `json:"-"`
 	Images     []mirror.PushedImage  `json:"-"`
 }
@@ -171,15 +176,6 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 	}
 	step("preflight passed: Kubernetes %s, %d nodes, namespace %s, release %s: %s", pf.ServerVersion, len(pf.Nodes), o.Namespace, o.Release, state.describe())
 
-	if !o.DryRun {
-		push := &Push{Bundle: o.Bundle, Signature: o.Signature, Base: o.Base, Site: o.Site, Jobs: o.Jobs,
-			Client: client, Log: io.MultiWriter(o.Log, logFile), archive: archive}
-		rep.Pushed, err = push.Run(ctx)
-		if err != nil {
-			return nil, err
-		}
-		step("pushed %d images: %d blobs uploaded, %d already present, %d mounted", len(rep.Pushed.Images), rep.Pushed.BlobsPushed, rep.Pushed.BlobsSkipped, rep.Pushed.BlobsMounted)
-	}
 	// registry.username/password are what this run pulls with, docker
 	// config credentials included: never blanked.
 	site := o.Site
@@ -207,6 +203,33 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if o.SkipDoctor || o.DryRun {
+		step("doctor: skipped (%s)", map[bool]string{true: "--skip-doctor", false: "dry run: it would push the probe and run pods"}[o.SkipDoctor])
+	} else {
+		doc := &Doctor{Bundle: o.Bundle, Site: o.Site, Namespace: o.Namespace, Release: o.Release, Timeout: o.DoctorTimeout,
+			Log: io.MultiWriter(o.Log, logFile), Cluster: cluster, Client: client, archive: archive, values: p.Values.Values}
+		rep.Doctor, err = doc.Run(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var table strings.Builder
+		PrintDoctor(&table, rep.Doctor)
+		for _, line := range strings.Split(strings.TrimSpace(table.String()), "\n") {
+			step("doctor: %s", line)
+		}
+		if err := rep.Doctor.Err(); err != nil {
+			return rep, fmt.Errorf("%w (fix it, or pass --skip-doctor)", err)
+		}
+	}
+	if !o.DryRun {
+		push := &Push{Bundle: o.Bundle, Signature: o.Signature, Base: o.Base, Site: o.Site, Jobs: o.Jobs,
+			Client: client, Log: io.MultiWriter(o.Log, logFile), archive: archive}
+		rep.Pushed, err = push.Run(ctx)
+		if err != nil {
+			return nil, err
+		}
+		step("pushed %d images: %d blobs uploaded, %d already present, %d mounted", len(rep.Pushed.Images), rep.Pushed.BlobsPushed, rep.Pushed.BlobsSkipped, rep.Pushed.BlobsMounted)
 	}
 	rep.Filled = p.Values.Filled
 	for _, f := range p.Values.Filled {
@@ -346,7 +369,10 @@ func (o *Install) defaults() error {
 // behind one egress guard that allows exactly the site registry and the
 // API server.
 func (o *Install) connect() (*Cluster, *mirror.Client, error) {
-	cluster, client := o.Cluster, o.Client
+	return connect(o.Site, o.Kubeconfig, o.KubeContext, o.Namespace, o.Cluster, o.Client)
+}
+
+func connect(site SiteRegistry, kubeconfig, kubeContext, namespace string, cluster *Cluster, client *mirror.Client) (*Cluster, *mirror.Client, error) {
 	if cluster != nil && client != nil {
 		return cluster, client, nil
 	}
@@ -355,19 +381,19 @@ func (o *Install) connect() (*Cluster, *mirror.Client, error) {
 		apiHost = cluster.APIHost
 	} else {
 		var err error
-		if apiHost, err = apiEndpoint(o.Kubeconfig, o.KubeContext); err != nil {
+		if apiHost, err = apiEndpoint(kubeconfig, kubeContext); err != nil {
 			return nil, nil, err
 		}
 	}
-	guard := o.Site.Guard(apiHost)
+	guard := site.Guard(apiHost)
 	var err error
 	if client == nil {
-		if client, err = o.Site.client(guard); err != nil {
+		if client, err = site.client(guard); err != nil {
 			return nil, nil, err
 		}
 	}
 	if cluster == nil {
-		if cluster, err = connectCluster(o.Kubeconfig, o.KubeContext, o.Namespace, apiHost, guard.DialContext); err != nil {
+		if cluster, err = connectCluster(kubeconfig, kubeContext, namespace, apiHost, guard.DialContext); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -135,6 +135,7 @@ func (s *fakeSite) install(t *testing.T, edit func(*Install)) (*Report, error, s
 		LogFile:    filepath.Join(s.dir, "install.log"),
 		BackupDir:  s.dir,
 		NoWait:     true,
+		SkipDoctor: true, // the fake cluster runs no pods: doctor_test.go and the site tests cover it
 		Log:        &log,
 		Cluster:    s.cluster, Helm: s.helm, Client: s.client,
 	}

@@ -234,14 +234,8 @@ func isControlPlane(n corev1.Node) bool {
 func (c *Cluster) secretgenJob(ctx context.Context, namespace, image, registryHost, username, password string, timeout time.Duration) ([]byte, error) {
 	suffix := strconv.FormatInt(time.Now().UnixNano()%1e8, 36)
 	name := "p7bundle-secretgen-" + suffix
-	auth := base64.StdEncoding.EncodeToString([]byte(username + ":" + password))
-	dockercfg, _ := json.Marshal(map[string]any{"auths": map[string]any{registryHost: map[string]string{"auth": auth}}})
 	core, batch := c.Clientset.CoreV1(), c.Clientset.BatchV1()
-	pull := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name + "-pull", Namespace: namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": "p7bundle"}},
-		Type:       corev1.SecretTypeDockerConfigJson,
-		Data:       map[string][]byte{corev1.DockerConfigJsonKey: dockercfg},
-	}
+	pull := pullSecret(name+"-pull", namespace, registryHost, username, password, map[string]string{"app.kubernetes.io/managed-by": "p7bundle"})
 	if _, err := core.Secrets(namespace).Create(ctx, pull, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("%w: creating pull secret for secretgen: %v", ErrSecrets, err)
 	}
@@ -308,6 +302,17 @@ func (c *Cluster) secretgenJob(ctx context.Context, namespace, image, registryHo
 		return nil, fmt.Errorf("%w: reading secretgen output: %v", ErrSecrets, err)
 	}
 	return out, nil
+}
+
+// pullSecret is a dockerconfigjson Secret for one registry.
+func pullSecret(name, namespace, registryHost, username, password string, labels map[string]string) *corev1.Secret {
+	auth := base64.StdEncoding.EncodeToString([]byte(username + ":" + password))
+	dockercfg, _ := json.Marshal(map[string]any{"auths": map[string]any{registryHost: map[string]string{"auth": auth}}})
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: dockercfg},
+	}
 }
 
 func podReason(p *corev1.Pod) string {

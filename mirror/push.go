@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +33,8 @@ type PushOptions struct {
 	Jobs int
 	// Log receives one line per image; nil is silent.
 	Log io.Writer
+	// Only, when set, pushes just these images of the bundle (doctor's probe).
+	Only []string
 }
 
 // PushedImage maps a bundle image to where it now lives.
@@ -122,7 +125,13 @@ func (c *Client) PushBundle(ctx context.Context, a *bundle.Archive, opts PushOpt
 	if opts.Jobs <= 0 {
 		opts.Jobs = 8
 	}
-	p := &pusher{c: c, opts: opts, m: a.Manifest(), targets: map[string]Target{}, home: map[string]string{},
+	m := a.Manifest()
+	if len(opts.Only) > 0 {
+		if m = only(m, opts.Only); len(m.Images) != len(opts.Only) {
+			return nil, fmt.Errorf("%w: bundle has no image %v", ErrNotFound, opts.Only)
+		}
+	}
+	p := &pusher{c: c, opts: opts, m: m, targets: map[string]Target{}, home: map[string]string{},
 		have: map[string]map[string]bool{}, meta: map[string][]byte{}}
 	if err := p.plan(ctx); err != nil {
 		return nil, err
@@ -139,6 +148,27 @@ func (c *Client) PushBundle(ctx context.Context, a *bundle.Archive, opts PushOpt
 	p.res.BlobsPushed, p.res.BlobsSkipped, p.res.BytesPushed = p.pushed.Load(), p.skipped.Load(), p.bytes.Load()
 	p.res.BlobsMounted, p.res.BytesRead, p.res.Retried = p.mounted.Load(), p.read.Load(), p.retried.Load()
 	return &p.res, nil
+}
+
+// only is m cut down to the images refs and their blobs.
+func only(m *bundle.Manifest, refs []string) *bundle.Manifest {
+	sub := *m
+	sub.Images, sub.Blobs = nil, nil
+	need := map[digest.Digest]bool{}
+	for _, img := range m.Images {
+		if slices.Contains(refs, img.Ref) {
+			sub.Images = append(sub.Images, img)
+			for _, d := range img.Blobs {
+				need[d] = true
+			}
+		}
+	}
+	for _, b := range m.Blobs {
+		if need[b.Digest] {
+			sub.Blobs = append(sub.Blobs, b)
+		}
+	}
+	return &sub
 }
 
 func (p *pusher) logf(format string, args ...any) {

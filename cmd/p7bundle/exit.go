@@ -25,7 +25,7 @@ const (
 	exitKey         = 6  // key missing, unreadable, wrong password, or would be overwritten
 	exitOutput      = 7  // output cannot be written
 	exitLint        = 8  // air-gap lint: the release would pull from outside the site
-	exitPreflight   = 9  // the cluster or release is not ready (API, version, namespace, nodes, stuck revision, downgrade)
+	exitPreflight   = 9  // the cluster or release is not ready (API, version, namespace, nodes, a doctor FAIL, stuck revision, downgrade)
 	exitInstall     = 10 // secrets or Helm install/upgrade failed
 	exitInterrupted = 130
 )
@@ -51,7 +51,7 @@ func exitCode(err error) int {
 	case errors.Is(err, mirror.ErrNotFound), errors.Is(err, mirror.ErrUnauthorized),
 		errors.Is(err, mirror.ErrUnreachable), errors.Is(err, mirror.ErrPlatform):
 		return exitRegistry
-	case errors.Is(err, installer.ErrPreflight), errors.Is(err, installer.ErrReleaseState):
+	case errors.Is(err, installer.ErrPreflight), errors.Is(err, installer.ErrReleaseState), errors.Is(err, installer.ErrDoctor):
 		return exitPreflight
 	case errors.Is(err, manifests.ErrInvalidChart), errors.Is(err, manifests.ErrNoAppVersion),
 		errors.Is(err, manifests.ErrNoImages), errors.Is(err, manifests.ErrChartTooLarge),

@@ -204,6 +204,8 @@ func installCommand(env *environment) *cli.Command {
 			&cli.StringFlag{Name: "backup-dir", Usage: "`DIR` for the pre-upgrade backup (default: the working directory)"},
 			&cli.BoolFlag{Name: "reset-values", Usage: "upgrade from the chart's defaults plus -f/--set, not from the running release's values"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "check and render only: push nothing, install nothing"},
+			&cli.BoolFlag{Name: "skip-doctor", Usage: "do not run the site checks of p7bundle doctor before pushing"},
+			&cli.DurationFlag{Name: "doctor-timeout", Value: installer.DefaultDoctorTimeout, Usage: "how long each in-cluster doctor probe may take"},
 			&cli.StringFlag{Name: "log-file", Usage: "debug log `FILE` (default pseven-<chart version>.log)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: installer.DefaultValuesFile, Usage: "values `FILE` to write (mode 0600)"},
 			&cli.IntFlag{Name: "jobs", Value: installer.DefaultJobs, Usage: "concurrent uploads (registries answer each request slowly; more in flight hides that)"},
@@ -228,6 +230,7 @@ func installCommand(env *environment) *cli.Command {
 				Timeout: c.Duration("timeout"), NoWait: c.Bool("no-wait") || !c.Bool("wait"), DryRun: c.Bool("dry-run"),
 				Recover: c.Bool("recover"), AllowDowngrade: c.Bool("allow-downgrade"), ResetValues: c.Bool("reset-values"),
 				NoBackup: c.Bool("no-backup"), BackupDir: c.String("backup-dir"),
+				SkipDoctor: c.Bool("skip-doctor"), DoctorTimeout: c.Duration("doctor-timeout"),
 				Out: env.stdout, Log: env.stderr,
 			}).Run(c.Context)
 			if rep != nil && c.Bool("json") {

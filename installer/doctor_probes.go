@@ -1,0 +1,339 @@
+package installer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/p7bundle/p7bundle/internal/probe"
+)
+
+// doctorLabel marks every object a doctor run creates, valued with its run id.
+const doctorLabel = "p7bundle.io/doctor"
+
+// probeRun is one doctor run's objects in the cluster: a pull secret, the
+// pull DaemonSet and the probe Job, all labelled with the run id and
+// deleted by cleanup, also when ctx is cancelled (Ctrl-C).
+type probeRun struct {
+	c                        *Cluster
+	namespace, image         string
+	registry, user, password string
+	timeout                  time.Duration
+	id                       string
+	log                      io.Writer
+}
+
+func (r *probeRun) name(what string) string { return "p7bundle-doctor-" + r.id + "-" + what }
+
+func (r *probeRun) labels() map[string]string {
+	return map[string]string{"app.kubernetes.io/managed-by": "p7bundle", doctorLabel: r.id}
+}
+
+// start creates the pull secret: the credentials the release will pull
+// with (registry.username/password of the values).
+func (r *probeRun) start(ctx context.Context) error {
+	s := pullSecret(r.name("pull"), r.namespace, r.registry, r.user, r.password, r.labels())
+	if _, err := r.c.Clientset.CoreV1().Secrets(r.namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("%w: creating the doctor's pull secret in %s: %v", ErrPreflight, r.namespace, err)
+	}
+	return nil
+}
+
+// cleanup deletes everything labelled with this run, waiting (briefly)
+// until the pods are gone so no probe object is left behind.
+func (r *probeRun) cleanup(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancel()
+	sel := metav1.ListOptions{LabelSelector: doctorLabel + "=" + r.id}
+	fg := metav1.DeletePropagationForeground
+	del := metav1.DeleteOptions{PropagationPolicy: &fg}
+	apps, batch, core := r.c.Clientset.AppsV1(), r.c.Clientset.BatchV1(), r.c.Clientset.CoreV1()
+	apps.DaemonSets(r.namespace).DeleteCollection(ctx, del, sel)
+	batch.Jobs(r.namespace).DeleteCollection(ctx, del, sel)
+	core.Pods(r.namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, sel)
+	core.Secrets(r.namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, sel)
+	wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		pods, err := core.Pods(r.namespace).List(ctx, sel)
+		return err == nil && len(pods.Items) == 0, nil
+	})
+}
+
+func (r *probeRun) podSpec(args []string) corev1.PodSpec {
+	uid, yes, no, grace := int64(probe.UID), true, false, int64(1)
+	return corev1.PodSpec{
+		ImagePullSecrets:              []corev1.LocalObjectReference{{Name: r.name("pull")}},
+		AutomountServiceAccountToken:  &no,
+		TerminationGracePeriodSeconds: &grace,
+		SecurityContext:               &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid, RunAsNonRoot: &yes},
+		Containers: []corev1.Container{{
+			Name: "probe", Image: r.image, Args: args,
+			// Always: the point is that this node pulls from the registry now.
+			ImagePullPolicy: corev1.PullAlways,
+			Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1m"), corev1.ResourceMemory: resource.MustParse("8Mi")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+			},
+			SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: &no, ReadOnlyRootFilesystem: &yes,
+				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+		}},
+	}
+}
+
+// pullCheck runs the probe image on every node (a DaemonSet that
+// tolerates every taint) and reports, per node, whether the kubelet pulled
+// it from the site registry, else the kubelet's reason.
+func (r *probeRun) pullCheck(ctx context.Context, nodes []corev1.Node) ([]probe.Result, error) {
+	spec := r.podSpec([]string{"idle"})
+	spec.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+	sel := &metav1.LabelSelector{MatchLabels: map[string]string{doctorLabel: r.id, "p7bundle.io/probe": "pull"}}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: r.name("pull"), Namespace: r.namespace, Labels: r.labels()},
+		Spec: appsv1.DaemonSetSpec{Selector: sel, Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: merge(r.labels(), sel.MatchLabels)}, Spec: spec}},
+	}
+	if _, err := r.c.Clientset.AppsV1().DaemonSets(r.namespace).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("%w: creating the pull-check DaemonSet in %s: %v", ErrPreflight, r.namespace, err)
+	}
+	fmt.Fprintf(r.log, "doctor: pulling %s on %d nodes (DaemonSet %s)\n", r.image, len(nodes), ds.Name)
+	guide := "every node pulls from the site registry (its CA and the registry.* credentials)"
+	results := map[string]probe.Result{}
+	err := wait.PollUntilContextTimeout(ctx, time.Second, r.timeout, true, func(ctx context.Context) (bool, error) {
+		pods, err := r.c.Clientset.CoreV1().Pods(r.namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(sel)})
+		if err != nil {
+			return false, nil
+		}
+		for _, p := range pods.Items {
+			if p.Spec.NodeName == "" {
+				continue
+			}
+			if res, done := r.pullResult(ctx, &p); done {
+				res.Key, res.Guide = p.Spec.NodeName, guide
+				results[p.Spec.NodeName] = res
+			}
+		}
+		return len(results) >= len(nodes), nil
+	})
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	var out []probe.Result
+	for _, n := range nodes {
+		res, ok := results[n.Name]
+		if !ok {
+			res = probe.Result{Check: "pull", Key: n.Name, Status: probe.Fail, Guide: guide,
+				Detail: fmt.Sprintf("no probe pod running on this node after %s: %s", r.timeout, r.nodePodState(ctx, sel, n.Name))}
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// pullResult decides one pull-check pod: running, or failing to pull.
+func (r *probeRun) pullResult(ctx context.Context, p *corev1.Pod) (probe.Result, bool) {
+	for _, s := range p.Status.ContainerStatuses {
+		if s.State.Running != nil {
+			return probe.Result{Check: "pull", Status: probe.Pass, Detail: "pulled " + r.image + " (" + s.ImageID + ")"}, true
+		}
+		if w := s.State.Waiting; w != nil && isPullFailure(w.Reason) {
+			msg := w.Message
+			// ImagePullBackOff's message drops the cause; the kubelet's event has it.
+			if failed := r.podEvent(ctx, p.Name, "Failed"); failed != "" {
+				msg = failed
+			}
+			return probe.Result{Check: "pull", Status: probe.Fail, Detail: pullFailure(msg)}, true
+		}
+	}
+	return probe.Result{}, false
+}
+
+func isPullFailure(reason string) bool {
+	switch reason {
+	case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable":
+		return true
+	}
+	return false
+}
+
+// pullFailure names the cause the kubelet gave, and the fix.
+func pullFailure(msg string) string {
+	l := strings.ToLower(msg)
+	var cause string
+	switch {
+	case strings.Contains(l, "x509") || strings.Contains(l, "certificate"):
+		cause = "x509: the node does not trust the registry's certificate (install the registry CA in this node's container runtime)"
+	case strings.Contains(l, "401") || strings.Contains(l, "unauthorized") || strings.Contains(l, "authorization failed") || strings.Contains(l, "403"):
+		cause = "401: the registry refused registry.username/registry.password"
+	case strings.Contains(l, "not found") || strings.Contains(l, "manifest unknown"):
+		cause = "not found: the image is not in the site registry"
+	case strings.Contains(l, "no such host") || strings.Contains(l, "connection refused") || strings.Contains(l, "i/o timeout") || strings.Contains(l, "no route"):
+		cause = "unreachable: the node cannot reach the registry"
+	default:
+		cause = "pull failed"
+	}
+	if len(msg) > 400 {
+		msg = msg[:400] + "…"
+	}
+	return cause + "; kubelet: " + msg
+}
+
+// podEvent is the newest message of an event with reason about pod name.
+func (r *probeRun) podEvent(ctx context.Context, pod, reason string) string {
+	evs, err := r.c.Clientset.CoreV1().Events(r.namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
+	if err != nil {
+		return ""
+	}
+	var msgs []corev1.Event
+	for _, e := range evs.Items {
+		if e.Reason == reason {
+			msgs = append(msgs, e)
+		}
+	}
+	sort.Slice(msgs, func(i, j int) bool { return eventTime(msgs[i]).Before(eventTime(msgs[j])) })
+	if len(msgs) == 0 {
+		return ""
+	}
+	return msgs[len(msgs)-1].Message
+}
+
+func (r *probeRun) nodePodState(ctx context.Context, sel *metav1.LabelSelector, node string) string {
+	pods, err := r.c.Clientset.CoreV1().Pods(r.namespace).List(context.WithoutCancel(ctx), metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(sel)})
+	if err != nil {
+		return err.Error()
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName == node {
+			return podReason(&p)
+		}
+	}
+	return "no pod scheduled (node NotReady, or out of pods?)"
+}
+
+// clusterCheck runs the probe Job: TCP to PostgreSQL and SMTP, and every
+// NFS share mounted as a volume, checked as UID 11111.
+func (r *probeRun) clusterCheck(ctx context.Context, t targets) ([]probe.Result, error) {
+	var args []string
+	if t.postgres != "" {
+		args = append(args, "--postgres", t.postgres)
+	}
+	if t.smtp != "" {
+		smtp := t.smtp
+		if t.smtpTLS {
+			smtp += "+tls"
+		}
+		args = append(args, "--smtp", smtp)
+	}
+	spec := r.podSpec(nil)
+	spec.RestartPolicy = corev1.RestartPolicyNever
+	volumeKey := map[string]string{}
+	for i, s := range t.shares {
+		v := "share-" + strconv.Itoa(i)
+		volumeKey[v] = s.Key
+		mount := "/shares/" + strconv.Itoa(i)
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: s.Server, Path: s.Path}}})
+		spec.Containers[0].VolumeMounts = append(spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: v, MountPath: mount})
+		args = append(args, "--share", s.Key+"="+mount)
+	}
+	if len(args) == 0 {
+		return nil, nil // nothing set to check: the values checks said so
+	}
+	spec.Containers[0].Args = append([]string{"check"}, args...)
+	backoff, ttl := int32(0), int32(600)
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: r.name("check"), Namespace: r.namespace, Labels: r.labels()},
+		Spec: batchv1.JobSpec{BackoffLimit: &backoff, TTLSecondsAfterFinished: &ttl,
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: r.labels()}, Spec: spec}},
+	}
+	if _, err := r.c.Clientset.BatchV1().Jobs(r.namespace).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("%w: creating the probe Job in %s: %v", ErrPreflight, r.namespace, err)
+	}
+	fmt.Fprintf(r.log, "doctor: probe Job %s checks %s\n", job.Name, strings.Join(args, " "))
+	var pod *corev1.Pod
+	mountFailures := map[string]string{}
+	err := wait.PollUntilContextTimeout(ctx, time.Second, r.timeout, true, func(ctx context.Context) (bool, error) {
+		pods, err := r.c.Clientset.CoreV1().Pods(r.namespace).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job.Name})
+		if err != nil || len(pods.Items) == 0 {
+			return false, nil
+		}
+		pod = &pods.Items[0]
+		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			return true, nil
+		}
+		if res, failed := r.pullResult(ctx, pod); failed && res.Status == probe.Fail {
+			return true, nil
+		}
+		// A share that does not mount keeps the pod in ContainerCreating:
+		// the kubelet's FailedMount event names the volume.
+		if msg := r.podEvent(ctx, pod.Name, "FailedMount"); msg != "" {
+			for v, key := range volumeKey {
+				if strings.Contains(msg, `"`+v+`"`) {
+					mountFailures[key] = msg
+				}
+			}
+			return len(mountFailures) > 0, nil
+		}
+		return false, nil
+	})
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if len(mountFailures) > 0 {
+		var out []probe.Result
+		for _, s := range t.shares {
+			if msg, ok := mountFailures[s.Key]; ok {
+				out = append(out, probe.Result{Check: "nfs-mount", Key: s.Key, Status: probe.Fail,
+					Detail: fmt.Sprintf("%s:%s does not mount on node %s; kubelet: %s", s.Server, s.Path, pod.Spec.NodeName, trim(msg)),
+					Guide:  "NFSv3 export; nfs-common (mount.nfs) on every node"})
+			}
+		}
+		return append(out, probe.Result{Check: "probe", Status: probe.Warn, Detail: "PostgreSQL, SMTP and the other shares were not checked: the probe cannot start while a share does not mount"}), nil
+	}
+	if pod == nil {
+		return []probe.Result{{Check: "probe", Status: probe.Fail, Detail: fmt.Sprintf("the probe Job %s started no pod in %s", job.Name, r.timeout)}}, nil
+	}
+	if res, failed := r.pullResult(ctx, pod); failed && res.Status == probe.Fail {
+		res.Check, res.Key = "probe", pod.Spec.NodeName
+		return []probe.Result{res}, nil
+	}
+	if pod.Status.Phase != corev1.PodSucceeded {
+		return []probe.Result{{Check: "probe", Status: probe.Fail, Detail: fmt.Sprintf("the probe pod %s did not finish in %s: %s", pod.Name, r.timeout, podReason(pod))}}, nil
+	}
+	logs, err := r.c.Clientset.CoreV1().Pods(r.namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: "probe"}).Stream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading the probe's output: %v", ErrPreflight, err)
+	}
+	defer logs.Close()
+	results := probe.Parse(io.LimitReader(logs, 1<<20))
+	for i := range results {
+		results[i].Detail += " (from node " + pod.Spec.NodeName + ")"
+	}
+	return results, nil
+}
+
+func trim(s string) string {
+	if len(s) > 300 {
+		return s[:300] + "…"
+	}
+	return s
+}
+
+func merge(a, b map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
