@@ -35,6 +35,22 @@ type HistoryEntry struct {
 	Description string `json:"description"`
 }
 
+// historyEntries is the history as `helm history` shows it, oldest first.
+func (s *ReleaseState) historyEntries() []HistoryEntry {
+	var history []HistoryEntry
+	for _, r := range s.History {
+		e := HistoryEntry{Revision: r.Version, Status: r.Info.Status.String(), Description: r.Info.Description}
+		if r.Chart != nil && r.Chart.Metadata != nil {
+			e.Chart, e.AppVersion = r.Chart.Metadata.Name+"-"+r.Chart.Metadata.Version, r.Chart.Metadata.AppVersion
+		}
+		if !r.Info.LastDeployed.IsZero() {
+			e.Updated = r.Info.LastDeployed.UTC().Format(time.RFC3339)
+		}
+		history = append(history, e)
+	}
+	return history
+}
+
 // BackupName is where the backup of a revision taken at now goes.
 func BackupName(dir, release string, revision int, now time.Time) string {
 	return filepath.Join(dir, fmt.Sprintf("pseven-backup-%s-r%d-%s.tar.zst", release, revision, now.UTC().Format("20060102T150405Z")))
@@ -62,18 +78,7 @@ func writeBackup(path string, state *ReleaseState, kept []byte, namespace string
 	if err != nil {
 		return fmt.Errorf("%w: backup: %v", ErrHelm, err)
 	}
-	var history []HistoryEntry
-	for _, r := range state.History {
-		e := HistoryEntry{Revision: r.Version, Status: r.Info.Status.String(), Description: r.Info.Description}
-		if r.Chart != nil && r.Chart.Metadata != nil {
-			e.Chart, e.AppVersion = r.Chart.Metadata.Name+"-"+r.Chart.Metadata.Version, r.Chart.Metadata.AppVersion
-		}
-		if !r.Info.LastDeployed.IsZero() {
-			e.Updated = r.Info.LastDeployed.UTC().Format(time.RFC3339)
-		}
-		history = append(history, e)
-	}
-	hist, err := json.MarshalIndent(history, "", "  ")
+	hist, err := json.MarshalIndent(state.historyEntries(), "", "  ")
 	if err != nil {
 		return err
 	}

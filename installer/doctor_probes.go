@@ -19,6 +19,10 @@ import (
 	"github.com/p7bundle/p7bundle/internal/probe"
 )
 
+// mountGrace is how long the probe Job waits, after one share failed to
+// mount, for the kubelet to report the others.
+const mountGrace = 20 * time.Second
+
 // doctorLabel marks every object a doctor run creates, valued with its run id.
 const doctorLabel = "p7bundle.io/doctor"
 
@@ -146,12 +150,7 @@ func (r *probeRun) pullResult(ctx context.Context, p *corev1.Pod) (probe.Result,
 			return probe.Result{Check: "pull", Status: probe.Pass, Detail: "pulled " + r.image + " (" + s.ImageID + ")"}, true
 		}
 		if w := s.State.Waiting; w != nil && isPullFailure(w.Reason) {
-			msg := w.Message
-			// ImagePullBackOff's message drops the cause; the kubelet's event has it.
-			if failed := r.podEvent(ctx, p.Name, "Failed"); failed != "" {
-				msg = failed
-			}
-			return probe.Result{Check: "pull", Status: probe.Fail, Detail: pullFailure(msg)}, true
+			return probe.Result{Check: "pull", Status: probe.Fail, Detail: pullFailure(r.pullCause(ctx, p.Name, w))}, true
 		}
 	}
 	return probe.Result{}, false
@@ -181,29 +180,59 @@ func pullFailure(msg string) string {
 	default:
 		cause = "pull failed"
 	}
-	if len(msg) > 400 {
-		msg = msg[:400] + "…"
-	}
-	return cause + "; kubelet: " + msg
+	return cause + "; kubelet: " + kubeletMessage(msg)
 }
 
-// podEvent is the newest message of an event with reason about pod name.
-func (r *probeRun) podEvent(ctx context.Context, pod, reason string) string {
+// podEvents are the messages of the events with reason about pod name, oldest first.
+func (r *probeRun) podEvents(ctx context.Context, pod, reason string) []string {
 	evs, err := r.c.Clientset.CoreV1().Events(r.namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
 	if err != nil {
-		return ""
+		return nil
 	}
-	var msgs []corev1.Event
+	var matching []corev1.Event
 	for _, e := range evs.Items {
 		if e.Reason == reason {
-			msgs = append(msgs, e)
+			matching = append(matching, e)
 		}
 	}
-	sort.Slice(msgs, func(i, j int) bool { return eventTime(msgs[i]).Before(eventTime(msgs[j])) })
-	if len(msgs) == 0 {
-		return ""
+	sort.Slice(matching, func(i, j int) bool { return eventTime(matching[i]).Before(eventTime(matching[j])) })
+	var msgs []string
+	for _, e := range matching {
+		msgs = append(msgs, e.Message)
 	}
-	return msgs[len(msgs)-1].Message
+	return msgs
+}
+
+// pullCause is the kubelet's reason for a failed pull: the waiting
+// message of ErrImagePull, else the newest "Failed to pull image" event
+// (ImagePullBackOff's own message drops the cause).
+func (r *probeRun) pullCause(ctx context.Context, pod string, w *corev1.ContainerStateWaiting) string {
+	if w.Reason == "ErrImagePull" && w.Message != "" {
+		return w.Message
+	}
+	msgs := r.podEvents(ctx, pod, "Failed")
+	for i := len(msgs) - 1; i >= 0; i-- {
+		if strings.HasPrefix(msgs[i], "Failed to pull image") {
+			return msgs[i]
+		}
+	}
+	if w.Message != "" {
+		return w.Message
+	}
+	return w.Reason
+}
+
+// kubeletMessage keeps a kubelet message to one line, without the mount
+// command lines that only repeat what the check already names.
+func kubeletMessage(msg string) string {
+	var keep []string
+	for _, l := range strings.Split(msg, "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "Mounting command:") && !strings.HasPrefix(l, "Mounting arguments:") {
+			keep = append(keep, l)
+		}
+	}
+	return trim(strings.Join(keep, " | "))
 }
 
 func (r *probeRun) nodePodState(ctx context.Context, sel *metav1.LabelSelector, node string) string {
@@ -260,6 +289,7 @@ func (r *probeRun) clusterCheck(ctx context.Context, t targets) ([]probe.Result,
 	fmt.Fprintf(r.log, "doctor: probe Job %s checks %s\n", job.Name, strings.Join(args, " "))
 	var pod *corev1.Pod
 	mountFailures := map[string]string{}
+	var firstMountFailure time.Time
 	err := wait.PollUntilContextTimeout(ctx, time.Second, r.timeout, true, func(ctx context.Context) (bool, error) {
 		pods, err := r.c.Clientset.CoreV1().Pods(r.namespace).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job.Name})
 		if err != nil || len(pods.Items) == 0 {
@@ -274,15 +304,22 @@ func (r *probeRun) clusterCheck(ctx context.Context, t targets) ([]probe.Result,
 		}
 		// A share that does not mount keeps the pod in ContainerCreating:
 		// the kubelet's FailedMount event names the volume.
-		if msg := r.podEvent(ctx, pod.Name, "FailedMount"); msg != "" {
+		// The kubelet mounts volumes one after another: give the others
+		// a moment to fail too, so one run names every bad share.
+		for _, msg := range r.podEvents(ctx, pod.Name, "FailedMount") {
 			for v, key := range volumeKey {
 				if strings.Contains(msg, `"`+v+`"`) {
 					mountFailures[key] = msg
 				}
 			}
-			return len(mountFailures) > 0, nil
 		}
-		return false, nil
+		if len(mountFailures) > 0 && firstMountFailure.IsZero() {
+			firstMountFailure = time.Now()
+		}
+		if len(mountFailures) == 0 {
+			return false, nil
+		}
+		return len(mountFailures) == len(volumeKey) || time.Since(firstMountFailure) > mountGrace, nil
 	})
 	if err != nil && ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -292,7 +329,7 @@ func (r *probeRun) clusterCheck(ctx context.Context, t targets) ([]probe.Result,
 		for _, s := range t.shares {
 			if msg, ok := mountFailures[s.Key]; ok {
 				out = append(out, probe.Result{Check: "nfs-mount", Key: s.Key, Status: probe.Fail,
-					Detail: fmt.Sprintf("%s:%s does not mount on node %s; kubelet: %s", s.Server, s.Path, pod.Spec.NodeName, trim(msg)),
+					Detail: fmt.Sprintf("%s:%s does not mount on node %s; kubelet: %s", s.Server, s.Path, pod.Spec.NodeName, kubeletMessage(msg)),
 					Guide:  "NFSv3 export; nfs-common (mount.nfs) on every node"})
 			}
 		}

@@ -1,15 +1,21 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/p7bundle/p7bundle/internal/testing/testsite"
 )
@@ -20,7 +26,14 @@ const asCLI = "P7BUNDLE_TEST_AS_CLI"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(asCLI) == "1" {
-		os.Exit(run(context.Background(), os.Args, os.Stdin, os.Stdout, os.Stderr))
+		// As main does: Ctrl-C cancels, and the command cleans up.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	if addrs := os.Getenv(asListeners); addrs != "" {
+		serveListeners(addrs)
 	}
 	os.Exit(m.Run())
 }
@@ -200,6 +213,49 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 	}
 	waitPodsFrom(t, site, digests, time.Time{})
 
+	t.Run("support archive holds no secret", func(t *testing.T) {
+		out := filepath.Join(work, "support.tar.zst")
+		r := siteRun(t, site, work, "", "support", "-n", "pseven-ns", "--bundle", bundlePath, "-o", out, "--kubeconfig", site.Kubeconfig)
+		if r.code != 0 {
+			t.Fatalf("support: %v", r)
+		}
+		if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("support archive: %v %v", st, err)
+		}
+		entries := tarZstEntries(t, out)
+		for _, want := range []string{"support/README.txt", "support/history.json", "support/manifest.yaml", "support/values.yaml",
+			"support/pods.yaml", "support/events.yaml", "support/nodes.yaml", "support/install-logs/pseven-2023.09.25.log", "support/bundle-manifest.json"} {
+			if _, ok := entries[want]; !ok {
+				t.Errorf("support archive lacks %s", want)
+			}
+		}
+		logs := 0
+		for name := range entries {
+			if strings.HasPrefix(name, "support/logs/") {
+				logs++
+			}
+		}
+		if logs < 5 {
+			t.Errorf("support archive has %d container logs", logs)
+		}
+		for name, data := range entries {
+			for _, secret := range append(secretValues, site.RegistryPassword) {
+				if strings.Contains(string(data), secret) {
+					t.Errorf("support archive entry %s holds a secret", name)
+				}
+			}
+		}
+		if !strings.Contains(string(entries["support/values.yaml"]), "password: (redacted)") {
+			t.Errorf("values.yaml:\n%s", entries["support/values.yaml"])
+		}
+	})
+
+	// Install ran doctor first, and doctor cleaned up after itself.
+	if !strings.Contains(r.stderr, "doctor: PASS  pull          "+testsite.NodeName) {
+		t.Errorf("install did not run doctor:\n%s", r.stderr)
+	}
+	noProbeObjects(t, site)
+
 	t.Run("dry run changes nothing", func(t *testing.T) {
 		r := install("-n", "pseven-ns", "--dry-run")
 		if r.code != 0 || !strings.Contains(r.stderr, "would upgrade (dry run) release pseven-rl") {
@@ -230,6 +286,35 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 			t.Errorf("secrets not reused: %s", r.stderr)
 		}
 	})
+}
+
+// tarZstEntries reads every entry of a .tar.zst.
+func tarZstEntries(t *testing.T, path string) map[string][]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := zstd.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	out := map[string][]byte{}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[h.Name], err = io.ReadAll(tr); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func mustRead(t *testing.T, path string) []byte {
