@@ -94,37 +94,47 @@ Or reinstall it with its values:  zstd -dc BACKUP | tar -x %[5]s; then
   p7bundle install OLD-BUNDLE -f %[5]s --allow-downgrade ...   (or p7bundle restore-values BACKUP)
 `, state.Name, namespace, cur.Version, cur.Chart.Metadata.Version, backupValues, backupSecrets, keptSecretName(state.Name), backupHistory, backupManifest)
 
-	var buf bytes.Buffer
-	zw, err := zstd.NewWriter(&buf)
+	entries := []tarEntry{{backupReadme, []byte(readme)}, {backupValues, values}, {backupHistory, hist}, {backupManifest, []byte(cur.Manifest)}}
+	if kept != nil {
+		entries = append(entries, tarEntry{backupSecrets, kept})
+	}
+	data, err := tarZst(entries, time.Time{})
 	if err != nil {
 		return err
 	}
-	tw := tar.NewWriter(zw)
-	entries := []struct {
-		name string
-		data []byte
-	}{{backupReadme, []byte(readme)}, {backupValues, values}, {backupHistory, hist}, {backupManifest, []byte(cur.Manifest)}}
-	if kept != nil {
-		entries = append(entries, struct {
-			name string
-			data []byte
-		}{backupSecrets, kept})
+	return createPrivate(path, data)
+}
+
+// tarEntry is one file of a backup or support archive.
+type tarEntry struct {
+	name string
+	data []byte
+}
+
+// tarZst is a small archive of 0600 files, built in memory.
+func tarZst(entries []tarEntry, modTime time.Time) ([]byte, error) {
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf)
+	if err != nil {
+		return nil, err
 	}
+	tw := tar.NewWriter(zw)
 	for _, e := range entries {
-		if err := tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o600, Size: int64(len(e.data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-			return err
+		h := &tar.Header{Name: e.name, Mode: 0o600, Size: int64(len(e.data)), ModTime: modTime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
 		}
 		if _, err := tw.Write(e.data); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return err
+		return nil, err
 	}
 	if err := zw.Close(); err != nil {
-		return err
+		return nil, err
 	}
-	return createPrivate(path, buf.Bytes())
+	return buf.Bytes(), nil
 }
 
 // ReadBackup returns the entries of a backup by name.

@@ -79,7 +79,8 @@ func (r *probeRun) podSpec(args []string) corev1.PodSpec {
 		ImagePullSecrets:              []corev1.LocalObjectReference{{Name: r.name("pull")}},
 		AutomountServiceAccountToken:  &no,
 		TerminationGracePeriodSeconds: &grace,
-		SecurityContext:               &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid, RunAsNonRoot: &yes},
+		SecurityContext: &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid, RunAsNonRoot: &yes,
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 		Containers: []corev1.Container{{
 			Name: "probe", Image: r.image, Args: args,
 			// Always: the point is that this node pulls from the registry now.

@@ -1,7 +1,6 @@
 package installer
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -17,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/release"
 	corev1 "k8s.io/api/core/v1"
@@ -648,27 +646,9 @@ func (a *supportArchive) scrub() int {
 
 // archive is the entries as a tar.zst under supportDir.
 func (a *supportArchive) archive() ([]byte, error) {
-	var buf bytes.Buffer
-	zw, err := zstd.NewWriter(&buf)
-	if err != nil {
-		return nil, err
+	entries := make([]tarEntry, len(a.entries))
+	for i, e := range a.entries {
+		entries[i] = tarEntry{supportDir + e.name, e.data}
 	}
-	tw := tar.NewWriter(zw)
-	now := time.Now().UTC().Truncate(time.Second)
-	for _, e := range a.entries {
-		h := &tar.Header{Name: supportDir + e.name, Mode: 0o600, Size: int64(len(e.data)), ModTime: now, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return tarZst(entries, time.Now().UTC().Truncate(time.Second))
 }

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -15,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-
+	"github.com/p7bundle/p7bundle/installer"
 	"github.com/p7bundle/p7bundle/internal/testing/testsite"
 )
 
@@ -222,7 +219,10 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 		if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("support archive: %v %v", st, err)
 		}
-		entries := tarZstEntries(t, out)
+		entries, err := installer.ReadBackup(out) // the same tar.zst of small files
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, want := range []string{"support/README.txt", "support/history.json", "support/manifest.yaml", "support/values.yaml",
 			"support/pods.yaml", "support/events.yaml", "support/nodes.yaml", "support/install-logs/pseven-2023.09.25.log", "support/bundle-manifest.json"} {
 			if _, ok := entries[want]; !ok {
@@ -286,35 +286,6 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 			t.Errorf("secrets not reused: %s", r.stderr)
 		}
 	})
-}
-
-// tarZstEntries reads every entry of a .tar.zst.
-func tarZstEntries(t *testing.T, path string) map[string][]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := zstd.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
-	out := map[string][]byte{}
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if out[h.Name], err = io.ReadAll(tr); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 func mustRead(t *testing.T, path string) []byte {
