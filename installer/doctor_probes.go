@@ -47,6 +47,7 @@ func (r *probeRun) labels() map[string]string {
 // start creates the pull secret: the credentials the release will pull
 // with (registry.username/password of the values).
 func (r *probeRun) start(ctx context.Context) error {
+	r.sweepStale(ctx, time.Now())
 	s := pullSecret(r.name("pull"), r.namespace, r.registry, r.user, r.password, r.labels())
 	if _, err := r.c.Clientset.CoreV1().Secrets(r.namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("%w: creating the doctor's pull secret in %s: %v", ErrPreflight, r.namespace, err)
@@ -71,6 +72,44 @@ func (r *probeRun) cleanup(ctx context.Context) {
 		pods, err := core.Pods(r.namespace).List(ctx, sel)
 		return err == nil && len(pods.Items) == 0, nil
 	})
+}
+
+// staleAfter is when another run's probe objects count as left behind by
+// a doctor that was killed (SIGKILL, a lost machine) rather than running.
+const staleAfter = time.Hour
+
+// sweepStale deletes the probe objects of earlier runs older than
+// staleAfter, so a killed doctor leaves nothing behind for long.
+func (r *probeRun) sweepStale(ctx context.Context, now time.Time) {
+	sel := metav1.ListOptions{LabelSelector: doctorLabel + "," + doctorLabel + "!=" + r.id}
+	old := func(m metav1.ObjectMeta) bool { return now.Sub(m.CreationTimestamp.Time) > staleAfter }
+	bg := metav1.DeletePropagationBackground
+	del := metav1.DeleteOptions{PropagationPolicy: &bg}
+	apps, batch, core := r.c.Clientset.AppsV1(), r.c.Clientset.BatchV1(), r.c.Clientset.CoreV1()
+	if l, err := apps.DaemonSets(r.namespace).List(ctx, sel); err == nil {
+		for _, o := range l.Items {
+			if old(o.ObjectMeta) {
+				fmt.Fprintf(r.log, "doctor: deleting DaemonSet %s, left by an earlier doctor run\n", o.Name)
+				apps.DaemonSets(r.namespace).Delete(ctx, o.Name, del)
+			}
+		}
+	}
+	if l, err := batch.Jobs(r.namespace).List(ctx, sel); err == nil {
+		for _, o := range l.Items {
+			if old(o.ObjectMeta) {
+				fmt.Fprintf(r.log, "doctor: deleting Job %s, left by an earlier doctor run\n", o.Name)
+				batch.Jobs(r.namespace).Delete(ctx, o.Name, del)
+			}
+		}
+	}
+	if l, err := core.Secrets(r.namespace).List(ctx, sel); err == nil {
+		for _, o := range l.Items {
+			if old(o.ObjectMeta) {
+				fmt.Fprintf(r.log, "doctor: deleting Secret %s, left by an earlier doctor run\n", o.Name)
+				core.Secrets(r.namespace).Delete(ctx, o.Name, metav1.DeleteOptions{})
+			}
+		}
+	}
 }
 
 func (r *probeRun) podSpec(args []string) corev1.PodSpec {

@@ -1,11 +1,17 @@
 package installer
 
 import (
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/p7bundle/p7bundle/internal/probe"
 )
@@ -161,5 +167,50 @@ func TestDoctorReportErr(t *testing.T) {
 	PrintDoctor(&b, rep)
 	if !strings.Contains(b.String(), "FAIL  pull          n2: ") || !strings.Contains(b.String(), "1 PASS, 1 WARN, 1 FAIL") {
 		t.Errorf("table:\n%s", b.String())
+	}
+}
+
+func TestDoctorSweepsWhatAKilledRunLeft(t *testing.T) {
+	kube := fake.NewSimpleClientset()
+	ctx := t.Context()
+	now := time.Now()
+	mk := func(name, id string, age time.Duration) {
+		meta := metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: map[string]string{doctorLabel: id},
+			CreationTimestamp: metav1.NewTime(now.Add(-age))}
+		kube.AppsV1().DaemonSets("ns").Create(ctx, &appsv1.DaemonSet{ObjectMeta: meta}, metav1.CreateOptions{})
+		kube.BatchV1().Jobs("ns").Create(ctx, &batchv1.Job{ObjectMeta: meta}, metav1.CreateOptions{})
+		kube.CoreV1().Secrets("ns").Create(ctx, &corev1.Secret{ObjectMeta: meta}, metav1.CreateOptions{})
+	}
+	mk("killed", "aaaaaa", 2*time.Hour)
+	mk("running", "bbbbbb", time.Minute)
+	mk("mine", "cccccc", 2*time.Hour) // this run's own: never swept
+	unrelated := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pseven-rl-registry", Namespace: "ns", CreationTimestamp: metav1.NewTime(now.Add(-48 * time.Hour))}}
+	kube.CoreV1().Secrets("ns").Create(ctx, unrelated, metav1.CreateOptions{})
+
+	var log strings.Builder
+	r := &probeRun{c: &Cluster{Clientset: kube}, namespace: "ns", id: "cccccc", log: &log}
+	r.sweepStale(ctx, now)
+	ds, _ := kube.AppsV1().DaemonSets("ns").List(ctx, metav1.ListOptions{})
+	jobs, _ := kube.BatchV1().Jobs("ns").List(ctx, metav1.ListOptions{})
+	secrets, _ := kube.CoreV1().Secrets("ns").List(ctx, metav1.ListOptions{})
+	names := func(n int, get func(int) string) string {
+		var out []string
+		for i := 0; i < n; i++ {
+			out = append(out, get(i))
+		}
+		sort.Strings(out)
+		return strings.Join(out, ",")
+	}
+	if got := names(len(ds.Items), func(i int) string { return ds.Items[i].Name }); got != "mine,running" {
+		t.Errorf("DaemonSets left: %s", got)
+	}
+	if got := names(len(jobs.Items), func(i int) string { return jobs.Items[i].Name }); got != "mine,running" {
+		t.Errorf("Jobs left: %s", got)
+	}
+	if got := names(len(secrets.Items), func(i int) string { return secrets.Items[i].Name }); got != "mine,pseven-rl-registry,running" {
+		t.Errorf("Secrets left: %s", got)
+	}
+	if !strings.Contains(log.String(), "deleting DaemonSet killed, left by an earlier doctor run") {
+		t.Errorf("log: %s", log.String())
 	}
 }

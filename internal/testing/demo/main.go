@@ -133,6 +133,16 @@ func run(ctx context.Context, bin, out string, skipSite bool) error {
 		return err
 	}
 	fmt.Printf("\n$ kubectl get pods -n pseven-ns -o wide\n%s", pods)
+
+	step("support: what vendor support asks for, in one archive, secrets redacted")
+	args = []string{"support", "-n", "pseven-ns", "--bundle", bundlePath, "-o", "support.tar.zst", "--kubeconfig", site.Kubeconfig}
+	fmt.Printf("\n$ p7bundle %s\n", strings.Join(args, " "))
+	cmd = site.Command(ctx, bin, args...)
+	cmd.Dir = out
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("support: %w", err)
+	}
 	fmt.Printf("\ndemo done: %s\n", out)
 	return nil
 }
