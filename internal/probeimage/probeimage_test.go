@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -82,5 +85,30 @@ func TestRef(t *testing.T) {
 		if got := Ref(in); got != want || !IsProbe(got) {
 			t.Errorf("Ref(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The embedded probe is what the source builds to, byte for byte: the
+// build is reproducible, and `make probe` has run since the last change.
+func TestEmbeddedProbeIsTheSourceRebuilt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go build")
+	}
+	embeddedBin, err := embedded.ReadFile("embedded/p7bundle-probe-linux-amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "probe")
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", out, "github.com/p7bundle/p7bundle/cmd/p7bundle-probe")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	rebuilt, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rebuilt, embeddedBin) {
+		t.Errorf("the embedded probe (%d bytes) differs from a rebuild of cmd/p7bundle-probe (%d bytes): run make probe", len(embeddedBin), len(rebuilt))
 	}
 }
