@@ -200,15 +200,21 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		pulled = append(pulled, sigs...)
 		fmt.Fprintf(log, "carrying the cosign signatures of %d images\n", len(sigs))
 	}
-	probeRef := probeimage.Ref(opts.ToolVersion)
-	pulled = append(pulled, &mirror.Pulled{Ref: probeRef, Root: probe.Root, Platforms: probe.Platforms})
-	for _, b := range probe.Blobs {
-		if err := cache.Put(ctx, b.Descriptor, b.Data); err != nil {
-			return nil, fmt.Errorf("site probe image: cache %s: %w", cache.Dir, err)
+	probeRef := ""
+	if probe == nil {
+		fmt.Fprintf(log, "no site probe for %v: p7bundle doctor will skip its in-cluster checks\n", platformNames)
+	} else {
+		probeRef = probeimage.Ref(opts.ToolVersion)
+		p := &mirror.Pulled{Ref: probeRef, Root: probe.Root, Platforms: probe.Platforms}
+		for _, b := range probe.Blobs {
+			if err := cache.Put(ctx, b.Descriptor, b.Data); err != nil {
+				return nil, fmt.Errorf("site probe image: cache %s: %w", cache.Dir, err)
+			}
+			p.Blobs = append(p.Blobs, b.Descriptor)
 		}
-		pulled[len(pulled)-1].Blobs = append(pulled[len(pulled)-1].Blobs, b.Descriptor)
+		pulled = append(pulled, p)
+		fmt.Fprintf(log, "adding the site probe %s (%s) for p7bundle doctor\n", probeRef, probe.Root.Digest)
 	}
-	fmt.Fprintf(log, "adding the site probe %s (%s) for p7bundle doctor\n", probeRef, probe.Root.Digest)
 	progress.pullDone()
 
 	m := &bundle.Manifest{

@@ -1,5 +1,5 @@
 // Package installer is the site phase: one action per site command, in the
-// style of Helm's pkg/action. Push, Values, Lint, Install and Support are structs
+// style of Helm's pkg/action. Push, Values, Lint, Doctor, Install and Support are structs
 // whose zero fields mean the documented defaults (Default* constants), each
 // with one Run(ctx). Every rule of the site commands lives here, once: the
 // signature check before anything is trusted, the egress guard (only the

@@ -163,7 +163,7 @@ func TestVendorImageSignatures(t *testing.T) {
 	// the vendor's key and none with another.
 	verified := 0
 	for _, img := range m.Images {
-		if img.Signs != "" {
+		if img.Signs != "" || img.Ref == m.Probe { // the probe is p7bundle's, not the vendor's
 			continue
 		}
 		verified++

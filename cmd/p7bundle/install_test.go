@@ -15,6 +15,7 @@ import (
 
 	"github.com/p7bundle/p7bundle/installer"
 	"github.com/p7bundle/p7bundle/internal/testing/testsite"
+	"github.com/p7bundle/p7bundle/mirror"
 )
 
 // asCLI makes the test binary act as p7bundle, so a test can run the CLI as
@@ -206,7 +207,7 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 	// Every pod runs, pulled from the site registry with the bundle's digest.
 	digests := map[string]string{}
 	for _, img := range m.Images {
-		digests[site.Registry+"/pseven/"+strings.TrimPrefix(img.Ref, "registry.pseven.io/")] = img.Digest.String()
+		digests[siteRef(site.Registry, img.Ref)] = img.Digest.String()
 	}
 	waitPodsFrom(t, site, digests, time.Time{})
 
@@ -286,6 +287,15 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 			t.Errorf("secrets not reused: %s", r.stderr)
 		}
 	})
+}
+
+// siteRef is where push puts a bundle image under the default prefix.
+func siteRef(host, ref string) string {
+	t, err := mirror.TargetFor(ref, installer.DefaultPrefix)
+	if err != nil {
+		panic(err)
+	}
+	return t.Ref(host, "")
 }
 
 func mustRead(t *testing.T, path string) []byte {

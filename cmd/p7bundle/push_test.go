@@ -90,7 +90,7 @@ func TestPush(t *testing.T) {
 	}
 	var want []string
 	for _, img := range m.Images {
-		target := reg.Host + "/pseven/" + strings.TrimPrefix(img.Ref, "registry.pseven.io/")
+		target := siteRef(reg.Host, img.Ref)
 		want = append(want, strings.TrimPrefix(target, reg.Host+"/"))
 		if err := resolveDigest(client, target, img.Digest.String()); err != nil {
 			t.Error(err)

@@ -67,14 +67,18 @@ type Image struct {
 	Blobs     []Blob // Root included, sorted by digest as in a bundle manifest
 }
 
-// Build makes the probe image for platforms ("linux/amd64").
+// Architectures is what the probe is built for (the Makefile's probe target).
+var Architectures = []string{"amd64", "arm64"}
+
+// Build makes the probe image for those of platforms ("linux/amd64") it
+// is built for; nil when there is none (a windows-only bundle).
 func Build(platforms []string) (*Image, error) {
 	img := &Image{}
 	var manifests []ocispec.Descriptor
 	for _, p := range platforms {
-		os, arch, ok := strings.Cut(p, "/")
-		if !ok || os != "linux" || strings.Contains(arch, "/") {
-			return nil, fmt.Errorf("%w: no probe for platform %s (linux/amd64, linux/arm64)", ErrMissing, p)
+		os, arch, _ := strings.Cut(p, "/")
+		if os != "linux" || !slices.Contains(Architectures, arch) {
+			continue
 		}
 		bin, err := embedded.ReadFile("embedded/" + binaryPath + "-linux-" + arch)
 		if err != nil {
@@ -88,6 +92,9 @@ func Build(platforms []string) (*Image, error) {
 		m.Platform = &ocispec.Platform{OS: "linux", Architecture: arch}
 		manifests = append(manifests, m)
 		img.Platforms = append(img.Platforms, p)
+	}
+	if len(manifests) == 0 {
+		return nil, nil
 	}
 	defer func() {
 		slices.SortFunc(img.Blobs, func(a, b Blob) int { return strings.Compare(string(a.Descriptor.Digest), string(b.Descriptor.Digest)) })
