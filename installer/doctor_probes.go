@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -115,7 +116,9 @@ func (r *probeRun) sweepStale(ctx context.Context, now time.Time) {
 func (r *probeRun) podSpec(args []string) corev1.PodSpec {
 	uid, yes, no, grace := int64(probe.UID), true, false, int64(1)
 	return corev1.PodSpec{
-		ImagePullSecrets:              []corev1.LocalObjectReference{{Name: r.name("pull")}},
+		ImagePullSecrets: []corev1.LocalObjectReference{{Name: r.name("pull")}},
+		// The probe is a Linux program (pSeven's Windows extension nodes are not Kubernetes nodes).
+		NodeSelector:                  map[string]string{corev1.LabelOSStable: "linux"},
 		AutomountServiceAccountToken:  &no,
 		TerminationGracePeriodSeconds: &grace,
 		SecurityContext: &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid, RunAsNonRoot: &yes,
@@ -140,6 +143,10 @@ func (r *probeRun) podSpec(args []string) corev1.PodSpec {
 func (r *probeRun) pullCheck(ctx context.Context, nodes []corev1.Node) ([]probe.Result, error) {
 	spec := r.podSpec([]string{"idle"})
 	spec.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+	nodes = slices.DeleteFunc(slices.Clone(nodes), func(n corev1.Node) bool {
+		os, ok := n.Labels[corev1.LabelOSStable]
+		return ok && os != "linux"
+	})
 	sel := &metav1.LabelSelector{MatchLabels: map[string]string{doctorLabel: r.id, "p7bundle.io/probe": "pull"}}
 	ds := &appsv1.DaemonSet{
 		ObjectMeta: metav1.ObjectMeta{Name: r.name("pull"), Namespace: r.namespace, Labels: r.labels()},
