@@ -192,7 +192,7 @@ func (r *probeRun) pullCheck(ctx context.Context, nodes []corev1.Node) ([]probe.
 
 // pullResult decides one pull-check pod: running, or failing to pull.
 func (r *probeRun) pullResult(ctx context.Context, p *corev1.Pod) (probe.Result, bool) {
-	for _, s := range p.Status.ContainerStatuses {
+	for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
 		if s.State.Running != nil {
 			return probe.Result{Check: "pull", Status: probe.Pass, Detail: "pulled " + r.image + " (" + s.ImageID + ")"}, true
 		}
@@ -298,37 +298,16 @@ func (r *probeRun) nodePodState(ctx context.Context, sel *metav1.LabelSelector, 
 // clusterCheck runs the probe Job: TCP to PostgreSQL and SMTP, and every
 // NFS share mounted as a volume, checked as UID 11111.
 func (r *probeRun) clusterCheck(ctx context.Context, t targets) ([]probe.Result, error) {
-	var args []string
-	if t.postgres != "" {
-		args = append(args, "--postgres", t.postgres)
-	}
-	if t.smtp != "" {
-		smtp := t.smtp
-		if t.smtpTLS {
-			smtp += "+tls"
-		}
-		args = append(args, "--smtp", smtp)
-	}
-	spec := r.podSpec(nil)
-	spec.RestartPolicy = corev1.RestartPolicyNever
-	volumeKey := map[string]string{}
-	for i, s := range t.shares {
-		v := "share-" + strconv.Itoa(i)
-		volumeKey[v] = s.Key
-		mount := "/shares/" + strconv.Itoa(i)
-		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: s.Server, Path: s.Path}}})
-		spec.Containers[0].VolumeMounts = append(spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: v, MountPath: mount})
-		args = append(args, "--share", s.Key+"="+mount)
-	}
-	if len(args) == 0 {
+	spec, volumeKey := r.checkPodSpec(t)
+	if spec == nil {
 		return nil, nil // nothing set to check: the values checks said so
 	}
-	spec.Containers[0].Args = append([]string{"check"}, args...)
+	args := spec.Containers[0].Args[1:]
 	backoff, ttl := int32(0), int32(600)
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: r.name("check"), Namespace: r.namespace, Labels: r.labels()},
 		Spec: batchv1.JobSpec{BackoffLimit: &backoff, TTLSecondsAfterFinished: &ttl,
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: r.labels()}, Spec: spec}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: r.labels()}, Spec: *spec}},
 	}
 	if _, err := r.c.Clientset.BatchV1().Jobs(r.namespace).Create(ctx, job, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("%w: creating the probe Job in %s: %v", ErrPreflight, r.namespace, err)
@@ -392,16 +371,68 @@ func (r *probeRun) clusterCheck(ctx context.Context, t targets) ([]probe.Result,
 	if pod.Status.Phase != corev1.PodSucceeded {
 		return []probe.Result{{Check: "probe", Status: probe.Fail, Detail: fmt.Sprintf("the probe pod %s did not finish in %s: %s", pod.Name, r.timeout, podReason(pod))}}, nil
 	}
-	logs, err := r.c.Clientset.CoreV1().Pods(r.namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: "probe"}).Stream(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: reading the probe's output: %v", ErrPreflight, err)
+	var results []probe.Result
+	for _, c := range append(spec.InitContainers, spec.Containers...) {
+		logs, err := r.c.Clientset.CoreV1().Pods(r.namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: c.Name}).Stream(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading the probe's output: %v", ErrPreflight, err)
+		}
+		results = append(results, probe.Parse(io.LimitReader(logs, 1<<20))...)
+		logs.Close()
 	}
-	defer logs.Close()
-	results := probe.Parse(io.LimitReader(logs, 1<<20))
 	for i := range results {
 		results[i].Detail += " (from node " + pod.Spec.NodeName + ")"
 	}
 	return results, nil
+}
+
+// checkPodSpec is the probe Job's pod: the checks as UID 11111, every
+// share an nfs volume, and the root check first; nil when there is
+// nothing to check. volumeKey maps each volume to its values key.
+func (r *probeRun) checkPodSpec(t targets) (spec *corev1.PodSpec, volumeKey map[string]string) {
+	var args []string
+	if t.postgres != "" {
+		args = append(args, "--postgres", t.postgres)
+	}
+	if t.smtp != "" {
+		smtp := t.smtp
+		if t.smtpTLS {
+			smtp += "+tls"
+		}
+		args = append(args, "--smtp", smtp)
+	}
+	ps := r.podSpec(nil)
+	spec = &ps
+	spec.RestartPolicy = corev1.RestartPolicyNever
+	volumeKey, mountOf := map[string]string{}, map[string]string{}
+	for i, s := range t.shares {
+		v := "share-" + strconv.Itoa(i)
+		volumeKey[v] = s.Key
+		mount := "/shares/" + strconv.Itoa(i)
+		mountOf[s.Key] = mount
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: s.Server, Path: s.Path}}})
+		spec.Containers[0].VolumeMounts = append(spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: v, MountPath: mount})
+		args = append(args, "--share", s.Key+"="+mount)
+	}
+	if len(args) == 0 {
+		return nil, nil
+	}
+	spec.Containers[0].Args = append([]string{"check"}, args...)
+	if len(t.shares) > 0 {
+		// pSeven writes to its shares as root too: root must stay root
+		// there (no_root_squash), which only a root process can see.
+		root := *spec.Containers[0].DeepCopy()
+		zero, no := int64(0), false
+		root.Name = "root"
+		root.Args = []string{"check", "--root"}
+		for _, sh := range t.shares {
+			root.Args = append(root.Args, "--share", sh.Key+"="+mountOf[sh.Key])
+		}
+		root.SecurityContext.RunAsUser, root.SecurityContext.RunAsGroup, root.SecurityContext.RunAsNonRoot = &zero, &zero, &no
+		root.SecurityContext.Capabilities = nil // root's file access, as pSeven's has it
+		spec.InitContainers = []corev1.Container{root}
+	}
+	return spec, volumeKey
 }
 
 func trim(s string) string {

@@ -214,3 +214,40 @@ func TestDoctorSweepsWhatAKilledRunLeft(t *testing.T) {
 		t.Errorf("log: %s", log.String())
 	}
 }
+
+func TestProbeJobPod(t *testing.T) {
+	r := &probeRun{image: "reg:5000/pseven/p7bundle-probe:v1", id: "abc123"}
+	if spec, _ := r.checkPodSpec(targets{}); spec != nil {
+		t.Fatalf("nothing to check, yet a pod: %+v", spec)
+	}
+	spec, volumeKey := r.checkPodSpec(targets{postgres: "postgres.host=db:5432", smtp: "smtp.host=mail:465", smtpTLS: true,
+		shares: []nfsShare{{Key: "storage.nfs.dataPath", Server: "nfs1", Path: "/srv/data"}, {Key: "storage.shared.path", Server: "nfs2", Path: "/srv/shared"}}})
+	sc := spec.SecurityContext
+	if *sc.RunAsUser != probe.UID || !*sc.RunAsNonRoot || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
+		spec.NodeSelector[corev1.LabelOSStable] != "linux" || spec.RestartPolicy != corev1.RestartPolicyNever || *spec.AutomountServiceAccountToken {
+		t.Errorf("pod security: %+v", spec)
+	}
+	if len(spec.Volumes) != 2 || spec.Volumes[1].NFS == nil || spec.Volumes[1].NFS.Server != "nfs2" || spec.Volumes[1].NFS.Path != "/srv/shared" ||
+		volumeKey["share-1"] != "storage.shared.path" {
+		t.Errorf("volumes %+v, keys %v", spec.Volumes, volumeKey)
+	}
+	main := spec.Containers[0]
+	if got := strings.Join(main.Args, " "); got != "check --postgres postgres.host=db:5432 --smtp smtp.host=mail:465+tls --share storage.nfs.dataPath=/shares/0 --share storage.shared.path=/shares/1" {
+		t.Errorf("args: %s", got)
+	}
+	if main.ImagePullPolicy != corev1.PullAlways || !*main.SecurityContext.ReadOnlyRootFilesystem || main.SecurityContext.Capabilities.Drop[0] != "ALL" {
+		t.Errorf("probe container: %+v", main)
+	}
+	// The root check runs first, as root, on the same mounts.
+	if len(spec.InitContainers) != 1 {
+		t.Fatalf("init containers: %+v", spec.InitContainers)
+	}
+	root := spec.InitContainers[0]
+	if got := strings.Join(root.Args, " "); got != "check --root --share storage.nfs.dataPath=/shares/0 --share storage.shared.path=/shares/1" ||
+		*root.SecurityContext.RunAsUser != 0 || *root.SecurityContext.RunAsNonRoot || len(root.VolumeMounts) != 2 {
+		t.Errorf("root container: %s %+v", got, root.SecurityContext)
+	}
+	if main.SecurityContext.RunAsNonRoot != nil || main.SecurityContext.RunAsUser != nil { // the pod's: 11111, non-root
+		t.Error("the root container's settings leaked into the probe container")
+	}
+}

@@ -3,6 +3,7 @@
 //
 //	p7bundle-probe idle                      pull check: run until stopped
 //	p7bundle-probe check [--postgres KEY=HOST:PORT] [--smtp KEY=HOST:PORT[+tls]] [--share KEY=DIR]...
+//	p7bundle-probe check --root --share KEY=DIR...  (as root: is root squashed on each share?)
 //
 // check prints one JSON result per line (internal/probe) and exits 0;
 // a usage error exits 2.
@@ -37,8 +38,13 @@ func main() {
 func check(args []string) {
 	var results []probe.Result
 	var shares []probe.Share
+	root := false
 	for i := 0; i < len(args); i++ {
 		flag := args[i]
+		if flag == "--root" {
+			root = true
+			continue
+		}
 		if i+1 >= len(args) {
 			usage(flag + " needs KEY=VALUE")
 		}
@@ -59,13 +65,17 @@ func check(args []string) {
 			usage("unknown flag " + flag)
 		}
 	}
-	results = append(results, probe.Shares(shares)...)
+	if root {
+		results = append(results, probe.RootSquash(shares)...)
+	} else {
+		results = append(results, probe.Shares(shares)...)
+	}
 	for _, r := range results {
 		probe.Emit(os.Stdout, r)
 	}
 }
 
 func usage(msg string) {
-	fmt.Fprintf(os.Stderr, "p7bundle-probe: %s\nusage: p7bundle-probe idle | check [--postgres KEY=HOST:PORT] [--smtp KEY=HOST:PORT[+tls]] [--share KEY=DIR]...\n", msg)
+	fmt.Fprintf(os.Stderr, "p7bundle-probe: %s\nusage: p7bundle-probe idle | check [--root] [--postgres KEY=HOST:PORT] [--smtp KEY=HOST:PORT[+tls]] [--share KEY=DIR]...\n", msg)
 	os.Exit(2)
 }

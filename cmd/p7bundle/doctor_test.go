@@ -248,7 +248,8 @@ func TestDoctor(t *testing.T) {
 
 // shareChecksInCluster runs the probe's share checks in a pod of the site,
 // as UID 11111, on volumes it mounts: two writable emptyDirs, one of them
-// also named by a second key, and one mounted read-only. (The kernel here
+// also named by a second key, and one mounted read-only; and, as doctor's
+// Job does, the root check in an init container. (The kernel here
 // cannot mount NFS; the checks only see a mounted directory either way.)
 func shareChecksInCluster(t *testing.T, site *testsite.Site, probeRef string) {
 	ctx := context.Background()
@@ -258,7 +259,7 @@ func shareChecksInCluster(t *testing.T, site *testsite.Site, probeRef string) {
 kind: Secret
 metadata: {name: share-check-pull, namespace: default}
 type: kubernetes.io/dockerconfigjson
-stringData: {".dockerconfigjson": %q}
+stringData: {".dockerconfigjson": %[1]q}
 ---
 apiVersion: v1
 kind: Pod
@@ -268,9 +269,15 @@ spec:
   imagePullSecrets: [{name: share-check-pull}]
   securityContext: {runAsUser: 11111, runAsGroup: 11111, runAsNonRoot: true}
   volumes: [{name: a, emptyDir: {}}, {name: b, emptyDir: {}}, {name: ro, emptyDir: {}}]
+  initContainers:
+  - name: root
+    image: %[2]s
+    args: [check, --root, --share, storage.a=/s/a]
+    securityContext: {runAsUser: 0, runAsGroup: 0, runAsNonRoot: false}
+    volumeMounts: [{name: a, mountPath: /s/a}]
   containers:
   - name: probe
-    image: %s
+    image: %[2]s
     args: [check, --share, storage.a=/s/a, --share, storage.b=/s/b, --share, storage.same=/s/a, --share, storage.ro=/s/ro]
     volumeMounts: [{name: a, mountPath: /s/a}, {name: b, mountPath: /s/b}, {name: ro, mountPath: /s/ro, readOnly: true}]
 `, auth, image)
@@ -283,10 +290,15 @@ spec:
 	if out, err := site.Kubectl(ctx, "wait", "pod/share-check", "-n", "default", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s"); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	logs, err := site.Kubectl(ctx, "logs", "share-check", "-n", "default")
+	logs, err := site.Kubectl(ctx, "logs", "share-check", "-n", "default", "-c", "probe")
 	if err != nil {
 		t.Fatal(err)
 	}
+	rootLogs, err := site.Kubectl(ctx, "logs", "share-check", "-n", "default", "-c", "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs = append(logs, rootLogs...)
 	got := map[string]string{}
 	for _, r := range probe.Parse(strings.NewReader(string(logs))) {
 		got[r.Check+" "+r.Key] = r.Status
@@ -297,6 +309,7 @@ spec:
 		"nfs-owner storage.a":     probe.Warn, // an emptyDir belongs to root
 		"nfs-write storage.ro":    probe.Fail,
 		"nfs-layout storage.same": probe.Fail,
+		"nfs-root storage.a":      probe.Pass, // root stays root on an emptyDir, as with no_root_squash
 	} {
 		if got[k] != want {
 			t.Errorf("%s = %q, want %s; probe output:\n%s", k, got[k], want, logs)

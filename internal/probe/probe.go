@@ -197,6 +197,48 @@ func share(s Share) ([]Result, string) {
 	return out, name
 }
 
+// RootSquash checks, run as root, that each share keeps root as root
+// (exported with no_root_squash, as the guide requires): a file root
+// creates there must be owned by UID 0.
+func RootSquash(shares []Share) []Result {
+	var out []Result
+	for _, s := range shares {
+		name := filepath.Join(s.Mount, ".p7bundle-doctor-root-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+		uid := -1
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err == nil {
+			if fi, serr := f.Stat(); serr == nil {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					uid = int(st.Uid)
+				}
+			}
+			f.Close()
+			os.Remove(name)
+		}
+		out = append(out, rootResult(s.Key, os.Getuid(), uid, err))
+	}
+	return out
+}
+
+// rootResult judges what root saw: running as euid, it created a file
+// owned by uid (-1: unknown), or failed with err.
+func rootResult(key string, euid, uid int, err error) Result {
+	r := Result{Check: "nfs-root", Key: key, Guide: "exported with no_root_squash"}
+	switch {
+	case euid != 0:
+		r.Status, r.Detail = Warn, fmt.Sprintf("not checked: the check ran as UID %d, not root", euid)
+	case errors.Is(err, os.ErrPermission):
+		r.Status, r.Detail = Fail, fmt.Sprintf("root cannot create a file (%v): the export squashes root; export it with no_root_squash", unwrapPath(err))
+	case err != nil:
+		r.Status, r.Detail = Fail, fmt.Sprintf("root cannot create a file: %v", unwrapPath(err))
+	case uid == 0:
+		r.Status, r.Detail = Pass, "a file root creates is owned by root: no_root_squash"
+	default:
+		r.Status, r.Detail = Fail, fmt.Sprintf("a file root creates is owned by UID %d: the export squashes root; export it with no_root_squash", uid)
+	}
+	return r
+}
+
 // flock takes an exclusive lock, and checks a second open file cannot:
 // a lock that is not enforced is as bad as none.
 func flock(key string, f *os.File, name string) Result {

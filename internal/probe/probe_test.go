@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -119,5 +121,32 @@ func TestEmitParse(t *testing.T) {
 	rs := Parse(&buf)
 	if len(rs) != 1 || rs[0].Key != "postgres.host" {
 		t.Errorf("parsed %+v", rs)
+	}
+}
+
+func TestRootSquash(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	rs := RootSquash([]Share{{Key: "storage.a", Mount: t.TempDir()}, {Key: "storage.gone", Mount: "/nonexistent/p7"}})
+	if rs[0].Status != Pass || rs[1].Status != Fail {
+		t.Errorf("as root: %+v", rs)
+	}
+	for _, c := range []struct {
+		euid, uid int
+		err       error
+		want      string
+	}{
+		{0, 0, nil, Pass},
+		{0, 65534, nil, Fail}, // squashed to nobody
+		{0, -1, &os.PathError{Op: "open", Path: "/s/a/x", Err: syscall.EACCES}, Fail},
+		{11111, 11111, nil, Warn},
+	} {
+		if r := rootResult("storage.a", c.euid, c.uid, c.err); r.Status != c.want || r.Key != "storage.a" {
+			t.Errorf("euid %d uid %d err %v: %+v, want %s", c.euid, c.uid, c.err, r, c.want)
+		}
+	}
+	if r := rootResult("k", 0, 65534, nil); !strings.Contains(r.Detail, "owned by UID 65534") || !strings.Contains(r.Detail, "no_root_squash") {
+		t.Errorf("detail: %s", r.Detail)
 	}
 }
