@@ -272,13 +272,13 @@ func nodeChecks(nodes []corev1.Node) []probe.Result {
 	}
 	switch {
 	case cp == 1 || cp == 3:
-		out = append(out, probe.Result{Check: "control-plane", Status: probe.Pass, Detail: fmt.Sprintf("%d dedicated control-plane nodes", cp), Guide: "1 or 3"})
+		out = append(out, probe.Result{Check: "control-plane", Status: probe.Pass, Detail: plural(cp, "dedicated control-plane node"), Guide: "1 or 3"})
 	case cp == 0:
 		out = append(out, probe.Result{Check: "control-plane", Status: probe.Warn, Detail: "no node is labelled control-plane: pSeven shares nodes with the control plane", Guide: "1 or 3 dedicated control-plane nodes"})
 	default:
-		out = append(out, probe.Result{Check: "control-plane", Status: probe.Warn, Detail: fmt.Sprintf("%d control-plane nodes", cp), Guide: "1 or 3 (an odd number for etcd quorum)"})
+		out = append(out, probe.Result{Check: "control-plane", Status: probe.Warn, Detail: plural(cp, "control-plane node"), Guide: "1 or 3 (an odd number for etcd quorum)"})
 	}
-	w := probe.Result{Check: "workers", Status: probe.Pass, Detail: fmt.Sprintf("%d worker nodes", workers), Guide: fmt.Sprintf("%d or more", guideWorkers)}
+	w := probe.Result{Check: "workers", Status: probe.Pass, Detail: plural(workers, "worker node"), Guide: fmt.Sprintf("%d or more", guideWorkers)}
 	if workers < guideWorkers {
 		w.Status = probe.Warn
 	}
@@ -287,6 +287,13 @@ func nodeChecks(nodes []corev1.Node) []probe.Result {
 		out = append(out, nodeCheck(n))
 	}
 	return out
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func nodeCheck(n corev1.Node) probe.Result {

@@ -157,7 +157,7 @@ func (r *probeRun) pullCheck(ctx context.Context, nodes []corev1.Node) ([]probe.
 		return nil, fmt.Errorf("%w: creating the pull-check DaemonSet in %s: %v", ErrPreflight, r.namespace, err)
 	}
 	fmt.Fprintf(r.log, "doctor: pulling %s on %d nodes (DaemonSet %s)\n", r.image, len(nodes), ds.Name)
-	guide := "every node pulls from the site registry (its CA and the registry.* credentials)"
+	guide := "every node pulls from the site registry: its CA on the node, the registry.* credentials"
 	results := map[string]probe.Result{}
 	err := wait.PollUntilContextTimeout(ctx, time.Second, r.timeout, true, func(ctx context.Context) (bool, error) {
 		pods, err := r.c.Clientset.CoreV1().Pods(r.namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(sel)})
