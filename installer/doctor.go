@@ -38,7 +38,7 @@ type Doctor struct {
 	Signature
 	Site                    SiteRegistry
 	Files, Sets             []string
-	Namespace, Release      string
+	Namespace               string
 	Kubeconfig, KubeContext string
 	Timeout                 time.Duration // default DefaultDoctorTimeout
 	Log                     io.Writer
@@ -117,9 +117,6 @@ func (d *Doctor) Run(ctx context.Context) (*DoctorReport, error) {
 	if o.Namespace == "" {
 		o.Namespace = manifests.DefaultNamespace
 	}
-	if o.Release == "" {
-		o.Release = manifests.DefaultReleaseName
-	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultDoctorTimeout
 	}
@@ -168,7 +165,7 @@ func (d *Doctor) Run(ctx context.Context) (*DoctorReport, error) {
 		rep.add(probe.Result{Check: "registry", Key: o.Site.Host, Status: probe.Pass, Detail: "answers and accepts the credentials, from this machine"})
 	}
 	if m.Probe == "" {
-		rep.add(probe.Result{Check: "probe", Status: probe.Warn, Detail: "bundle " + o.Bundle + " carries no site probe (built by an older p7bundle): the in-cluster checks are skipped"})
+		rep.add(probe.Result{Check: "probe", Status: probe.Warn, Detail: "bundle " + o.Bundle + " carries no site probe (built by an older p7bundle, or for no platform the probe is built for): the in-cluster checks are skipped"})
 		return rep, nil
 	}
 	image, err := o.pushProbe(ctx, a, client, registryOK)

@@ -207,7 +207,7 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 	if o.SkipDoctor || o.DryRun {
 		step("doctor: skipped (%s)", map[bool]string{true: "--skip-doctor", false: "dry run: it would push the probe and run pods"}[o.SkipDoctor])
 	} else {
-		doc := &Doctor{Bundle: o.Bundle, Site: o.Site, Namespace: o.Namespace, Release: o.Release, Timeout: o.DoctorTimeout,
+		doc := &Doctor{Bundle: o.Bundle, Site: o.Site, Namespace: o.Namespace, Timeout: o.DoctorTimeout,
 			Log: io.MultiWriter(o.Log, logFile), Cluster: cluster, Client: client, archive: archive, values: p.Values.Values}
 		rep.Doctor, err = doc.Run(ctx)
 		if err != nil {

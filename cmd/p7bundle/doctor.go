@@ -11,7 +11,6 @@ import (
 func kubeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: manifests.DefaultNamespace, Usage: "`NAMESPACE` of the release"},
-		&cli.StringFlag{Name: "release", Value: manifests.DefaultReleaseName, Usage: "Helm release `NAME`"},
 		&cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "kubeconfig `FILE`"},
 		&cli.StringFlag{Name: "kube-context", Usage: "kubeconfig `CONTEXT`"},
 	}
@@ -38,7 +37,7 @@ func doctorCommand(env *environment) *cli.Command {
 			rep, err := (&installer.Doctor{
 				Bundle: path, Signature: signature(c), Site: site,
 				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
-				Namespace: c.String("namespace"), Release: c.String("release"),
+				Namespace:  c.String("namespace"),
 				Kubeconfig: c.String("kubeconfig"), KubeContext: c.String("kube-context"),
 				Timeout: c.Duration("timeout"), Log: env.stderr,
 			}).Run(c.Context)

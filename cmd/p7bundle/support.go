@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/p7bundle/p7bundle/installer"
+	"github.com/p7bundle/p7bundle/manifests"
 )
 
 func supportCommand(env *environment) *cli.Command {
@@ -13,6 +14,7 @@ func supportCommand(env *environment) *cli.Command {
 		Name:  "support",
 		Usage: "collect what vendor support needs (Helm history, redacted values, pods, events, nodes, logs) into one archive",
 		Flags: append(kubeFlags(),
+			&cli.StringFlag{Name: "release", Value: manifests.DefaultReleaseName, Usage: "Helm release `NAME`"},
 			&cli.StringFlag{Name: "bundle", Usage: "add the manifest of this `BUNDLE` (signature not checked)"},
 			&cli.IntFlag{Name: "tail", Value: installer.DefaultSupportTail, Usage: "last `N` lines of each container log"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "archive `FILE` to write (mode 0600, never overwritten; default pseven-support-<namespace>-<UTC time>.tar.zst)"},
