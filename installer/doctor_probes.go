@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -232,20 +231,11 @@ func pullFailure(msg string) string {
 
 // podEvents are the messages of the events with reason about pod name, oldest first.
 func (r *probeRun) podEvents(ctx context.Context, pod, reason string) []string {
-	evs, err := r.c.Clientset.CoreV1().Events(r.namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod})
-	if err != nil {
-		return nil
-	}
-	var matching []corev1.Event
-	for _, e := range evs.Items {
-		if e.Reason == reason {
-			matching = append(matching, e)
-		}
-	}
-	sort.Slice(matching, func(i, j int) bool { return eventTime(matching[i]).Before(eventTime(matching[j])) })
 	var msgs []string
-	for _, e := range matching {
-		msgs = append(msgs, e.Message)
+	for _, e := range r.c.podEvents(ctx, r.namespace, pod) {
+		if e.Reason == reason {
+			msgs = append(msgs, e.Message)
+		}
 	}
 	return msgs
 }

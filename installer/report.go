@@ -162,11 +162,8 @@ func (c *Cluster) failingPods(ctx context.Context, namespace string) []string {
 			continue
 		}
 		line := fmt.Sprintf("pod %s: %s", p.Name, podReason(&p))
-		evs, err := c.Clientset.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{
-			FieldSelector: fields.OneTermEqualSelector("involvedObject.name", p.Name).String()})
-		if err == nil && len(evs.Items) > 0 {
-			sort.Slice(evs.Items, func(i, j int) bool { return eventTime(evs.Items[i]).Before(eventTime(evs.Items[j])) })
-			ev := evs.Items[len(evs.Items)-1]
+		if evs := c.podEvents(ctx, namespace, p.Name); len(evs) > 0 {
+			ev := evs[len(evs)-1]
 			line += fmt.Sprintf("; last event: %s %s", ev.Reason, strings.TrimSpace(ev.Message))
 		}
 		out = append(out, line)
@@ -181,6 +178,21 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// podEvents are the events about a pod, oldest first (none if they cannot be read).
+func (c *Cluster) podEvents(ctx context.Context, namespace, pod string) []corev1.Event {
+	evs, err := c.Clientset.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("involvedObject.name", pod).String()})
+	if err != nil {
+		return nil
+	}
+	sortEvents(evs.Items)
+	return evs.Items
+}
+
+func sortEvents(evs []corev1.Event) {
+	sort.SliceStable(evs, func(i, j int) bool { return eventTime(evs[i]).Before(eventTime(evs[j])) })
 }
 
 func eventTime(e corev1.Event) time.Time {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/releaseutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -325,18 +325,19 @@ func (o *Support) release(ctx context.Context, c *Cluster, a *supportArchive, re
 	return nil
 }
 
-// helmSep splits a rendered manifest into documents as Helm does.
-var helmSep = regexp.MustCompile("(?:^|\\s*\n)---\\s*")
-
 // withoutSecrets replaces each Secret (or List holding one) in a rendered
 // manifest by a comment naming it; what does not parse is kept, for the
 // scrub to go over.
 func withoutSecrets(manifest string) string {
 	var b strings.Builder
-	for _, doc := range helmSep.Split(manifest, -1) {
-		if strings.TrimSpace(doc) == "" {
-			continue
-		}
+	docs := releaseutil.SplitManifests(manifest)
+	keys := make([]string, 0, len(docs))
+	for k := range docs {
+		keys = append(keys, k)
+	}
+	sort.Sort(releaseutil.BySplitManifestsOrder(keys))
+	for _, k := range keys {
+		doc := docs[k]
 		var obj struct {
 			Kind     string `json:"kind"`
 			Metadata struct {
@@ -419,18 +420,7 @@ func (o *Support) events(ctx context.Context, c *Cluster, a *supportArchive) {
 		a.note("events of %s: %v", o.Namespace, err)
 		return
 	}
-	at := func(e *corev1.Event) time.Time {
-		switch {
-		case !e.LastTimestamp.IsZero():
-			return e.LastTimestamp.Time
-		case !e.EventTime.IsZero():
-			return e.EventTime.Time
-		case !e.FirstTimestamp.IsZero():
-			return e.FirstTimestamp.Time
-		}
-		return e.CreationTimestamp.Time
-	}
-	sort.SliceStable(list.Items, func(i, j int) bool { return at(&list.Items[i]).Before(at(&list.Items[j])) })
+	sortEvents(list.Items)
 	for i := range list.Items {
 		list.Items[i].TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Event"}
 		list.Items[i].ManagedFields = nil
