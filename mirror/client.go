@@ -173,11 +173,11 @@ func Classify(err error) error {
 	var resp *errcode.ErrorResponse
 	switch {
 	case errors.Is(err, errdef.ErrNotFound):
-		return fmt.Errorf("%w: %v", ErrNotFound, err)
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	case errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("%w: %v", ErrNotFound, err)
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	case errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden):
-		return fmt.Errorf("%w: %v", ErrUnauthorized, err)
+		return fmt.Errorf("%w: %w", ErrUnauthorized, err)
 	}
 	// Local disk trouble is not the registry's: syscall.Errno would pass
 	// for a net.Error below.
@@ -189,11 +189,11 @@ func Classify(err error) error {
 	var opErr *net.OpError
 	var dnsErr *net.DNSError
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &dnsErr) || errors.As(err, &opErr) {
-		return fmt.Errorf("%w: %v", ErrUnreachable, err)
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	var certErr *tls.CertificateVerificationError
 	if errors.As(err, &certErr) {
-		return fmt.Errorf("%w: %v (use --ca-file)", ErrUnreachable, err)
+		return fmt.Errorf("%w: %w (use --ca-file)", ErrUnreachable, err)
 	}
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"syscall"
 	"testing"
 
@@ -117,6 +118,10 @@ func TestUploadRetriesWhatTheTransportCannot(t *testing.T) {
 		{&errcode.ErrorResponse{StatusCode: http.StatusBadRequest}, false},
 		{io.ErrUnexpectedEOF, true},
 		{errors.New("bundle is corrupt"), false},
+		// Classify names the sentinel but keeps the cause: a reset mid-upload
+		// is still worth another try (it was not, and a flaky push failed).
+		{Classify(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), true},
+		{Classify(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), false},
 	} {
 		if got := uploadTransient(tc.err); got != tc.want {
 			t.Errorf("uploadTransient(%v) = %v, want %v", tc.err, got, tc.want)
