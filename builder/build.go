@@ -269,7 +269,11 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 		}
 		order = append(order, ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size})
 	}
-	prefetch := client.Prefetch(ctx, cache, order, blobSources(pulled), opts.Jobs, 2*opts.Jobs, progress)
+	prefetch := client.Prefetch(ctx, cache, order, blobSources(pulled), mirror.PrefetchOptions{
+		Jobs: opts.Jobs, Ahead: 2 * opts.Jobs, Progress: progress,
+		// A temporary cache is thrown away: blobs need not go through it.
+		Stream: opts.CacheDir == "",
+	})
 	defer prefetch.Close()
 	res, err := bundle.Write(ctx, output, bundle.WriteOptions{
 		Manifest:  m,

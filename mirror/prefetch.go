@@ -13,14 +13,17 @@ import (
 	"oras.land/oras-go/v2/registry"
 )
 
-// Prefetcher fetches blobs into the cache in the order a consumer will
-// open them, a bounded number ahead, so downloading overlaps with what the
-// consumer does (compressing the bundle) and the disk holds whole blobs only.
+// Prefetcher fetches blobs in the order a consumer will open them, a
+// bounded number ahead, so downloading overlaps with what the consumer does
+// (compressing the bundle). Into the cache, where the disk holds whole blobs
+// only; or, with PrefetchOptions.Stream, straight to the consumer.
 type Prefetcher struct {
 	c      *Client
 	cache  *Cache
 	ref    map[string]string // digest -> an image reference that has it
 	ready  map[digest.Digest]chan struct{}
+	spools map[digest.Digest]*spool // Stream: blobs not in the cache
+	set    *spoolSet
 	errs   sync.Map // digest -> error
 	fresh  sync.Map // digest -> struct{}: fetched and verified in this run
 	slots  chan struct{}
@@ -30,12 +33,25 @@ type Prefetcher struct {
 	running sync.WaitGroup
 }
 
+// PrefetchOptions tunes Prefetch.
+type PrefetchOptions struct {
+	Jobs  int // fetches at once
+	Ahead int // blobs fetched beyond the last one opened
+	// Stream sends blobs the cache lacks to the consumer without storing
+	// them in the cache: for a cache that is thrown away afterwards.
+	Stream   bool
+	Progress Progress
+}
+
 // Prefetch starts fetching order's blobs that are not cached yet, from the
-// repository of sources[digest], up to ahead blobs beyond the last one
-// opened, jobs at a time.
-func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Descriptor, sources map[string]string, jobs, ahead int, prog Progress) *Prefetcher {
+// repository of sources[digest].
+func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Descriptor, sources map[string]string, opts PrefetchOptions) *Prefetcher {
 	ctx, cancel := context.WithCancel(ctx)
-	p := &Prefetcher{c: c, cache: cache, ref: sources, ready: map[digest.Digest]chan struct{}{}, slots: make(chan struct{}, max(ahead, 1)), cancel: cancel, prog: prog}
+	prog := opts.Progress
+	p := &Prefetcher{c: c, cache: cache, ref: sources, ready: map[digest.Digest]chan struct{}{}, slots: make(chan struct{}, max(opts.Ahead, 1)), cancel: cancel, prog: prog}
+	if opts.Stream {
+		p.set, p.spools = newSpoolSet(cache.Dir), map[digest.Digest]*spool{}
+	}
 	var todo []ocispec.Descriptor
 	for _, d := range order {
 		ch := make(chan struct{})
@@ -47,8 +63,12 @@ func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Des
 			}
 			continue
 		}
+		if p.set != nil {
+			p.spools[d.Digest] = p.set.newSpool()
+		}
 		todo = append(todo, d)
 	}
+	jobs := opts.Jobs
 	p.running.Add(1)
 	go func() {
 		defer p.running.Done()
@@ -68,6 +88,10 @@ func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Des
 			go func() {
 				defer p.running.Done()
 				defer func() { <-sem }()
+				if sp := p.spools[d.Digest]; sp != nil {
+					sp.finish(p.stream(ctx, d, sp))
+					return
+				}
 				if err := p.fetch(ctx, d); err != nil {
 					p.errs.Store(d.Digest, err)
 				}
@@ -119,12 +143,78 @@ func (p *Prefetcher) fetchOnce(ctx context.Context, repo interface {
 	return p.cache.storage.Push(ctx, d, rc)
 }
 
-// Open waits for blob d and opens it from the cache. Opening a blob frees
-// room for the prefetcher to go one blob further.
+// stream fetches blob d into sp, resuming after a transient error where
+// it broke off. It does not check the digest: the consumer hashes what it
+// reads (Fresh is false for streamed blobs).
+func (p *Prefetcher) stream(ctx context.Context, d ocispec.Descriptor, sp *spool) error {
+	src := p.ref[d.Digest.String()]
+	ref, _, err := splitRef(src)
+	if err != nil {
+		return err
+	}
+	repo, err := p.c.Repository(ref)
+	if err != nil {
+		return err
+	}
+	var n int64
+	err = p.c.retry(ctx, retryAttempts, func() error {
+		rc, err := repo.Blobs().Fetch(ctx, d)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		if n > 0 {
+			if s, ok := rc.(io.Seeker); ok {
+				_, err = s.Seek(n, io.SeekStart)
+			} else {
+				_, err = io.CopyN(io.Discard, rc, n)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		for n < d.Size {
+			buf := sp.chunk()
+			k, err := io.ReadFull(rc, buf[:min(int64(len(buf)), d.Size-n)])
+			if k > 0 {
+				if err := sp.put(buf[:k]); err != nil {
+					return err
+				}
+				n += int64(k)
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("image %s: blob %s: %w", src, d.Digest, Classify(err))
+	}
+	if p.prog != nil {
+		p.prog.BlobDone(src, d, false)
+	}
+	return nil
+}
+
+// Open waits for blob d and opens it (a streamed blob opens at once, and
+// reads as it arrives). Opening a blob frees room for the prefetcher to go
+// one blob further.
 func (p *Prefetcher) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
 	ch, ok := p.ready[d]
 	if !ok {
 		return nil, fmt.Errorf("blob %s was not planned", d)
+	}
+	if sp := p.spools[d]; sp != nil {
+		select {
+		case <-p.slots:
+		default:
+		}
+		sp.open()
+		return sp, nil
 	}
 	select {
 	case <-ch:
@@ -153,5 +243,8 @@ func (p *Prefetcher) Fresh(d digest.Digest) bool {
 // a caller may remove a temporary cache right after.
 func (p *Prefetcher) Close() {
 	p.cancel()
+	if p.set != nil {
+		p.set.close()
+	}
 	p.running.Wait()
 }

@@ -149,6 +149,8 @@ func profile(dir, name string, report map[string]any, fn func() error) error {
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	start := time.Now()
+	var ru0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	go func() {
 		defer close(done)
 		t := time.NewTicker(100 * time.Millisecond)
@@ -187,10 +189,17 @@ func profile(dir, name string, report map[string]any, fn func() error) error {
 	close(stop)
 	<-done
 	pprof.StopCPUProfile()
+	var ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	user := time.Duration(ru1.Utime.Nano() - ru0.Utime.Nano())
+	sys := time.Duration(ru1.Stime.Nano() - ru0.Stime.Nano())
+	faults := ru1.Minflt - ru0.Minflt
 	report[name] = map[string]any{"seconds": elapsed.Seconds(), "peakHeapInuseMiB": peakHeap >> 20,
-		"peakSysMiB": peakSys >> 20, "trace": trace}
+		"peakSysMiB": peakSys >> 20, "userSeconds": user.Seconds(), "sysSeconds": sys.Seconds(),
+		"minorFaults": faults, "trace": trace}
 	os.WriteFile(filepath.Join(dir, name+".mem.txt"), []byte(strings.Join(trace, "\n")+"\n"), 0o644)
-	logf("%s: %.1fs, peak heap in use %d MiB, runtime sys %d MiB", name, elapsed.Seconds(), peakHeap>>20, peakSys>>20)
+	logf("%s: %.1fs (user %.1fs, sys %.1fs, %d minor page faults), peak heap in use %d MiB, runtime sys %d MiB",
+		name, elapsed.Seconds(), user.Seconds(), sys.Seconds(), faults, peakHeap>>20, peakSys>>20)
 	return err
 }
 
