@@ -41,7 +41,8 @@ type Archive struct {
 	manifest *Manifest
 	raw      []byte // the manifest entry as stored
 	tocSig   []byte
-	bufs     sync.Pool
+	bufs     sync.Pool // decoded frames, cap FrameSize
+	cbufs    sync.Pool // compressed frames, cap maxFrameCompressed
 }
 
 // Open opens the bundle at path (a split bundle by any of its parts or
@@ -91,6 +92,7 @@ func (a *Archive) load() (err error) {
 		return err
 	}
 	a.bufs.New = func() any { return make([]byte, 0, FrameSize) }
+	a.cbufs.New = func() any { return make([]byte, 0, maxFrameCompressed) }
 	return a.readHead()
 }
 
@@ -429,8 +431,8 @@ func (s *section) load() error {
 		return fmt.Errorf("%w: offset %d is past the last frame", ErrCorrupt, s.off)
 	}
 	f := fs[i]
-	if int64(cap(s.cbuf)) < f.cSize {
-		s.cbuf = make([]byte, f.cSize)
+	if s.cbuf == nil {
+		s.cbuf = s.a.cbufs.Get().([]byte)
 	}
 	s.cbuf = s.cbuf[:f.cSize]
 	if _, err := s.a.ra.ReadAt(s.cbuf, f.cOff); err != nil {
@@ -438,7 +440,7 @@ func (s *section) load() error {
 	}
 	if int64(cap(s.buf)) < f.dSize {
 		s.putBuf()
-		if f.dSize == FrameSize {
+		if f.dSize <= FrameSize {
 			s.buf = s.a.bufs.Get().([]byte)
 		} else {
 			s.buf = make([]byte, 0, f.dSize)
@@ -457,7 +459,10 @@ func (s *section) load() error {
 
 func (s *section) release() {
 	s.putBuf()
-	s.cbuf = nil
+	if s.cbuf != nil {
+		s.a.cbufs.Put(s.cbuf[:0])
+		s.cbuf = nil
+	}
 }
 
 func (s *section) putBuf() {

@@ -99,7 +99,8 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (*Report, erro
 		}
 		defer mf.Close()
 		h := sha256.New()
-		n, err := io.Copy(h, io.NewSectionReader(mf, 0, mf.size))
+		// 1 MiB reads: io.Copy's 32 KiB cost a tenth of verify's time in syscalls.
+		n, err := io.CopyBuffer(h, io.NewSectionReader(mf, 0, mf.size), make([]byte, 1<<20))
 		hashCh <- hashed{h.Sum(nil), n, err}
 	}()
 	contentErr := checkContent(ctx, bf, rep, opts)
