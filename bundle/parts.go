@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/p7bundle/p7bundle/internal/atomicfile"
+	"github.com/p7bundle/p7bundle/internal/writeback"
 )
 
 // PartsMediaType identifies B.parts.json, the list of a split bundle's parts.
@@ -229,7 +230,7 @@ func (w *partWriter) next() error {
 		return fmt.Errorf("creating output in %s: %w", dir, err)
 	}
 	w.temps = append(w.temps, f)
-	w.buf = bufio.NewWriterSize(io.MultiWriter(f, w.whole), 1<<20)
+	w.buf = bufio.NewWriterSize(io.MultiWriter(writeback.New(f), w.whole), 1<<20)
 	w.part = nil
 	if w.split > 0 {
 		w.part = sha256.New()

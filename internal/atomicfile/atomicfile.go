@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/p7bundle/p7bundle/internal/writeback"
 )
 
 // Write replaces path with data.
@@ -51,7 +53,7 @@ func write(path string, mode os.FileMode, fill func(io.Writer) error, commit fun
 		tmp.Close()
 		return err
 	}
-	if err := fill(tmp); err != nil {
+	if err := fill(writeback.New(tmp)); err != nil {
 		tmp.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}

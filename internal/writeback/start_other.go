@@ -1,0 +1,7 @@
+//go:build !linux
+
+package writeback
+
+import "os"
+
+func start(*os.File, int64, int64) {}
