@@ -324,7 +324,8 @@ type frameEncoder struct {
 	written chan error
 	mu      sync.Mutex
 	err     error
-	pool    sync.Pool
+	pool    sync.Pool // frame input, cap FrameSize
+	outs    sync.Pool // compressed frames: fresh 4 MiB buffers cost page faults and GC
 }
 
 type frameJob struct {
@@ -337,6 +338,7 @@ type frameJob struct {
 func newFrameEncoder(out *partWriter, workers int, level zstd.EncoderLevel) *frameEncoder {
 	e := &frameEncoder{out: out, level: level, work: make(chan *frameJob, workers), order: make(chan *frameJob, 2*workers), written: make(chan error, 1)}
 	e.pool.New = func() any { return make([]byte, 0, FrameSize) }
+	e.outs.New = func() any { return make([]byte, 0, FrameSize+FrameSize/64+1024) }
 	for range workers {
 		e.wg.Add(1)
 		go e.compress()
@@ -365,7 +367,7 @@ func (e *frameEncoder) compress() {
 				continue
 			}
 		}
-		j.out = (*enc).EncodeAll(j.in, make([]byte, 0, len(j.in)+len(j.in)/64+1024))
+		j.out = (*enc).EncodeAll(j.in, e.outs.Get().([]byte)[:0])
 		close(j.done)
 	}
 }
@@ -387,6 +389,9 @@ func (e *frameEncoder) write() {
 			e.mu.Unlock()
 		}
 		e.pool.Put(j.in[:0])
+		if j.out != nil {
+			e.outs.Put(j.out[:0])
+		}
 	}
 	e.written <- err
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/errdef"
-	"oras.land/oras-go/v2/registry"
 )
 
 // Prefetcher fetches blobs in the order a consumer will open them, a
@@ -102,18 +101,11 @@ func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Des
 	return p
 }
 
+// fetch fetches blob d into the cache.
 func (p *Prefetcher) fetch(ctx context.Context, d ocispec.Descriptor) error {
-	src := p.ref[d.Digest.String()]
-	ref, _, err := splitRef(src)
-	if err != nil {
-		return err
-	}
-	repo, err := p.c.Repository(ref)
-	if err != nil {
-		return err
-	}
-	err = p.c.retry(ctx, retryAttempts, func() error {
-		err := p.fetchOnce(ctx, repo, d)
+	return p.fetchRetried(ctx, d, func(rc io.ReadCloser) error {
+		// The cache verifies size and digest before the blob becomes visible.
+		err := p.cache.storage.Push(ctx, d, rc)
 		if err == nil {
 			p.fresh.Store(d.Digest, struct{}{})
 		}
@@ -122,48 +114,16 @@ func (p *Prefetcher) fetch(ctx context.Context, d ocispec.Descriptor) error {
 		}
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("image %s: blob %s: %w", src, d.Digest, Classify(err))
-	}
-	if p.prog != nil {
-		p.prog.BlobDone(src, d, false)
-	}
-	return nil
-}
-
-func (p *Prefetcher) fetchOnce(ctx context.Context, repo interface {
-	Blobs() registry.BlobStore
-}, d ocispec.Descriptor) error {
-	rc, err := repo.Blobs().Fetch(ctx, d)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	// The cache verifies size and digest before the blob becomes visible.
-	return p.cache.storage.Push(ctx, d, rc)
 }
 
 // stream fetches blob d into sp, resuming after a transient error where
 // it broke off. It does not check the digest: the consumer hashes what it
 // reads (Fresh is false for streamed blobs).
 func (p *Prefetcher) stream(ctx context.Context, d ocispec.Descriptor, sp *spool) error {
-	src := p.ref[d.Digest.String()]
-	ref, _, err := splitRef(src)
-	if err != nil {
-		return err
-	}
-	repo, err := p.c.Repository(ref)
-	if err != nil {
-		return err
-	}
 	var n int64
-	err = p.c.retry(ctx, retryAttempts, func() error {
-		rc, err := repo.Blobs().Fetch(ctx, d)
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
+	return p.fetchRetried(ctx, d, func(rc io.ReadCloser) error {
 		if n > 0 {
+			var err error
 			if s, ok := rc.(io.Seeker); ok {
 				_, err = s.Seek(n, io.SeekStart)
 			} else {
@@ -190,6 +150,28 @@ func (p *Prefetcher) stream(ctx context.Context, d ocispec.Descriptor, sp *spool
 			}
 		}
 		return nil
+	})
+}
+
+// fetchRetried opens blob d in the repository of an image that has it and
+// hands it to consume, again after a transient error, then reports it done.
+func (p *Prefetcher) fetchRetried(ctx context.Context, d ocispec.Descriptor, consume func(io.ReadCloser) error) error {
+	src := p.ref[d.Digest.String()]
+	ref, _, err := splitRef(src)
+	if err != nil {
+		return err
+	}
+	repo, err := p.c.Repository(ref)
+	if err != nil {
+		return err
+	}
+	err = p.c.retry(ctx, retryAttempts, func() error {
+		rc, err := repo.Blobs().Fetch(ctx, d)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		return consume(rc)
 	})
 	if err != nil {
 		return fmt.Errorf("image %s: blob %s: %w", src, d.Digest, Classify(err))
