@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -31,6 +32,10 @@ var chartDir = filepath.Join("..", "testdata", "charts", "pseven")
 type upstream struct {
 	Host     string       // the counting proxy in front of the registry
 	Requests atomic.Int64 // requests that reached the upstream
+	// Corrupt, when set, flips a byte in the middle of every layer (gzip)
+	// the upstream serves: a registry (or a path to it) that lies.
+	Corrupt  atomic.Bool
+	Flipped  atomic.Int64
 	registry *testregistry.Registry
 	digests  map[string]string
 	key, pub string
@@ -52,6 +57,12 @@ func newUpstream(t *testing.T) *upstream {
 	}
 	target, _ := url.Parse(reg.URL())
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if u.Corrupt.Load() && resp.Request.Method == http.MethodGet && strings.Contains(resp.Request.URL.Path, "/blobs/") && resp.ContentLength > 2 {
+			resp.Body = &flipReader{ReadCloser: resp.Body, at: resp.ContentLength / 2, flipped: &u.Flipped}
+		}
+		return nil
+	}
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.Requests.Add(1)
 		proxy.ServeHTTP(w, r)
@@ -62,6 +73,28 @@ func newUpstream(t *testing.T) *upstream {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// flipReader flips the lowest bit of the byte at offset at of a gzip
+// stream (a layer; configs and manifests pass untouched).
+type flipReader struct {
+	io.ReadCloser
+	off, at int64
+	gzip    bool
+	flipped *atomic.Int64
+}
+
+func (f *flipReader) Read(p []byte) (int, error) {
+	n, err := f.ReadCloser.Read(p)
+	if f.off == 0 && n > 0 {
+		f.gzip = p[0] == 0x1f
+	}
+	if f.gzip && f.at >= f.off && f.at < f.off+int64(n) {
+		p[f.at-f.off] ^= 1
+		f.flipped.Add(1)
+	}
+	f.off += int64(n)
+	return n, err
 }
 
 // build is `p7bundle build --mirror registry.pseven.io=UPSTREAM`.
@@ -188,4 +221,35 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestBuildRefusesBlobsThatAreNotTheirDigest: an upstream that serves a
+// layer whose bytes do not hash to its digest fails the build, streamed
+// (no --cache-dir) or through the cache, and leaves nothing at the output.
+func TestBuildRefusesBlobsThatAreNotTheirDigest(t *testing.T) {
+	u := newUpstream(t)
+	u.Corrupt.Store(true)
+	for _, cached := range []bool{false, true} {
+		t.Run(map[bool]string{false: "streamed", true: "cache-dir"}[cached], func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out.tar.zst")
+			before := u.Flipped.Load()
+			_, err := u.build(out, func(b *Build) {
+				if cached {
+					b.CacheDir = filepath.Join(t.TempDir(), "cache")
+				}
+			})
+			if err == nil || !strings.Contains(err.Error(), "digest") {
+				t.Fatalf("build from a lying upstream (%d blobs flipped): %v, want a digest error", u.Flipped.Load()-before, err)
+			}
+			if u.Flipped.Load() == before {
+				t.Fatal("no blob was corrupted: the test proves nothing")
+			}
+			entries, _ := os.ReadDir(dir)
+			for _, e := range entries {
+				t.Errorf("left in the output directory: %s", e.Name())
+			}
+			t.Logf("%v", err)
+		})
+	}
 }

@@ -22,6 +22,7 @@ type Prefetcher struct {
 	ref    map[string]string // digest -> an image reference that has it
 	ready  map[digest.Digest]chan struct{}
 	spools map[digest.Digest]*spool // Stream: blobs not in the cache
+	descs  map[digest.Digest]ocispec.Descriptor
 	set    *spoolSet
 	errs   sync.Map // digest -> error
 	fresh  sync.Map // digest -> struct{}: fetched and verified in this run
@@ -47,14 +48,15 @@ type PrefetchOptions struct {
 func (c *Client) Prefetch(ctx context.Context, cache *Cache, order []ocispec.Descriptor, sources map[string]string, opts PrefetchOptions) *Prefetcher {
 	ctx, cancel := context.WithCancel(ctx)
 	prog := opts.Progress
-	p := &Prefetcher{c: c, cache: cache, ref: sources, ready: map[digest.Digest]chan struct{}{}, slots: make(chan struct{}, max(opts.Ahead, 1)), cancel: cancel, prog: prog}
+	p := &Prefetcher{c: c, cache: cache, ref: sources, ready: map[digest.Digest]chan struct{}{}, descs: map[digest.Digest]ocispec.Descriptor{},
+		slots: make(chan struct{}, max(opts.Ahead, 1)), cancel: cancel, prog: prog}
 	if opts.Stream {
 		p.set, p.spools = newSpoolSet(cache.Dir), map[digest.Digest]*spool{}
 	}
 	var todo []ocispec.Descriptor
 	for _, d := range order {
 		ch := make(chan struct{})
-		p.ready[d.Digest] = ch
+		p.ready[d.Digest], p.descs[d.Digest] = ch, d
 		if ok, _ := cache.storage.Exists(ctx, d); ok {
 			close(ch)
 			if prog != nil {
@@ -117,8 +119,7 @@ func (p *Prefetcher) fetch(ctx context.Context, d ocispec.Descriptor) error {
 }
 
 // stream fetches blob d into sp, resuming after a transient error where
-// it broke off. It does not check the digest: the consumer hashes what it
-// reads (Fresh is false for streamed blobs).
+// it broke off. The reader Open returns checks the digest.
 func (p *Prefetcher) stream(ctx context.Context, d ocispec.Descriptor, sp *spool) error {
 	var n int64
 	return p.fetchRetried(ctx, d, func(rc io.ReadCloser) error {
@@ -196,7 +197,8 @@ func (p *Prefetcher) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, 
 		default:
 		}
 		sp.open()
-		return sp, nil
+		dg := d.Algorithm().Digester()
+		return &verified{ReadCloser: sp, digester: dg, left: p.descs[d].Size, want: d, src: p.ref[d.String()]}, nil
 	}
 	select {
 	case <-ch:
@@ -213,12 +215,40 @@ func (p *Prefetcher) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, 
 	return p.cache.Open(ctx, d)
 }
 
-// Fresh reports whether blob d was fetched in this run: its digest was
-// verified on the way into the cache, so a reader need not hash it again.
-// Blobs that were already cached are not fresh.
+// Fresh reports whether blob d is verified in this run: on the way into
+// the cache, or (streamed) by the reader Open returns, which fails the read
+// of its last byte on a mismatch. A reader need not hash it again. Blobs
+// that were already cached are not fresh.
 func (p *Prefetcher) Fresh(d digest.Digest) bool {
+	if _, ok := p.spools[d]; ok {
+		return p.descs[d].Size > 0 // an empty blob has no last read to fail
+	}
 	_, ok := p.fresh.Load(d)
 	return ok
+}
+
+// verified hashes a streamed blob as it is read; the read that completes
+// it fails if the registry sent other content.
+type verified struct {
+	io.ReadCloser
+	digester digest.Digester
+	left     int64
+	checked  bool
+	want     digest.Digest
+	src      string
+}
+
+func (v *verified) Read(p []byte) (int, error) {
+	n, err := v.ReadCloser.Read(p)
+	v.digester.Hash().Write(p[:n])
+	v.left -= int64(n)
+	if v.left <= 0 && !v.checked {
+		v.checked = true
+		if got := v.digester.Digest(); got != v.want || v.left < 0 {
+			return n, fmt.Errorf("image %s: blob %s: the registry sent content with digest %s", v.src, v.want, got)
+		}
+	}
+	return n, err
 }
 
 // Close stops fetching and waits until no fetch writes into the cache, so

@@ -291,10 +291,45 @@ func streamResume(t *testing.T, rangeSupport bool) {
 	if wantRanges := map[bool]int32{true: 1, false: 0}[rangeSupport]; ranges.Load() != wantRanges || gets.Load() > 3 {
 		t.Errorf("%d GETs, %d with a Range; want one resuming with a Range", gets.Load(), ranges.Load())
 	}
-	if p.Fresh(d) {
-		t.Error("a streamed blob is reported fresh: the consumer would not hash it")
+	if !p.Fresh(d) {
+		t.Error("a streamed blob, verified as it was read, is not reported fresh")
 	}
 	if ok, _ := cache.storage.Exists(context.Background(), desc); ok {
 		t.Error("the streamed blob was written to the cache")
+	}
+}
+
+// TestVerifiedFailsTheLastRead: the reader of a streamed blob fails the
+// read that completes it when the bytes are not the digest's, even when
+// the consumer stops at the blob's size and never asks for EOF; an empty
+// blob is checked too.
+func TestVerifiedFailsTheLastRead(t *testing.T) {
+	good := []byte("the signed layer")
+	for _, tc := range []struct {
+		name string
+		sent []byte
+		want digest.Digest
+		ok   bool
+	}{
+		{"matching", good, digest.FromBytes(good), true},
+		{"a flipped byte", []byte("the signed lAyer"), digest.FromBytes(good), false},
+		{"empty", nil, digest.FromBytes(nil), true},
+		{"empty but a non-empty digest", nil, digest.FromBytes(good), false},
+	} {
+		v := &verified{ReadCloser: io.NopCloser(bytes.NewReader(tc.sent)), digester: digest.Canonical.Digester(),
+			left: int64(len(tc.sent)), want: tc.want, src: "registry.pseven.io/app:1"}
+		_, err := io.Copy(io.Discard, io.LimitReader(v, int64(len(tc.sent))))
+		if len(tc.sent) == 0 {
+			_, err = v.Read(make([]byte, 8))
+			if err == io.EOF {
+				err = nil
+			}
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "registry.pseven.io/app:1") {
+			t.Errorf("%s: the error does not name the image: %v", tc.name, err)
+		}
 	}
 }
