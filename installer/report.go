@@ -112,18 +112,28 @@ func number(v interface{}) (int32, bool) {
 
 func renderedServices(manifest string) []*corev1.Service {
 	var out []*corev1.Service
+	for _, doc := range manifestDocs(manifest) {
+		var svc corev1.Service
+		if err := yaml.Unmarshal([]byte(doc), &svc); err != nil || svc.Kind != "Service" {
+			continue
+		}
+		out = append(out, &svc)
+	}
+	return out
+}
+
+// manifestDocs splits a rendered release manifest into its documents, in
+// the order Helm wrote them.
+func manifestDocs(manifest string) []string {
 	docs := releaseutil.SplitManifests(manifest)
 	keys := make([]string, 0, len(docs))
 	for k := range docs {
 		keys = append(keys, k)
 	}
 	sort.Sort(releaseutil.BySplitManifestsOrder(keys))
-	for _, k := range keys {
-		var svc corev1.Service
-		if err := yaml.Unmarshal([]byte(docs[k]), &svc); err != nil || svc.Kind != "Service" {
-			continue
-		}
-		out = append(out, &svc)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = docs[k]
 	}
 	return out
 }

@@ -17,7 +17,6 @@ import (
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/release"
-	"helm.sh/helm/v3/pkg/releaseutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -330,14 +329,7 @@ func (o *Support) release(ctx context.Context, c *Cluster, a *supportArchive, re
 // scrub to go over.
 func withoutSecrets(manifest string) string {
 	var b strings.Builder
-	docs := releaseutil.SplitManifests(manifest)
-	keys := make([]string, 0, len(docs))
-	for k := range docs {
-		keys = append(keys, k)
-	}
-	sort.Sort(releaseutil.BySplitManifestsOrder(keys))
-	for _, k := range keys {
-		doc := docs[k]
+	for _, doc := range manifestDocs(manifest) {
 		var obj struct {
 			Kind     string `json:"kind"`
 			Metadata struct {
