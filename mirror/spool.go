@@ -79,7 +79,7 @@ func (sp *spool) put(b []byte) error {
 	s := sp.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for sp.file == nil {
+	for sp.file == nil || sp.closed || s.closed {
 		if sp.closed || s.closed {
 			s.chunks.Put(b[:cap(b)])
 			return errSpoolClosed

@@ -201,6 +201,18 @@ func TestSpoolCloseStopsTheFetch(t *testing.T) {
 		t.Fatal("a waiting fetch did not stop when the set closed")
 	}
 
+	// A spool closed while its fetch spills: the next put stops the fetch.
+	s = newSpoolSet(t.TempDir())
+	s.spill = true
+	sp = s.newSpool()
+	if err := feed(sp, randomBytes(spoolBudget+spoolChunk, 4), 4); err != nil || sp.file == nil {
+		t.Fatalf("feeding past the budget with spilling on: %v, spilled %v", err, sp.file != nil)
+	}
+	sp.Close()
+	if err := sp.put(sp.chunk()[:10]); !errors.Is(err, errSpoolClosed) {
+		t.Fatalf("put into a closed spilling spool: %v", err)
+	}
+
 	s = newSpoolSet(t.TempDir())
 	sp = s.newSpool()
 	boom := errors.New("registry went away")
