@@ -25,6 +25,11 @@ const maxWindow = 2 * FrameSize
 // expands FrameSize bytes by more than a few KiB.
 const maxFrameCompressed = FrameSize + 64<<10
 
+// smallFrame: frames up to this size (the head, metadata, small blobs) get
+// buffers of their own size; a pooled 4 MiB buffer costs a cold process
+// page faults and clearing that dwarf reading a 2 KiB manifest.
+const smallFrame = 256 << 10
+
 // maxTOCSignature bounds the signature entry.
 const maxTOCSignature = 4 << 10
 
@@ -101,7 +106,9 @@ func (a *Archive) load() (err error) {
 func (a *Archive) readHead() error {
 	last := a.frames[len(a.frames)-1]
 	total := last.dOff + last.dSize
-	tr := tar.NewReader(a.section(0, total))
+	head := a.section(0, total)
+	defer head.release()
+	tr := tar.NewReader(head)
 	next := func(name string, limit int64) ([]byte, error) {
 		hdr, err := tr.Next()
 		if err != nil {
@@ -431,8 +438,13 @@ func (s *section) load() error {
 		return fmt.Errorf("%w: offset %d is past the last frame", ErrCorrupt, s.off)
 	}
 	f := fs[i]
-	if s.cbuf == nil {
-		s.cbuf = s.a.cbufs.Get().([]byte)
+	if int64(cap(s.cbuf)) < f.cSize {
+		s.putCompressed()
+		if f.cSize <= smallFrame {
+			s.cbuf = make([]byte, 0, f.cSize)
+		} else {
+			s.cbuf = s.a.cbufs.Get().([]byte)
+		}
 	}
 	s.cbuf = s.cbuf[:f.cSize]
 	if _, err := s.a.ra.ReadAt(s.cbuf, f.cOff); err != nil {
@@ -440,7 +452,7 @@ func (s *section) load() error {
 	}
 	if int64(cap(s.buf)) < f.dSize {
 		s.putBuf()
-		if f.dSize <= FrameSize {
+		if f.dSize <= FrameSize && f.dSize > smallFrame {
 			s.buf = s.a.bufs.Get().([]byte)
 		} else {
 			s.buf = make([]byte, 0, f.dSize)
@@ -459,10 +471,14 @@ func (s *section) load() error {
 
 func (s *section) release() {
 	s.putBuf()
-	if s.cbuf != nil {
+	s.putCompressed()
+}
+
+func (s *section) putCompressed() {
+	if cap(s.cbuf) == maxFrameCompressed {
 		s.a.cbufs.Put(s.cbuf[:0])
-		s.cbuf = nil
 	}
+	s.cbuf = nil
 }
 
 func (s *section) putBuf() {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -21,8 +22,10 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/options"
 )
 
 // fixture is an in-memory set of two images sharing a base layer.
@@ -538,5 +541,87 @@ func TestFreshBlobsKeepTheSizeCheck(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Error("output left after a failed write")
+	}
+}
+
+// GenerateKeyPair writes what cosign writes; each side loads the other's
+// key (the stock CLI checks the same in cmd/p7bundle's e2e test).
+func TestKeysAreCosignKeys(t *testing.T) {
+	dir := t.TempDir()
+	password := []byte("pw")
+	keyPath, pubPath, err := GenerateKeyPair(filepath.Join(dir, "ours"), password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(keyPath); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %v, want 0600", keyPath, fi.Mode().Perm())
+	}
+	sv, err := cosign.LoadPrivateKey(mustRead(t, keyPath), password, nil)
+	if err != nil {
+		t.Fatalf("cosign cannot load our key: %v", err)
+	}
+	sum := sha256.Sum256([]byte("payload"))
+	sig, err := sv.SignMessage(bytes.NewReader(sum[:]), options.WithDigest(sum[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := LoadVerifier(context.Background(), pubPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.VerifyDigest(sum[:], base64.StdEncoding.EncodeToString(sig)); err != nil {
+		t.Fatalf("cosign's signature with our key does not verify against our .pub: %v", err)
+	}
+	if _, err := cosign.LoadPrivateKey(mustRead(t, keyPath), []byte("wrong"), nil); err == nil {
+		t.Fatal("cosign loaded our key with the wrong password")
+	}
+
+	keys, err := cosign.GenerateKeyPair(func(bool) ([]byte, error) { return password, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(dir, "theirs.key")
+	os.WriteFile(theirs, keys.PrivateBytes, 0o600)
+	s, err := LoadSigner(context.Background(), theirs, password)
+	if err != nil {
+		t.Fatalf("cosign's key does not load: %v", err)
+	}
+	b64, err := s.SignDigest(sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := cryptoutils.UnmarshalPEMToPublicKey(keys.PublicBytes)
+	cv, _ := signature.LoadVerifier(pub, crypto.SHA256)
+	raw, _ := base64.StdEncoding.DecodeString(b64)
+	if err := cv.VerifySignature(bytes.NewReader(raw), nil, options.WithDigest(sum[:])); err != nil {
+		t.Fatalf("our signature with cosign's key does not verify: %v", err)
+	}
+	if _, err := LoadSigner(context.Background(), theirs, []byte("wrong")); !errors.Is(err, ErrKey) {
+		t.Fatalf("LoadSigner with the wrong password = %v, want ErrKey", err)
+	}
+}
+
+// Opening a bundle reads a few KiB of head frames; it used to take a
+// pooled 4 MiB buffer (and its page faults) for each, which was most of a
+// re-install's time in the process.
+func TestOpenAllocatesForTheHeadOnly(t *testing.T) {
+	f := newFixture(t)
+	out := filepath.Join(t.TempDir(), "b.tar.zst")
+	f.write(t, out, nil, 0)
+	a, err := Open(out) // warm: the decoder's own tables
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	a, err = Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	a.Close()
+	if n := after.TotalAlloc - before.TotalAlloc; n > 2<<20 {
+		t.Fatalf("Open allocated %d bytes, want under 2 MiB", n)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -16,7 +18,6 @@ import (
 	"strings"
 
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
-	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/options"
@@ -129,7 +130,7 @@ func loadKeyFile(keyPath string, password []byte) (Signer, error) {
 	if block == nil {
 		return nil, bad("invalid pem block")
 	}
-	if block.Type != cosign.CosignPrivateKeyPemType && block.Type != cosign.SigstorePrivateKeyPemType {
+	if block.Type != cosignPrivateKeyPEMType && block.Type != sigstorePrivateKeyPEMType {
 		return nil, bad("unsupported pem type: " + block.Type)
 	}
 	der, err := encrypted.Decrypt(block.Bytes, password)
@@ -140,7 +141,7 @@ func loadKeyFile(keyPath string, password []byte) (Signer, error) {
 	if err != nil {
 		return nil, bad(err.Error())
 	}
-	sv, err := signature.LoadDefaultSignerVerifier(pk, *cosign.GetDefaultLoadOptions(nil)...)
+	sv, err := signature.LoadDefaultSignerVerifier(pk, options.WithED25519ph())
 	if err != nil {
 		return nil, bad(err.Error())
 	}
@@ -223,14 +224,14 @@ func GenerateKeyPair(prefix string, password []byte) (keyPath, pubPath string, e
 			return "", "", fmt.Errorf("%w: %s (refusing to overwrite a key)", ErrExists, p)
 		}
 	}
-	keys, err := cosign.GenerateKeyPair(func(bool) ([]byte, error) { return password, nil })
+	private, public, err := generateKeyPair(password)
 	if err != nil {
 		return "", "", fmt.Errorf("%w: generating key pair: %v", ErrKey, err)
 	}
-	if err := createExclusive(keyPath, keys.PrivateBytes, 0o600); err != nil {
+	if err := createExclusive(keyPath, private, 0o600); err != nil {
 		return "", "", err
 	}
-	if err := createExclusive(pubPath, keys.PublicBytes, 0o644); err != nil {
+	if err := createExclusive(pubPath, public, 0o644); err != nil {
 		os.Remove(keyPath)
 		return "", "", err
 	}
@@ -246,4 +247,34 @@ func createExclusive(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return nil
+}
+
+// PEM types of cosign's encrypted private keys (cosign's keys.go); written
+// here because importing cosign's package costs every command ~15 ms of
+// package init (rekor, govalidator) for these names alone.
+const (
+	sigstorePrivateKeyPEMType = "ENCRYPTED SIGSTORE PRIVATE KEY"
+	cosignPrivateKeyPEMType   = "ENCRYPTED COSIGN PRIVATE KEY"
+)
+
+// generateKeyPair is cosign.GenerateKeyPair: an ECDSA P-256 key, PKCS #8,
+// encrypted with securesystemslib's scrypt + secretbox, and its PEM public key.
+func generateKeyPair(password []byte) (private, public []byte, err error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, nil, err
+	}
+	enc, err := encrypted.Encrypt(der, password)
+	if err != nil {
+		return nil, nil, err
+	}
+	public, err = cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: sigstorePrivateKeyPEMType, Bytes: enc}), public, nil
 }

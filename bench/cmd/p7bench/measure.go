@@ -133,6 +133,10 @@ func (r *runner) run(ctx context.Context, spec cmdSpec) (Sample, error) {
 		defer f.Close()
 		cmd.Stdout = f
 	}
+	if spec.Watch != nil {
+		spec.Watch.exclude = map[string]bool{timeOut: true, spec.Stdout: true}
+		spec.Watch.baseline()
+	}
 	busy0 := machineBusy()
 	reg0 := r.registryCPU()
 	kt0 := kernelThreadsCPU()
@@ -142,7 +146,6 @@ func (r *runner) run(ctx context.Context, spec cmdSpec) (Sample, error) {
 	}
 	var stopWatch func() *DiskUse
 	if spec.Watch != nil {
-		spec.Watch.exclude = map[string]bool{timeOut: true, spec.Stdout: true}
 		stopWatch = spec.Watch.start(cmd.Process.Pid)
 	}
 	err := cmd.Wait()
@@ -314,14 +317,20 @@ type diskWatch struct {
 	// exclude are files the harness itself opened for the command (its
 	// stdout file, the /usr/bin/time report).
 	exclude map[string]bool
+	// free0 and reg0 are the free space and the registry storage's size
+	// before the command, taken before it starts so as not to compete with it.
+	free0, reg0 int64
+}
+
+func (w *diskWatch) baseline() {
+	w.free0, w.reg0 = freeBytes(w.Registry), dirSize(w.Registry)
 }
 
 func (w *diskWatch) start(rootPid int) func() *DiskUse {
 	res := &DiskUse{}
 	stop := make(chan struct{})
 	done := make(chan struct{})
-	free0 := freeBytes(w.Registry)
-	reg0 := dirSize(w.Registry)
+	free0, reg0 := w.free0, w.reg0
 	sample := func() {
 		var open int64
 		for _, pid := range processTree(rootPid) {
