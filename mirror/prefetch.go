@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 )
 
@@ -197,8 +198,7 @@ func (p *Prefetcher) Open(ctx context.Context, d digest.Digest) (io.ReadCloser, 
 		default:
 		}
 		sp.open()
-		dg := d.Algorithm().Digester()
-		return &verified{ReadCloser: sp, digester: dg, left: p.descs[d].Size, want: d, src: p.ref[d.String()]}, nil
+		return newVerified(sp, p.descs[d], p.ref[d.String()]), nil
 	}
 	select {
 	case <-ch:
@@ -227,25 +227,29 @@ func (p *Prefetcher) Fresh(d digest.Digest) bool {
 	return ok
 }
 
-// verified hashes a streamed blob as it is read; the read that completes
-// it fails if the registry sent other content.
+// verified checks a streamed blob with oras's VerifyReader; the read that
+// completes the blob fails if the registry sent other content, so a
+// consumer that stops at the blob's size still sees the mismatch.
 type verified struct {
-	io.ReadCloser
-	digester digest.Digester
-	left     int64
-	checked  bool
-	want     digest.Digest
-	src      string
+	*content.VerifyReader
+	io.Closer
+	left    int64
+	checked bool
+	desc    ocispec.Descriptor
+	src     string
+}
+
+func newVerified(rc io.ReadCloser, desc ocispec.Descriptor, src string) *verified {
+	return &verified{VerifyReader: content.NewVerifyReader(rc, desc), Closer: rc, left: desc.Size, desc: desc, src: src}
 }
 
 func (v *verified) Read(p []byte) (int, error) {
-	n, err := v.ReadCloser.Read(p)
-	v.digester.Hash().Write(p[:n])
+	n, err := v.VerifyReader.Read(p)
 	v.left -= int64(n)
-	if v.left <= 0 && !v.checked {
+	if v.left == 0 && !v.checked {
 		v.checked = true
-		if got := v.digester.Digest(); got != v.want || v.left < 0 {
-			return n, fmt.Errorf("image %s: blob %s: the registry sent content with digest %s", v.src, v.want, got)
+		if verr := v.Verify(); verr != nil {
+			return n, fmt.Errorf("image %s: blob %s: the registry sent other content: %w", v.src, v.desc.Digest, verr)
 		}
 	}
 	return n, err

@@ -328,8 +328,7 @@ func TestVerifiedFailsTheLastRead(t *testing.T) {
 		{"empty", nil, digest.FromBytes(nil), true},
 		{"empty but a non-empty digest", nil, digest.FromBytes(good), false},
 	} {
-		v := &verified{ReadCloser: io.NopCloser(bytes.NewReader(tc.sent)), digester: digest.Canonical.Digester(),
-			left: int64(len(tc.sent)), want: tc.want, src: "registry.pseven.io/app:1"}
+		v := newVerified(io.NopCloser(bytes.NewReader(tc.sent)), ocispec.Descriptor{Digest: tc.want, Size: int64(len(tc.sent))}, "registry.pseven.io/app:1")
 		_, err := io.Copy(io.Discard, io.LimitReader(v, int64(len(tc.sent))))
 		if len(tc.sent) == 0 {
 			_, err = v.Read(make([]byte, 8))
