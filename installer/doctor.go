@@ -129,7 +129,7 @@ func (d *Doctor) Run(ctx context.Context) (*DoctorReport, error) {
 		defer a.Close()
 	}
 	m := a.Manifest()
-	cluster, client, err := connect(o.Site, o.Kubeconfig, o.KubeContext, o.Namespace, o.Cluster, o.Client)
+	cluster, client, err := connect(o.Site, o.Kubeconfig, o.KubeContext, o.Namespace, o.Cluster, o.Client, o.Log)
 	if err != nil {
 		return nil, err
 	}

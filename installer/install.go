@@ -139,7 +139,7 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 	}
 	rep := &Report{Release: o.Release, Namespace: o.Namespace, ValuesFile: o.ValuesOut, LogFile: o.LogFile}
 
-	cluster, client, err := o.connect()
+	cluster, client, err := o.connect(stepWriter(step))
 	if err != nil {
 		return nil, err
 	}
@@ -368,11 +368,22 @@ func (o *Install) defaults() error {
 // connect builds the cluster and registry clients (unless given), both
 // behind one egress guard that allows exactly the site registry and the
 // API server.
-func (o *Install) connect() (*Cluster, *mirror.Client, error) {
-	return connect(o.Site, o.Kubeconfig, o.KubeContext, o.Namespace, o.Cluster, o.Client)
+func (o *Install) connect(log io.Writer) (*Cluster, *mirror.Client, error) {
+	return connect(o.Site, o.Kubeconfig, o.KubeContext, o.Namespace, o.Cluster, o.Client, log)
 }
 
-func connect(site SiteRegistry, kubeconfig, kubeContext, namespace string, cluster *Cluster, client *mirror.Client) (*Cluster, *mirror.Client, error) {
+// stepWriter writes each line through a step logger (the terminal and the
+// install log).
+type stepWriter func(format string, args ...any)
+
+func (w stepWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		w("%s", line)
+	}
+	return len(p), nil
+}
+
+func connect(site SiteRegistry, kubeconfig, kubeContext, namespace string, cluster *Cluster, client *mirror.Client, log io.Writer) (*Cluster, *mirror.Client, error) {
 	if cluster != nil && client != nil {
 		return cluster, client, nil
 	}
@@ -385,7 +396,7 @@ func connect(site SiteRegistry, kubeconfig, kubeContext, namespace string, clust
 			return nil, nil, err
 		}
 	}
-	guard := site.Guard(apiHost)
+	guard := site.Guard(log, apiHost)
 	var err error
 	if client == nil {
 		if client, err = site.client(guard); err != nil {

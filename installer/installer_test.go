@@ -109,7 +109,7 @@ func TestSiteGuardFollowsTheScheme(t *testing.T) {
 		{"registry.local:5000", true, []string{"registry.local:5000"}, []string{"registry.local:80", "registry.local:443"}},
 		{"[fd00::1]", true, []string{"[fd00::1]:80"}, []string{"[fd00::1]:443"}},
 	} {
-		g := SiteRegistry{Host: tc.registry, PlainHTTP: tc.plain}.Guard("api:6443")
+		g := SiteRegistry{Host: tc.registry, PlainHTTP: tc.plain}.Guard(nil, "api:6443")
 		for _, a := range tc.allow {
 			if !g.Allows(a) {
 				t.Errorf("SiteGuard(%s, plain=%v) refuses %s", tc.registry, tc.plain, a)
@@ -133,5 +133,29 @@ func TestBundleImagesLeaveSignaturesOut(t *testing.T) {
 	}}
 	if got := bundleImages(m); len(got) != 1 || got[0] != "registry.pseven.io/pseven-app:6.50@sha256:a2" {
 		t.Fatalf("bundleImages = %q", got)
+	}
+}
+
+// --allow-endpoint is checked before anything is dialed, and what it names
+// is allowed beside the site registry.
+func TestSiteAllowEndpoints(t *testing.T) {
+	s, err := SiteRegistry{Host: "registry.corp:5000", AllowEndpoints: []string{"GitLab.corp", "minio.corp:9000"}, StrictEgress: true}.resolved()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := s.Guard(nil)
+	for _, a := range []string{"registry.corp:5000", "gitlab.corp:443", "minio.corp:9000"} {
+		if !g.Allows(a) {
+			t.Errorf("refuses %s", a)
+		}
+	}
+	if g.Allows("minio.corp:443") {
+		t.Error("allows minio.corp:443")
+	}
+	for _, bad := range []string{"https://gitlab.corp", "minio.corp:0", "gitlab.corp/jwt/auth"} {
+		_, err := SiteRegistry{Host: "registry.corp", AllowEndpoints: []string{bad}}.resolved()
+		if !errors.Is(err, ErrOptions) || !strings.Contains(err.Error(), "--allow-endpoint") || !strings.Contains(err.Error(), bad) {
+			t.Errorf("--allow-endpoint %s: %v", bad, err)
+		}
 	}
 }

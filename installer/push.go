@@ -49,7 +49,7 @@ func (p *Push) Run(ctx context.Context) (*mirror.PushResult, error) {
 		defer a.Close()
 	}
 	if o.Client == nil {
-		if o.Client, err = site.client(site.Guard()); err != nil {
+		if o.Client, err = site.client(site.Guard(o.Log)); err != nil {
 			return nil, err
 		}
 	}

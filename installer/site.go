@@ -42,6 +42,12 @@ type SiteRegistry struct {
 	CAFile             string
 	Insecure           bool
 	PlainHTTP          bool
+	// AllowEndpoints are further HOST[:PORT]s the admin vouches for: a
+	// token service or blob storage the registry names, under StrictEgress.
+	AllowEndpoints []string
+	// StrictEgress refuses the token service and blob storage the registry
+	// names unless AllowEndpoints lists them.
+	StrictEgress bool
 }
 
 // resolved returns s with Host bare and Prefix final ("" = root).
@@ -62,6 +68,15 @@ func (s SiteRegistry) resolved() (SiteRegistry, error) {
 	if s.Password != "" && s.Username == "" {
 		return s, fmt.Errorf("%w: site registry %s: a password without a username", ErrOptions, host)
 	}
+	allow := make([]string, 0, len(s.AllowEndpoints))
+	for _, e := range s.AllowEndpoints {
+		e, err := egress.ParseEndpoint(e)
+		if err != nil {
+			return s, fmt.Errorf("%w: --allow-endpoint: %v", ErrOptions, err)
+		}
+		allow = append(allow, e)
+	}
+	s.AllowEndpoints = allow
 	return s, nil
 }
 
@@ -69,16 +84,20 @@ func (s SiteRegistry) resolved() (SiteRegistry, error) {
 func (s SiteRegistry) Path() string { return manifests.SitePath(s.Host, s.Prefix) }
 
 // Guard is the egress guard of every site action: the site registry on the
-// port its scheme implies, plus the endpoints in extra (the API server).
-func (s SiteRegistry) Guard(extra ...string) *egress.Guard {
-	return egress.New(append([]string{egress.Endpoint(s.Host, s.PlainHTTP)}, extra...)...)
+// port its scheme implies (and the token service and blob storage it names,
+// logged to log), AllowEndpoints, and the endpoints in extra (the API server).
+func (s SiteRegistry) Guard(log io.Writer, extra ...string) *egress.Guard {
+	return egress.New(egress.Options{
+		Registry: egress.Endpoint(s.Host, s.PlainHTTP), Allow: append(append([]string{}, s.AllowEndpoints...), extra...),
+		Strict: s.StrictEgress, Log: log,
+	})
 }
 
 // client reaches the site registry, and through guard nothing else.
 func (s SiteRegistry) client(guard *egress.Guard) (*mirror.Client, error) {
 	return mirror.NewClient(mirror.RegistryOptions{
 		PlainHTTP: s.PlainHTTP, CAFile: s.CAFile, Insecure: s.Insecure,
-		Username: s.Username, Password: s.Password, DialContext: guard.DialContext,
+		Username: s.Username, Password: s.Password, Egress: guard,
 	})
 }
 

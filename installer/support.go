@@ -240,7 +240,7 @@ func (o *Support) connect() (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return connectCluster(o.Kubeconfig, o.KubeContext, o.Namespace, apiHost, egress.New(apiHost).DialContext)
+	return connectCluster(o.Kubeconfig, o.KubeContext, o.Namespace, apiHost, egress.New(egress.Options{Allow: []string{apiHost}}).DialContext)
 }
 
 // release adds the Helm history, the current revision's manifest (no

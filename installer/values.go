@@ -180,7 +180,7 @@ func (l *Lint) Run(ctx context.Context) (*LintResult, error) {
 	}
 	client := l.Client
 	if client == nil {
-		if client, err = site.client(site.Guard()); err != nil {
+		if client, err = site.client(site.Guard(orDiscard(l.Log))); err != nil {
 			return nil, err
 		}
 	}

@@ -25,6 +25,8 @@ import (
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
+
+	"github.com/p7bundle/p7bundle/internal/egress"
 )
 
 var (
@@ -55,8 +57,9 @@ type RegistryOptions struct {
 	Username, Password string
 	// Retries counts retried requests (429, 5xx, resets) when non-nil.
 	Retries *atomic.Int64
-	// DialContext replaces the dialer, e.g. with an egress guard.
-	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Egress, when set, passes or refuses every dial, and learns from the
+	// registry's answers where it delegates (token service, blob storage).
+	Egress *egress.Guard
 }
 
 // ParseMirrors parses "HOST=ENDPOINT" pairs.
@@ -100,12 +103,14 @@ func NewClient(opts RegistryOptions) (*Client, error) {
 	base.TLSClientConfig = tlsConf
 	base.MaxIdleConnsPerHost = 32
 	base.DialContext = (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	if opts.DialContext != nil {
-		base.DialContext = opts.DialContext
-	}
 	// A proxy from the environment would be a dial to somewhere else.
 	base.Proxy = nil
-	rt := retry.NewTransport(base)
+	var next http.RoundTripper = base
+	if opts.Egress != nil {
+		base.DialContext = opts.Egress.DialContext
+		next = opts.Egress.Transport(base)
+	}
+	rt := retry.NewTransport(next)
 	rt.Policy = func() retry.Policy { return countingPolicy{retry.DefaultPolicy, opts.Retries} }
 
 	var cred auth.CredentialFunc

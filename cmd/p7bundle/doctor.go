@@ -21,7 +21,7 @@ func doctorCommand(env *environment) *cli.Command {
 		Name:      "doctor",
 		Usage:     "check the site as the deployment guide asks: nodes, pulls from every node, PostgreSQL, SMTP, NFS, values",
 		ArgsUsage: "BUNDLE",
-		Flags: append(append(append(append(verifyFlags(), siteRegistryFlags()...), valuesFlags()...), kubeFlags()...),
+		Flags: append(append(append(append(append(verifyFlags(), siteRegistryFlags()...), egressFlags()...), valuesFlags()...), kubeFlags()...),
 			&cli.DurationFlag{Name: "timeout", Value: installer.DefaultDoctorTimeout, Usage: "how long each in-cluster probe may take"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 		),

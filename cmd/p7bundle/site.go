@@ -27,11 +27,21 @@ func siteRegistryFlags() []cli.Flag {
 	}
 }
 
-// siteRegistry binds the site registry flag group.
+// egressFlags are shared by the commands that dial the site registry.
+func egressFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "allow-endpoint", Usage: "also allow dialing `HOST:PORT` (repeatable): a token service or blob storage the site registry names, under --strict-egress"},
+		&cli.BoolFlag{Name: "strict-egress", Usage: "refuse the token service and blob storage the site registry names unless --allow-endpoint lists them"},
+	}
+}
+
+// siteRegistry binds the site registry flag group (and egressFlags where
+// the command has them).
 func siteRegistry(c *cli.Context, env *environment) (installer.SiteRegistry, error) {
 	s := installer.SiteRegistry{
 		Host: c.String("registry"), Prefix: c.String("registry-prefix"), Username: c.String("registry-username"),
 		CAFile: c.String("ca-file"), Insecure: c.Bool("insecure"), PlainHTTP: c.Bool("plain-http"),
+		AllowEndpoints: c.StringSlice("allow-endpoint"), StrictEgress: c.Bool("strict-egress"),
 	}
 	if c.IsSet("registry-prefix") && s.Prefix == "" {
 		s.Prefix = "/" // "" on the command line mirrors at the root
@@ -64,7 +74,7 @@ func pushCommand(env *environment) *cli.Command {
 		Name:      "push",
 		Usage:     "verify a bundle and push its images into the site registry (no cluster needed)",
 		ArgsUsage: "BUNDLE",
-		Flags: append(append(verifyFlags(), siteRegistryFlags()...),
+		Flags: append(append(append(verifyFlags(), siteRegistryFlags()...), egressFlags()...),
 			&cli.IntFlag{Name: "jobs", Value: installer.DefaultJobs, Usage: "concurrent uploads (registries answer each request slowly; more in flight hides that)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 			baseFlag(),
@@ -142,7 +152,7 @@ func lintCommand(env *environment) *cli.Command {
 		Name:      "lint",
 		Usage:     "render the chart with the site values and fail on any image from outside the site registry",
 		ArgsUsage: "BUNDLE",
-		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:1]...), siteRegistryFlags()...), append(valuesFlags(),
+		Flags: append(append(append(append([]cli.Flag{}, verifyFlags()[:1]...), siteRegistryFlags()...), egressFlags()...), append(valuesFlags(),
 			&cli.StringFlag{Name: "release", Value: manifests.DefaultReleaseName, Usage: "release `NAME` to render with"},
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: manifests.DefaultNamespace, Usage: "`NAMESPACE` to render with"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"})...),
@@ -188,7 +198,7 @@ func installCommand(env *environment) *cli.Command {
 		Name:      "install",
 		Usage:     "verify, push, configure and install (or upgrade) pSeven Enterprise at the site",
 		ArgsUsage: "BUNDLE",
-		Flags: append(append(append(verifyFlags(), siteRegistryFlags()...), valuesFlags()...),
+		Flags: append(append(append(append(verifyFlags(), siteRegistryFlags()...), egressFlags()...), valuesFlags()...),
 			&cli.StringFlag{Name: "secrets", Usage: "secrets `FILE` (pseven-secrets.yaml) to use as given"},
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: manifests.DefaultNamespace, Usage: "`NAMESPACE` to install into"},
 			&cli.StringFlag{Name: "release", Value: manifests.DefaultReleaseName, Usage: "Helm release `NAME`"},
