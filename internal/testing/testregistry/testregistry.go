@@ -41,6 +41,11 @@ type Options struct {
 	Binary             string // default DefaultBinary
 	// Addr is the listen address; default a free port on 127.0.0.1.
 	Addr string
+	// Token puts Username and Password behind a token service on a port of
+	// its own (Registry.Token) instead of htpasswd.
+	Token bool
+	// TokenTTL is how long its tokens are valid; default 5 minutes.
+	TokenTTL time.Duration
 }
 
 // Registry is a running docker-registry process.
@@ -50,6 +55,8 @@ type Registry struct {
 	Username, Password string
 	Dir                string
 	LogFile            string // process stdout/stderr
+	// Token is the token service when Options.Token was set.
+	Token *TokenServer
 
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has exited
@@ -81,6 +88,7 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 		return nil, err
 	}
 	fail := func(err error) (*Registry, error) {
+		r.Token.close()
 		if r.tempDir {
 			os.RemoveAll(r.Dir)
 		}
@@ -105,8 +113,21 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 	}
 	r.client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
 
-	var htpasswd string
-	if opts.Username != "" {
+	var htpasswd, authConfig string
+	if opts.Token {
+		if opts.Username == "" {
+			return fail(errors.New("testregistry: Token needs Username and Password"))
+		}
+		ttl := opts.TokenTTL
+		if ttl <= 0 {
+			ttl = 5 * time.Minute
+		}
+		ts, bundle, err := startTokenServer(r.Dir, opts.Username, opts.Password, certFile, keyFile, ttl)
+		if err != nil {
+			return fail(fmt.Errorf("testregistry: token server: %w", err))
+		}
+		r.Token, authConfig = ts, ts.tokenConfig(bundle)
+	} else if opts.Username != "" {
 		// MinCost: the registry re-checks bcrypt on every request, and these are throwaway credentials.
 		hash, err := bcrypt.GenerateFromPassword([]byte(opts.Password), bcrypt.MinCost)
 		if err != nil {
@@ -129,7 +150,7 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 			r.Host = fmt.Sprintf("127.0.0.1:%d", port)
 		}
 		cfg := filepath.Join(r.Dir, "config.yml")
-		if err := os.WriteFile(cfg, []byte(Config(r.Dir, r.Host, htpasswd, certFile, keyFile)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(Config(r.Dir, r.Host, htpasswd, certFile, keyFile)+authConfig), 0o600); err != nil {
 			return fail(err)
 		}
 		if lastErr = r.launch(ctx, bin, cfg); lastErr == nil {
@@ -262,6 +283,7 @@ func (r *Registry) Stop() error {
 		return nil
 	}
 	r.kill()
+	r.Token.close()
 	if r.client != nil {
 		r.client.CloseIdleConnections()
 	}
@@ -297,7 +319,7 @@ func (r *Registry) Catalog(ctx context.Context) ([]string, error) {
 		var out struct {
 			Repositories []string `json:"repositories"`
 		}
-		next, err := r.getJSON(ctx, path, &out)
+		next, err := r.getJSON(ctx, path, "registry:catalog:*", &out)
 		if err != nil {
 			return nil, err
 		}
@@ -313,7 +335,7 @@ func (r *Registry) Tags(ctx context.Context, repo string) ([]string, error) {
 		var out struct {
 			Tags []string `json:"tags"`
 		}
-		next, err := r.getJSON(ctx, path, &out)
+		next, err := r.getJSON(ctx, path, "repository:"+repo+":pull", &out)
 		if err != nil {
 			return nil, err
 		}
@@ -350,13 +372,20 @@ func (r *Registry) AllTags(ctx context.Context) ([]string, error) {
 }
 
 // getJSON decodes the response of GET path into v and returns the next page
-// path from the Link header ("" if none).
-func (r *Registry) getJSON(ctx context.Context, path string, v any) (string, error) {
+// path from the Link header ("" if none). scope is what a token must grant.
+func (r *Registry) getJSON(ctx context.Context, path, scope string, v any) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL()+path, nil)
 	if err != nil {
 		return "", err
 	}
-	if r.Username != "" {
+	switch {
+	case r.Token != nil:
+		token, err := r.Token.Mint(r.Username, []string{scope})
+		if err != nil {
+			return "", err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+	case r.Username != "":
 		req.SetBasicAuth(r.Username, r.Password)
 	}
 	resp, err := r.client.Do(req)

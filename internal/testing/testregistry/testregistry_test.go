@@ -2,6 +2,7 @@ package testregistry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -115,5 +116,54 @@ func TestStartFailureShowsLog(t *testing.T) {
 	_, err := Start(context.Background(), Options{Binary: bin})
 	if err == nil || !strings.Contains(err.Error(), "boom-from-fake") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// Token mode: the registry challenges with the token service's realm on
+// another port, refuses Basic credentials, and accepts the tokens it issues.
+func TestTokenAuth(t *testing.T) {
+	r := start(t, Options{Username: "robot$site", Password: "t0ken-s3cret", TLS: true, Token: true})
+	if r.Token == nil || r.Token.Host == r.Host || !strings.HasPrefix(r.Token.Realm, "https://127.0.0.1:") {
+		t.Fatalf("token server %+v beside %s", r.Token, r.Host)
+	}
+	req, _ := http.NewRequest(http.MethodGet, r.URL()+"/v2/", nil)
+	resp, err := r.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if c := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(c, `realm="`+r.Token.Realm+`"`) {
+		t.Fatalf("/v2/ = %d, challenge %q", resp.StatusCode, c)
+	}
+	if got := status(t, r, true); got != http.StatusUnauthorized {
+		t.Errorf("Basic credentials at the registry = %d, want 401", got)
+	}
+	// Through the token service over HTTP, as a client would.
+	req, _ = http.NewRequest(http.MethodGet, r.Token.Realm+"?service="+r.Token.Service+"&scope=registry:catalog:*", nil)
+	req.SetBasicAuth(r.Username, r.Password)
+	resp, err = r.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	req, _ = http.NewRequest(http.MethodGet, r.URL()+"/v2/_catalog", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.Token)
+	if resp, err = r.HTTPClient().Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("catalog with a token: %v %v\n%s", resp, err, Tail(r.LogFile, 2048))
+	}
+	resp.Body.Close()
+	if _, err := r.Catalog(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	req, _ = http.NewRequest(http.MethodGet, r.Token.Realm+"?service="+r.Token.Service, nil)
+	req.SetBasicAuth(r.Username, "wrong")
+	if resp, err = r.HTTPClient().Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("wrong password at the token service: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if n := len(r.Token.Requests()); n != 2 {
+		t.Errorf("token service saw %d requests, want 2", n)
 	}
 }

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/p7bundle/p7bundle/internal/testing/storagefront"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
+)
+
+// monthBundles builds last month's bundle, this month's, and this month's
+// differential against last month's.
+func monthBundles(t *testing.T, s *site) (v1, v2, delta string) {
+	t.Helper()
+	v1, v2chart := monthPair(t, s)
+	v2 = filepath.Join(s.dir, "pseven-2023.10.30.tar.zst")
+	delta = filepath.Join(s.dir, "pseven-2023.10.30-delta.tar.zst")
+	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(v2), "--chart", v2chart)...); r.code != 0 {
+		t.Fatalf("build v2: %v", r)
+	}
+	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(delta), "--chart", v2chart, "--base", v1)...); r.code != 0 {
+		t.Fatalf("build delta: %v", r)
+	}
+	return v1, v2, delta
+}
+
+// egressLines are the delegation lines of a run's log.
+func egressLines(r result) []string {
+	var out []string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.HasPrefix(l, "egress: ") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// The site registry delegates, as real ones do: its token service runs on
+// another port, its blob reads are redirected to object storage. install
+// and push follow exactly what the site registry names, say so once, keep
+// credentials from the storage, and refuse anything else.
+func TestRegistryDelegations(t *testing.T) {
+	s := startSite(t)
+	v1, v2, delta := monthBundles(t, s)
+	m2 := manifestOf(t, v2)
+
+	t.Run("token service on another port", func(t *testing.T) {
+		reg, err := testregistry.Start(context.Background(), testregistry.Options{
+			Username: "robot$pseven", Password: "t0ken-pa55-" + t.Name()[:4], TLS: true, Token: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { reg.Stop() })
+		push := func(bundle string, extra ...string) result {
+			t.Helper()
+			r := p7(t, reg.Password+"\n", pushArgs(reg, bundle, s.pub, extra...)...)
+			if strings.Contains(r.stdout+r.stderr, reg.Password) {
+				t.Error("registry password in output")
+			}
+			return r
+		}
+		line := "egress: token service " + reg.Token.Host + ", named by " + reg.Host
+
+		r := push(v1, "--strict-egress")
+		want := "refusing to dial " + reg.Token.Host + ", the token service named by " + reg.Host +
+			" (--strict-egress; to allow it, add --allow-endpoint " + reg.Token.Host + ")"
+		if r.code != exitRegistry || !strings.Contains(r.stderr, want) || len(egressLines(r)) != 0 {
+			t.Fatalf("strict push: %v\nwant: %s", r, want)
+		}
+		t.Logf("--strict-egress: %s", lastLine(r.stderr))
+		if tags := allTags(t, reg); len(tags) != 0 {
+			t.Fatalf("the refused push tagged %v", tags)
+		}
+		if r := push(v1, "--strict-egress", "--allow-endpoint", reg.Token.Host); r.code != 0 || len(egressLines(r)) != 0 {
+			t.Fatalf("strict push with --allow-endpoint: %v", r)
+		}
+		for _, run := range []struct {
+			name   string
+			bundle string
+		}{{"re-push", v1}, {"differential push", delta}, {"next month's full push", v2}, {"its re-push", v2}} {
+			r := push(run.bundle)
+			if got := egressLines(r); r.code != 0 || len(got) != 1 || got[0] != line {
+				t.Fatalf("%s: %v\nwant exactly one line: %s", run.name, r, line)
+			}
+			if run.name == "differential push" {
+				t.Logf("delegation logged: %s", line)
+			}
+		}
+		assertPulls(t, reg, m2)
+
+		// Basic credentials went to the realm the registry named and were
+		// good: every token request carried them, none was refused.
+		basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(reg.Username+":"+reg.Password))
+		reqs := reg.Token.Requests()
+		for _, q := range reqs {
+			if q.Header.Get("Authorization") != basic || q.Status != http.StatusOK {
+				t.Fatalf("token request %v answered %d", q.Scopes, q.Status)
+			}
+		}
+		t.Logf("%d token requests", len(reqs))
+	})
+
+	t.Run("blob storage redirects", func(t *testing.T) {
+		reg := startSiteRegistry(t)
+		front := startFront(t, reg, false)
+		push := func(f *storagefront.Front, bundle string, extra ...string) result {
+			t.Helper()
+			return p7(t, reg.Password+"\n", append([]string{"push", bundle, "--key", s.pub, "--registry", f.Host, "--plain-http",
+				"--registry-username", reg.Username, "--registry-password-stdin"}, extra...)...)
+		}
+		line := "egress: blob storage " + front.Storage + ", named by " + front.Host
+
+		if r := push(front, v1); r.code != 0 {
+			t.Fatalf("first install's push: %v", r)
+		}
+		before := front.Redirects.Load()
+		r := push(front, v2, "--strict-egress")
+		want := "refusing to dial " + front.Storage + ", the blob storage named by " + front.Host +
+			" (--strict-egress; to allow it, add --allow-endpoint " + front.Storage + ")"
+		if r.code != exitRegistry || !strings.Contains(r.stderr, want) {
+			t.Fatalf("strict push over a redirecting registry: %v\nwant: %s", r, want)
+		}
+		t.Logf("--strict-egress: %s", lastLine(r.stderr))
+		if front.Redirects.Load() == before {
+			t.Fatal("the registry redirected no blob read: the test proves nothing")
+		}
+		if r := push(front, v2); r.code != 0 || strings.Join(egressLines(r), "\n") != line {
+			t.Fatalf("next month's full push: %v\nwant exactly one line: %s", r, line)
+		}
+		t.Logf("delegation logged: %s", line)
+		assertPulls(t, reg, m2)
+
+		// Next month as a differential bundle, at a site holding last month.
+		reg = startSiteRegistry(t)
+		front, hop := startFront(t, reg, false), startFront(t, reg, true)
+		line = "egress: blob storage " + front.Storage + ", named by " + front.Host
+		if r := push(front, v1); r.code != 0 {
+			t.Fatalf("first install's push: %v", r)
+		}
+		// A storage that redirects again, to a host the registry never named.
+		r = push(hop, delta)
+		if r.code != exitRegistry || !strings.Contains(r.stderr, "refusing to dial "+hop.Elsewhere+", the blob storage named by "+hop.Storage+", which is not the site registry") {
+			t.Fatalf("second hop: %v", r)
+		}
+		if n := len(hop.Requests(hop.Elsewhere)); n != 0 || len(hop.Requests(hop.Storage)) == 0 {
+			t.Fatalf("the second hop: %d requests reached its target, %d the storage", n, len(hop.Requests(hop.Storage)))
+		}
+		t.Logf("second hop: %s", lastLine(r.stderr))
+		if r := push(front, delta); r.code != 0 || strings.Join(egressLines(r), "\n") != line {
+			t.Fatalf("next month's differential push: %v\nwant exactly one line: %s", r, line)
+		}
+		assertPulls(t, reg, m2)
+
+		// Credentials stay with the registry: a presigned URL carries its own.
+		for _, f := range []*storagefront.Front{front, hop} {
+			for _, q := range f.Requests(f.Storage) {
+				if a := q.Header.Get("Authorization"); a != "" {
+					t.Fatalf("%s %s reached the storage with Authorization %.10s…", q.Method, q.Path, a)
+				}
+			}
+		}
+		t.Logf("%d storage requests, none with Authorization", len(front.Requests(front.Storage))+len(hop.Requests(hop.Storage)))
+	})
+}
+
+func startFront(t *testing.T, reg *testregistry.Registry, secondHop bool) *storagefront.Front {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(mustRead(t, reg.CAFile))
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	f, err := storagefront.Start(storagefront.Options{
+		Target: reg.URL(), Transport: tr, StorageDir: filepath.Join(reg.Dir, "storage"), SecondHop: secondHop,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
