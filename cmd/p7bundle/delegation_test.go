@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"net/http"
 	"path/filepath"
@@ -172,12 +170,8 @@ func TestRegistryDelegations(t *testing.T) {
 
 func startFront(t *testing.T, reg *testregistry.Registry, secondHop bool) *storagefront.Front {
 	t.Helper()
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(mustRead(t, reg.CAFile))
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 	f, err := storagefront.Start(storagefront.Options{
-		Target: reg.URL(), Transport: tr, StorageDir: filepath.Join(reg.Dir, "storage"), SecondHop: secondHop,
+		Target: reg.URL(), Transport: reg.HTTPClient().Transport, StorageDir: filepath.Join(reg.Dir, "storage"), SecondHop: secondHop,
 	})
 	if err != nil {
 		t.Fatal(err)

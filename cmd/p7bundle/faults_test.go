@@ -3,13 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -30,11 +27,7 @@ import (
 // faultyFront puts a fault-injecting proxy (10 % of requests) in front of reg.
 func faultyFront(t *testing.T, reg *testregistry.Registry, seed int64) *faultproxy.Proxy {
 	t.Helper()
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(mustRead(t, reg.CAFile))
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
-	p, err := faultproxy.Start(faultproxy.Options{Target: reg.URL(), Rate: 0.10, Seed: seed, Transport: tr})
+	p, err := faultproxy.Start(faultproxy.Options{Target: reg.URL(), Rate: 0.10, Seed: seed, Transport: reg.HTTPClient().Transport})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,13 @@ func siteRun(t *testing.T, site *testsite.Site, dir, stdin string, args ...strin
 // startTestSite starts an air-gapped test site, stopped when the test ends.
 func startTestSite(t *testing.T) *testsite.Site {
 	t.Helper()
-	site, err := testsite.Start(context.Background(), testsite.Options{Logf: t.Logf})
+	return startTestSiteWith(t, testsite.Options{})
+}
+
+func startTestSiteWith(t *testing.T, opts testsite.Options) *testsite.Site {
+	t.Helper()
+	opts.Logf = t.Logf
+	site, err := testsite.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +101,10 @@ type podList struct {
 	} `json:"items"`
 }
 
+// The site registry here speaks token auth, its token service on a port of
+// its own (GitLab's layout): install follows it (and says so once), and the
+// kubelet pulls every image, doctor's probe included, with the pull secret
+// install writes.
 func TestInstallIntoAirGappedSite(t *testing.T) {
 	s := startSite(t)
 	bundlePath := filepath.Join(s.dir, "pseven-2023.09.25.tar.zst")
@@ -102,7 +112,8 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 		t.Fatalf("build: %v", r)
 	}
 	m := manifestOf(t, bundlePath)
-	site := startTestSite(t)
+	site := startTestSiteWith(t, testsite.Options{TokenAuth: true})
+	delegation := "egress: token service " + site.RegistryToken + ", named by " + site.Registry
 
 	work := filepath.Join(s.dir, "admin")
 	os.MkdirAll(work, 0o755)
@@ -126,6 +137,10 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 		}
 		if r := siteRun(t, site, work, "wrong\n", append(append([]string{"install"}, base...), "-n", "default")...); r.code != exitRegistry || !strings.Contains(r.stderr, site.Registry) {
 			t.Errorf("wrong registry password: %v", r)
+		}
+		if r := install("-n", "default", "--strict-egress"); r.code != exitRegistry ||
+			!strings.Contains(r.stderr, "(--strict-egress; to allow it, add --allow-endpoint "+site.RegistryToken+")") {
+			t.Errorf("strict egress: %v", r)
 		}
 		otherKey := filepath.Join(s.dir, "mallory")
 		if r := p7(t, "", "keygen", "--output-prefix", otherKey); r.code != 0 {
@@ -166,6 +181,12 @@ func TestInstallIntoAirGappedSite(t *testing.T) {
 		t.Fatalf("install: %v\nlog: %s", r, mustRead(t, logFile))
 	}
 	t.Logf("install output:\n%s%s", r.stderr, r.stdout)
+	if n := strings.Count(r.stderr, delegation+"\n"); n != 1 || strings.Count(r.stderr, "egress: ") != 1 {
+		t.Errorf("install logged the token service %d times, want once: %s", n, delegation)
+	}
+	if !strings.Contains(string(mustRead(t, logFile)), delegation) {
+		t.Errorf("the install log lacks %q", delegation)
+	}
 	for _, want := range []string{"no revision was ever deployed (last: revision 1, failed): uninstalling the failed installation", "reusing the secrets of release pseven-rl", "Kubernetes v1.37.0 is newer than 1.25.2"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("install output lacks %q", want)

@@ -88,7 +88,7 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 		return nil, err
 	}
 	fail := func(err error) (*Registry, error) {
-		r.Token.close()
+		r.Token.Close()
 		if r.tempDir {
 			os.RemoveAll(r.Dir)
 		}
@@ -118,15 +118,16 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 		if opts.Username == "" {
 			return fail(errors.New("testregistry: Token needs Username and Password"))
 		}
-		ttl := opts.TokenTTL
-		if ttl <= 0 {
-			ttl = 5 * time.Minute
-		}
-		ts, bundle, err := startTokenServer(r.Dir, opts.Username, opts.Password, certFile, keyFile, ttl)
+		bundle, err := WriteTokenSigner(r.Dir)
 		if err != nil {
+			return fail(fmt.Errorf("testregistry: token signer: %w", err))
+		}
+		if r.Token, err = StartTokenServer(TokenOptions{
+			Username: opts.Username, Password: opts.Password, CertFile: certFile, KeyFile: keyFile, SignerDir: r.Dir, TTL: opts.TokenTTL,
+		}); err != nil {
 			return fail(fmt.Errorf("testregistry: token server: %w", err))
 		}
-		r.Token, authConfig = ts, ts.tokenConfig(bundle)
+		authConfig = TokenConfig(r.Token.Realm, bundle)
 	} else if opts.Username != "" {
 		// MinCost: the registry re-checks bcrypt on every request, and these are throwaway credentials.
 		hash, err := bcrypt.GenerateFromPassword([]byte(opts.Password), bcrypt.MinCost)
@@ -283,7 +284,7 @@ func (r *Registry) Stop() error {
 		return nil
 	}
 	r.kill()
-	r.Token.close()
+	r.Token.Close()
 	if r.client != nil {
 		r.client.CloseIdleConnections()
 	}

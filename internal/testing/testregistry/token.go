@@ -10,10 +10,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -48,54 +50,109 @@ type TokenRequest struct {
 	Status int
 }
 
-// startTokenServer listens on a free port and writes the certificate the
-// registry checks tokens against to dir/token-signing.crt. TLS is served
-// with cert and key when set.
-func startTokenServer(dir, username, password, cert, key string, ttl time.Duration) (*TokenServer, string, error) {
-	s := &TokenServer{Service: "p7bundle-testregistry", Issuer: "p7bundle-testtoken", TTL: ttl, username: username, password: password}
-	var err error
-	if s.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-		return nil, "", err
+// TokenOptions configure StartTokenServer.
+type TokenOptions struct {
+	// Addr is the listen address; default a free port on 127.0.0.1.
+	Addr               string
+	Username, Password string
+	// CertFile and KeyFile serve TLS; plain HTTP when empty.
+	CertFile, KeyFile string
+	// SignerDir holds the signing key WriteTokenSigner wrote.
+	SignerDir string
+	// TTL is how long a token is valid; default 5 minutes.
+	TTL time.Duration
+}
+
+const (
+	tokenService = "p7bundle-testregistry"
+	tokenIssuer  = "p7bundle-testtoken"
+)
+
+// WriteTokenSigner writes a token-signing key and its self-signed
+// certificate into dir and returns the certificate's path: the
+// rootcertbundle of the registry that trusts the tokens.
+func WriteTokenSigner(dir string) (string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: s.Issuer},
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: tokenIssuer},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &s.key.PublicKey, s.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, "", err
+		return "", err
 	}
-	s.x5c = base64.StdEncoding.EncodeToString(der)
-	bundle := filepath.Join(dir, "token-signing.crt")
-	if err := writePEM(bundle, "CERTIFICATE", der, 0o644); err != nil {
-		return nil, "", err
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", err
 	}
-	if s.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-		return nil, "", err
+	if err := writePEM(filepath.Join(dir, "token-signing.key"), "EC PRIVATE KEY", keyDER, 0o600); err != nil {
+		return "", err
+	}
+	cert := filepath.Join(dir, "token-signing.crt")
+	return cert, writePEM(cert, "CERTIFICATE", der, 0o644)
+}
+
+// TokenConfig is the auth section of a registry configuration that
+// challenges with realm and trusts the tokens signed by rootCertBundle's key.
+func TokenConfig(realm, rootCertBundle string) string {
+	return fmt.Sprintf("auth:\n  token:\n    realm: %q\n    service: %q\n    issuer: %q\n    rootcertbundle: %q\n",
+		realm, tokenService, tokenIssuer, rootCertBundle)
+}
+
+// StartTokenServer serves tokens signed with the key in o.SignerDir.
+func StartTokenServer(o TokenOptions) (*TokenServer, error) {
+	s := &TokenServer{Service: tokenService, Issuer: tokenIssuer, TTL: o.TTL, username: o.Username, password: o.Password}
+	if s.TTL <= 0 {
+		s.TTL = 5 * time.Minute
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(o.SignerDir, "token-signing.key"))
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := os.ReadFile(filepath.Join(o.SignerDir, "token-signing.crt"))
+	if err != nil {
+		return nil, err
+	}
+	kb, cb := pemBytes(keyPEM), pemBytes(certPEM)
+	if s.key, err = x509.ParseECPrivateKey(kb); err != nil {
+		return nil, fmt.Errorf("token-signing key: %w", err)
+	}
+	s.x5c = base64.StdEncoding.EncodeToString(cb)
+	addr := o.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	if s.ln, err = net.Listen("tcp", addr); err != nil {
+		return nil, err
 	}
 	s.Host = s.ln.Addr().String()
 	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 10 * time.Second}
-	if cert != "" {
-		pair, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			s.ln.Close()
-			return nil, "", err
-		}
-		s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}}
-		s.Realm = "https://" + s.Host + "/token"
-		go s.srv.ServeTLS(s.ln, "", "")
-	} else {
+	if o.CertFile == "" {
 		s.Realm = "http://" + s.Host + "/token"
 		go s.srv.Serve(s.ln)
+		return s, nil
 	}
-	return s, bundle, nil
+	pair, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+	if err != nil {
+		s.ln.Close()
+		return nil, err
+	}
+	s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}}
+	s.Realm = "https://" + s.Host + "/token"
+	go s.srv.ServeTLS(s.ln, "", "")
+	return s, nil
 }
 
-// tokenConfig is the registry's auth section for s.
-func (s *TokenServer) tokenConfig(bundle string) string {
-	return fmt.Sprintf("auth:\n  token:\n    realm: %q\n    service: %q\n    issuer: %q\n    rootcertbundle: %q\n", s.Realm, s.Service, s.Issuer, bundle)
+func pemBytes(b []byte) []byte {
+	if block, _ := pem.Decode(b); block != nil {
+		return block.Bytes
+	}
+	return nil
 }
 
 func (s *TokenServer) serve(w http.ResponseWriter, r *http.Request) {
@@ -177,7 +234,8 @@ func (s *TokenServer) Mint(subject string, scopes []string) (string, error) {
 	return signed + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
-func (s *TokenServer) close() {
+// Close stops the server (a nil s is fine).
+func (s *TokenServer) Close() {
 	if s != nil {
 		s.srv.Close()
 	}

@@ -153,6 +153,10 @@ func (s *Site) writeConfigs() error {
 		}
 	}
 	reg := testregistry.Config(s.path("registry"), s.Registry, s.path("pki/htpasswd"), s.path("pki/registry.crt"), s.path("pki/registry.key"))
+	if s.RegistryToken != "" {
+		reg = testregistry.Config(s.path("registry"), s.Registry, "", s.path("pki/registry.crt"), s.path("pki/registry.key")) +
+			testregistry.TokenConfig("https://"+s.RegistryToken+"/token", s.path("pki/token-signing.crt"))
+	}
 	if err := os.WriteFile(s.path("registry.yml"), []byte(reg), 0o600); err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/p7bundle/p7bundle/internal/testing/fixture"
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 )
 
 // Some work has to happen inside the site's namespaces, where the registry is
@@ -49,6 +50,8 @@ func init() {
 		err = helperPush()
 	case "reap":
 		err = helperReap(os.Args[1:])
+	case "token":
+		err = helperToken(os.Args[1:])
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
@@ -104,6 +107,27 @@ func helperPush() error {
 }
 
 // waitRegistry polls /v2/ until the registry answers (401 without credentials).
+// helperToken serves the registry's token service inside the site until
+// killed. Arguments: ADDR USER PASSWORD-FILE CERT KEY SIGNER-DIR.
+func helperToken(args []string) error {
+	if len(args) != 6 {
+		return fmt.Errorf("want ADDR USER PASSWORD-FILE CERT KEY SIGNER-DIR, got %q", args)
+	}
+	password, err := os.ReadFile(args[2])
+	if err != nil {
+		return err
+	}
+	if _, err := testregistry.StartTokenServer(testregistry.TokenOptions{
+		Addr: args[0], Username: args[1], Password: string(password), CertFile: args[3], KeyFile: args[4], SignerDir: args[5],
+	}); err != nil {
+		return err
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	<-stop
+	return nil
+}
+
 func waitRegistry(ctx context.Context, c *http.Client, host string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 )
 
 // ca is a throwaway certificate authority (ECDSA: key generation is instant,
@@ -196,6 +198,13 @@ func (s *Site) writePKI() error {
 	s.RegistryUsername = "p7site"
 	s.RegistryPassword = randomHex(12)
 	// MinCost: the registry checks bcrypt on every request; the password is throwaway.
+	if s.RegistryToken != "" {
+		// The token service checks the password; the registry the tokens.
+		if _, err := testregistry.WriteTokenSigner(pki); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(pki, "registry-password"), []byte(s.RegistryPassword), 0o600)
+	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(s.RegistryPassword), bcrypt.MinCost)
 	if err != nil {
 		return err

@@ -44,6 +44,7 @@ const (
 	nodeIP       = "198.18.0.2" // RFC 2544 benchmarking range: routed nowhere
 	apiPort      = 6443
 	registryPort = 5000
+	tokenPort    = 5001 // the registry's token service, with Options.TokenAuth
 	serviceCIDR  = "10.96.0.0/16"
 	serviceAPIIP = "10.96.0.1"
 	podCIDR      = "10.244.0.0/24"
@@ -57,6 +58,9 @@ type Options struct {
 	Dir              string // working dir (must be empty or absent); "" => temp dir removed by Stop
 	ControlPlaneOnly bool   // etcd + kube-apiserver only, no node/registry/containerd (fast API-only tests)
 	BinDir           string // k8s binaries; default <repo>/.cache/k8s/v1.37.0/bin
+	// TokenAuth puts the registry behind a token service on a port of its
+	// own (GitLab's layout) instead of htpasswd: Site.RegistryToken.
+	TokenAuth bool
 	// Logf, if set, receives progress lines with timings.
 	Logf func(format string, args ...any)
 }
@@ -74,6 +78,9 @@ type Site struct {
 	// with an imagePullSecret that matches (the pause image is preloaded).
 	Registry                                           string
 	RegistryCAFile, RegistryUsername, RegistryPassword string
+	// RegistryToken is "NODEIP:PORT" of the registry's token service
+	// (TLS, the registry's certificate) with Options.TokenAuth.
+	RegistryToken string
 
 	opts    Options
 	binDir  string
@@ -115,6 +122,9 @@ func Start(ctx context.Context, opts Options) (_ *Site, err error) {
 			return nil, fmt.Errorf("%w (only one full site runs at a time)", err)
 		}
 		s.Registry = fmt.Sprintf("%s:%d", nodeIP, registryPort)
+		if opts.TokenAuth {
+			s.RegistryToken = fmt.Sprintf("%s:%d", nodeIP, tokenPort)
+		}
 	}
 	if err := cleanStale(ctx); err != nil {
 		return nil, err
@@ -202,6 +212,12 @@ func (s *Site) up(ctx context.Context) error {
 	if full {
 		if err := s.startDaemon("registry", "/usr/bin/docker-registry", "serve", s.path("registry.yml")); err != nil {
 			return err
+		}
+		if s.RegistryToken != "" {
+			if err := s.startDaemon("token", "env", helperEnv+"=token", s.self,
+				s.RegistryToken, s.RegistryUsername, s.path("pki/registry-password"), s.path("pki/registry.crt"), s.path("pki/registry.key"), s.path("pki")); err != nil {
+				return err
+			}
 		}
 		// The reaper adopts containerd's daemonized shims; see helperReap.
 		if err := s.startDaemon("containerd", "env", helperEnv+"=reap", s.self,
