@@ -62,7 +62,8 @@ type bundleFiles struct {
 	files []string
 	sizes []int64
 	parts *Parts
-	raw   []byte // parts.json as read, for its signature
+	raw   []byte   // parts.json as read, for its signature
+	notes []string // what is worth saying but not wrong (renamed files)
 }
 
 // resolveFiles finds the bundle named by arg: the file itself, or, for a
@@ -102,17 +103,27 @@ func resolveFiles(arg string) (*bundleFiles, error) {
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, pp, err)
 	}
-	if p.MediaType != PartsMediaType || p.Bundle != filepath.Base(base) || len(p.Parts) == 0 {
-		return nil, fmt.Errorf("%w: %s does not list the parts of %s", ErrCorrupt, pp, filepath.Base(base))
+	if p.MediaType != PartsMediaType || len(p.Parts) == 0 {
+		return nil, fmt.Errorf("%w: %s is not a parts list of %s", ErrCorrupt, pp, PartsMediaType)
 	}
+	// Transfer systems rename files; the signatures bind digests, not names.
 	bf := &bundleFiles{path: base, parts: &p, raw: raw}
+	if p.Bundle != filepath.Base(base) {
+		bf.notes = append(bf.notes, fmt.Sprintf("%s was built as %s (renamed: the signatures bind its digest, not its name)", filepath.Base(base), p.Bundle))
+	}
 	var total int64
 	for i, part := range p.Parts {
-		name := partName(base, i+1)
-		if part.Name != filepath.Base(name) || part.Size <= 0 {
-			return nil, fmt.Errorf("%w: %s: part %d is %q (%d bytes), expected %s", ErrCorrupt, pp, i+1, part.Name, part.Size, filepath.Base(name))
+		if part.Size <= 0 {
+			return nil, fmt.Errorf("%w: %s: part %d has %d bytes", ErrCorrupt, pp, i+1, part.Size)
 		}
+		// The parts follow the parts list's name, or kept those they were built with.
+		name := partName(base, i+1)
 		fi, err := os.Stat(name)
+		if listed := filepath.Join(filepath.Dir(base), filepath.Base(part.Name)); err != nil && part.Name != "" && listed != name {
+			if lfi, lerr := os.Stat(listed); lerr == nil {
+				name, fi, err = listed, lfi, nil
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("split bundle %s: part %d of %d missing: %w", base, i+1, len(p.Parts), err)
 		}

@@ -201,14 +201,16 @@ var ErrProvenance = errors.New("provenance does not match")
 // VerifyProvenance checks the DSSE signature of the provenance file with v
 // and that its statement is the one this tool writes for the bundle with
 // manifest m and archive digest fileDigest, except for the build
-// parameters the manifest does not record (reported back).
-func VerifyProvenance(ctx context.Context, path string, v Verifier, m *Manifest, bundleName, fileDigest string) (*ProvenanceParameters, error) {
-	fail := func(format string, args ...any) (*ProvenanceParameters, error) {
-		return nil, fmt.Errorf("%w: %s: %s", ErrProvenance, path, fmt.Sprintf(format, args...))
+// parameters the manifest does not record (reported back) and the
+// subject's name: a renamed bundle is the same bundle. signedAs is that
+// name when it is not bundleName's.
+func VerifyProvenance(ctx context.Context, path string, v Verifier, m *Manifest, bundleName, fileDigest string) (params *ProvenanceParameters, signedAs string, err error) {
+	fail := func(format string, args ...any) (*ProvenanceParameters, string, error) {
+		return nil, "", fmt.Errorf("%w: %s: %s", ErrProvenance, path, fmt.Sprintf(format, args...))
 	}
 	data, err := readLimited(path, maxProvenanceBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: reading %s: %v", ErrProvenance, path, err)
+		return nil, "", fmt.Errorf("%w: reading %s: %v", ErrProvenance, path, err)
 	}
 	var env dsse.Envelope
 	if err := json.Unmarshal(bytes.TrimSpace(data), &env); err != nil {
@@ -219,10 +221,10 @@ func VerifyProvenance(ctx context.Context, path string, v Verifier, m *Manifest,
 	}
 	ev, err := dsse.NewEnvelopeVerifier(dsseVerifier{v})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if _, err := ev.Verify(ctx, &env); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w: %v", ErrProvenance, path, ErrSignature, err)
+		return nil, "", fmt.Errorf("%w: %s: %w: %v", ErrProvenance, path, ErrSignature, err)
 	}
 	payload, err := env.DecodeB64Payload()
 	if err != nil {
@@ -233,20 +235,23 @@ func VerifyProvenance(ctx context.Context, path string, v Verifier, m *Manifest,
 	if err := dec.Decode(&got); err != nil {
 		return fail("statement: %v", err)
 	}
-	params, err := decodeParameters(got.Predicate.BuildDefinition.ExternalParameters)
-	if err != nil {
+	if params, err = decodeParameters(got.Predicate.BuildDefinition.ExternalParameters); err != nil {
 		return fail("externalParameters: %v", err)
 	}
-	want, err := Provenance(m, bundleName, fileDigest, *params)
+	name := filepath.Base(bundleName)
+	if len(got.Subject) == 1 && got.Subject[0].Name != name {
+		name, signedAs = got.Subject[0].Name, got.Subject[0].Name
+	}
+	want, err := Provenance(m, name, fileDigest, *params)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	// Compare as JSON documents: what was signed against what this
 	// bundle implies (subject digest, chart, every image, epoch, tool).
 	if !sameJSON(want, &got) {
 		return fail("the statement does not describe this bundle (%s, subject %v)", fileDigest, got.Subject)
 	}
-	return params, nil
+	return params, signedAs, nil
 }
 
 func decodeParameters(v any) (*ProvenanceParameters, error) {

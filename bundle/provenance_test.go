@@ -101,6 +101,19 @@ func TestProvenance(t *testing.T) {
 		t.Fatalf("Verify = %+v, %v", rep, err)
 	}
 
+	t.Run("renamed", func(t *testing.T) {
+		renamed := filepath.Join(t.TempDir(), "anything")
+		for _, ext := range []string{"", ".sig", ProvenanceSuffix} {
+			if err := os.WriteFile(renamed+ext, mustRead(t, out+ext), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rep, err := Verify(context.Background(), renamed, VerifyOptions{Verifier: v})
+		if err != nil || !rep.ProvenanceVerified || len(rep.Notes) != 1 || !strings.Contains(rep.Notes[0], "names the bundle b.tar.zst") {
+			t.Fatalf("Verify of the renamed bundle = %+v, %v", rep, err)
+		}
+	})
+
 	t.Run("reproducible", func(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "b.tar.zst")
 		res2 := writeWithProvenance(t, f, other, s)

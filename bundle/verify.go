@@ -47,7 +47,9 @@ type Report struct {
 	// ExpectedAtSite lists what a differential bundle leaves to its base.
 	ExpectedAtSite *AtSite   `json:"expectedAtSite,omitempty"`
 	Manifest       *Manifest `json:"manifest,omitempty"`
-	Error          string    `json:"error,omitempty"`
+	// Notes are worth saying but not wrong: a renamed bundle or part.
+	Notes []string `json:"notes,omitempty"`
+	Error string   `json:"error,omitempty"`
 }
 
 // Verify is the full offline check: the signature over the archive bytes
@@ -69,6 +71,7 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (*Report, erro
 	if bf.parts != nil {
 		rep.Parts = len(bf.files)
 	}
+	rep.Notes = append(rep.Notes, bf.notes...)
 	var sig, partsSig []byte
 	if opts.Verifier != nil {
 		sigPath := opts.SigPath
@@ -157,9 +160,12 @@ func checkProvenance(ctx context.Context, bundlePath string, rep *Report, opts V
 			return nil
 		}
 	}
-	params, err := VerifyProvenance(ctx, p, opts.Verifier, rep.Manifest, bundlePath, rep.Digest)
+	params, signedAs, err := VerifyProvenance(ctx, p, opts.Verifier, rep.Manifest, bundlePath, rep.Digest)
 	if err != nil {
 		return err
+	}
+	if signedAs != "" {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s names the bundle %s (renamed: it binds the digest %s, which matches)", filepath.Base(p), signedAs, rep.Digest))
 	}
 	rep.Provenance, rep.ProvenanceVerified, rep.BuildParameters = p, true, params
 	return nil

@@ -163,6 +163,9 @@ func verifyCommand(env *environment) *cli.Command {
 				if a := rep.ExpectedAtSite; a != nil {
 					fmt.Fprintf(env.stdout, "  differential: %d blobs (%s) are expected in the site registry from %s\n", len(a.Blobs), humanize.Bytes(a.Bytes), a.Base)
 				}
+				for _, n := range rep.Notes {
+					fmt.Fprintf(env.stdout, "  note: %s\n", n)
+				}
 			}
 			if verr != nil {
 				return fmt.Errorf("verify: %w", verr)

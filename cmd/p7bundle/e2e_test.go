@@ -241,6 +241,17 @@ func cosignInterop(t *testing.T, s *site, out string) {
 	// ... and the signed SLSA provenance: its DSSE signature, its predicate
 	// type and that its subject is this very file.
 	cosignCmd("verify-blob-attestation", "--key", s.pub, "--type", "slsaprovenance1", "--signature", out+bundle.ProvenanceSuffix, "--insecure-ignore-tlog", out)
+	// A renamed bundle (a data diode, a ticket attachment) is the same
+	// bundle: both verify it, the subject's name is only a note.
+	renamed := filepath.Join(s.dir, "attachment-7.bin")
+	for _, ext := range []string{"", ".sig", bundle.ProvenanceSuffix} {
+		copyFile(t, out+ext, renamed+ext)
+	}
+	cosignCmd("verify-blob-attestation", "--key", s.pub, "--type", "slsaprovenance1", "--signature", renamed+bundle.ProvenanceSuffix, "--insecure-ignore-tlog", renamed)
+	if r := p7(t, "", "verify", renamed, "--key", s.pub); r.code != 0 || !strings.Contains(r.stdout, "provenance: valid") ||
+		!strings.Contains(r.stdout, "note: attachment-7.bin.intoto.jsonl names the bundle "+filepath.Base(out)) {
+		t.Fatalf("verify of the renamed bundle: %v", r)
+	}
 	// The provenance of this bundle does not pass for another file.
 	other := filepath.Join(s.dir, "other-blob")
 	os.WriteFile(other, []byte("not the bundle"), 0o644)

@@ -122,4 +122,30 @@ func TestSplitBundle(t *testing.T) {
 		t.Errorf("bad part sets left %d tags", n)
 	}
 	t.Logf("%d parts, cat = unsplit build, join = unsplit sha256; pushed %d tags from a part", len(parts), tags)
+
+	// Transfer systems rename files: the signatures bind digests, so a set
+	// renamed whole, or a parts list renamed without its parts, verifies.
+	renamed := filepath.Join(s.dir, "diode", "transfer-0042.bin")
+	os.MkdirAll(filepath.Dir(renamed), 0o755)
+	sidecars, _ := filepath.Glob(split + ".*")
+	for _, f := range sidecars {
+		copyFile(t, f, renamed+strings.TrimPrefix(f, split))
+	}
+	if r := p7(t, "", "verify", renamed+".002", "--key", s.pub); r.code != 0 || !strings.Contains(r.stdout, "note: transfer-0042.bin was built as pseven.tar.zst") {
+		t.Errorf("verify the renamed set: %v", r)
+	}
+	listOnly := filepath.Join(filepath.Dir(split), "ticket-17.tar.zst")
+	copyFile(t, split+".parts.json", listOnly+".parts.json")
+	copyFile(t, split+".parts.json.sig", listOnly+".parts.json.sig")
+	copyFile(t, split+".sig", listOnly+".sig")
+	if r := p7(t, "", "verify", listOnly+".parts.json", "--key", s.pub); r.code != 0 {
+		t.Errorf("verify a renamed parts list beside the parts: %v", r)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.WriteFile(to, mustRead(t, from), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
