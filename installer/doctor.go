@@ -37,7 +37,8 @@ type Doctor struct {
 	Bundle string
 	Signature
 	Site                    SiteRegistry
-	Files, Sets             []string
+	Files                   []string
+	Sets                    manifests.Sets
 	Namespace               string
 	Kubeconfig, KubeContext string
 	Timeout                 time.Duration // default DefaultDoctorTimeout

@@ -38,7 +38,7 @@ type Install struct {
 	Jobs int // concurrent uploads; default DefaultJobs
 
 	Files       []string
-	Sets        []string
+	Sets        manifests.Sets
 	SecretsFile string // --secrets: used as given
 	SecretsOut  string // where generated secrets go; default DefaultSecretsFile
 	ValuesOut   string // default DefaultValuesFile

@@ -31,9 +31,9 @@ type Values struct {
 	// Signature is checked when it names a key.
 	Signature
 	Site   SiteRegistry
-	Files  []string // -f, in order; the first one's comments and order are kept
-	Sets   []string // --set, in order
-	Output string   // default DefaultValuesFile
+	Files  []string       // -f, in order; the first one's comments and order are kept
+	Sets   manifests.Sets // --set and its kin, applied as Helm does
+	Output string         // default DefaultValuesFile
 	Log    io.Writer
 }
 
@@ -65,7 +65,7 @@ type valuesInput struct {
 	Bundle string
 	Site   SiteRegistry // resolved
 	Files  []string
-	Sets   []string
+	Sets   manifests.Sets
 	Sizing *manifests.Sizing
 	// Carried are the running release's user values an upgrade starts from.
 	Carried map[string]interface{}
@@ -82,7 +82,7 @@ type Prepared struct {
 
 // prepare reads the chart from the bundle (checking its signature when a
 // key is given) and builds the air-gap values: the start of values and lint.
-func prepare(ctx context.Context, path string, sig Signature, site SiteRegistry, files, sets []string, log io.Writer) (*Prepared, SiteRegistry, error) {
+func prepare(ctx context.Context, path string, sig Signature, site SiteRegistry, files []string, sets manifests.Sets, log io.Writer) (*Prepared, SiteRegistry, error) {
 	site, err := site.resolved()
 	if err != nil {
 		return nil, site, err
@@ -165,7 +165,8 @@ type Lint struct {
 	// Signature is checked when it names a key.
 	Signature
 	Site               SiteRegistry
-	Files, Sets        []string
+	Files              []string
+	Sets               manifests.Sets
 	Release, Namespace string // default manifests.DefaultReleaseName, DefaultNamespace
 	Log                io.Writer
 	// Client overrides the site registry client built from Site.

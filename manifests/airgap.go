@@ -12,7 +12,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/strvals"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -87,7 +86,7 @@ func hostPattern(host string) *regexp.Regexp {
 // AirgapValuesFor builds the install's values: chart defaults, then the
 // admin's -f files and --set, with every reference to the source registry
 // moved to the site registry, registry.* set, and sizing filled.
-func AirgapValuesFor(c *Chart, files []ValuesFile, sets []string, opts ValuesOptions) (*AirgapValues, error) {
+func AirgapValuesFor(c *Chart, files []ValuesFile, sets Sets, opts ValuesOptions) (*AirgapValues, error) {
 	if opts.SourceRegistry == "" {
 		opts.SourceRegistry = DefaultSourceRegistry
 	}
@@ -264,7 +263,7 @@ func chooseTagForms(c *Chart, doc *yaml.Node, forms []tagForm, lint LintOptions)
 // adminDocument returns the base document (first -f file, else the chart's
 // values.yaml) with the other files and --set merged in, and a document
 // of only what the admin set.
-func adminDocument(c *Chart, files []ValuesFile, sets []string, carried map[string]interface{}) (doc, admin *yaml.Node, err error) {
+func adminDocument(c *Chart, files []ValuesFile, sets Sets, carried map[string]interface{}) (doc, admin *yaml.Node, err error) {
 	parse := func(name string, data []byte) (*yaml.Node, error) {
 		var n yaml.Node
 		if err := yaml.Unmarshal(data, &n); err != nil {
@@ -319,11 +318,9 @@ func adminDocument(c *Chart, files []ValuesFile, sets []string, carried map[stri
 		}
 		underlayNode(admin.Content[0], &n2)
 	}
-	setMap := map[string]interface{}{}
-	for _, s := range sets {
-		if err := strvals.ParseInto(s, setMap); err != nil {
-			return nil, nil, fmt.Errorf("%w: --set %s: %v", ErrInvalidValues, s, err)
-		}
+	setMap, err := setsPatch(files, sets)
+	if err != nil {
+		return nil, nil, err
 	}
 	if len(setMap) > 0 {
 		for _, target := range []*yaml.Node{doc, admin} {

@@ -25,7 +25,7 @@ func TestAirgapValuesKeepsAdminFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := AirgapValuesFor(c, []ValuesFile{{Name: "admin.yaml", Data: admin}}, []string{"smtp.host=mail.acme.internal"}, airgapOpts())
+	got, err := AirgapValuesFor(c, []ValuesFile{{Name: "admin.yaml", Data: admin}}, Sets{Values: []string{"smtp.host=mail.acme.internal"}}, airgapOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestAirgapValuesKeepsAdminFile(t *testing.T) {
 
 func TestAirgapValuesWithoutAdminFile(t *testing.T) {
 	c := mustLoad(t, fixtureDir)
-	got, err := AirgapValuesFor(c, nil, nil, airgapOpts())
+	got, err := AirgapValuesFor(c, nil, Sets{}, airgapOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := AirgapValuesFor(c, nil, []string{"image.files=docker.io/library/busybox:1.36"}, airgapOpts())
+	got, err := AirgapValuesFor(c, nil, Sets{Values: []string{"image.files=docker.io/library/busybox:1.36"}}, airgapOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestRewriteAndLintAgreeWithDiscovery(t *testing.T) {
 		"note=pull registry.pseven.io/pseven/pseven-app:1",
 		"mirrorHost=registry.pseven.io",
 	}
-	got, err := AirgapValuesFor(c, nil, sets, airgapOpts())
+	got, err := AirgapValuesFor(c, nil, Sets{Values: sets}, airgapOpts())
 	if err != nil {
 		t.Fatal(err)
 	}

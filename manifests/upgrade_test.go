@@ -42,7 +42,7 @@ func bundleRefs(t *testing.T, c *Chart) []string {
 func TestUpgradeCarriesValuesAndMovesImages(t *testing.T) {
 	v1chart, v2chart := mustLoad(t, fixtureDir), nextMonth(t)
 	sitePath := site + "/pseven"
-	month1, err := AirgapValuesFor(v1chart, nil, []string{"postgres.host=db.acme.internal", "smtp.password=hunter2-smtp", "entrypoint.webHttp=31080"}, airgapOpts())
+	month1, err := AirgapValuesFor(v1chart, nil, Sets{Values: []string{"postgres.host=db.acme.internal", "smtp.password=hunter2-smtp", "entrypoint.webHttp=31080"}}, airgapOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestUpgradeCarriesValuesAndMovesImages(t *testing.T) {
 
 	opts := airgapOpts()
 	opts.Carried, opts.BundleImages = carried, bundleRefs(t, v2chart)
-	month2, err := AirgapValuesFor(v2chart, nil, nil, opts)
+	month2, err := AirgapValuesFor(v2chart, nil, Sets{}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestUpgradeCarriesValuesAndMovesImages(t *testing.T) {
 
 	// The admin passes last month's values.airgap.yaml: its pinned
 	// edgerouter tag is moved to this bundle's and said so.
-	withOld, err := AirgapValuesFor(v2chart, []ValuesFile{{Name: "values.airgap.yaml", Data: month1.Document}}, nil, opts)
+	withOld, err := AirgapValuesFor(v2chart, []ValuesFile{{Name: "values.airgap.yaml", Data: month1.Document}}, Sets{}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestUpgradeCarriesValuesAndMovesImages(t *testing.T) {
 
 	// Without the move, lint names the key pinning an image of another release.
 	opts.BundleImages = nil
-	pinned, err := AirgapValuesFor(v2chart, []ValuesFile{{Name: "values.airgap.yaml", Data: month1.Document}}, nil, opts)
+	pinned, err := AirgapValuesFor(v2chart, []ValuesFile{{Name: "values.airgap.yaml", Data: month1.Document}}, Sets{}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestUpgradeCarriesValuesAndMovesImages(t *testing.T) {
 
 func TestUserValuesOfAnUnchangedReleaseIsEmpty(t *testing.T) {
 	c := mustLoad(t, fixtureDir)
-	month1, err := AirgapValuesFor(c, nil, nil, ValuesOptions{SiteRegistry: site, Prefix: "pseven", BundleImages: bundleRefs(t, c)})
+	month1, err := AirgapValuesFor(c, nil, Sets{}, ValuesOptions{SiteRegistry: site, Prefix: "pseven", BundleImages: bundleRefs(t, c)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestUntaggedValuesTakeTheFormTheTemplateNeeds(t *testing.T) {
 	c := mustLoad(t, "../testdata/charts/pseven-alt")
 	refs := bundleRefs(t, c)
 	sitePath := site + "/pseven"
-	got, err := AirgapValuesFor(c, nil, nil, ValuesOptions{SiteRegistry: site, Prefix: "pseven", BundleImages: refs})
+	got, err := AirgapValuesFor(c, nil, Sets{}, ValuesOptions{SiteRegistry: site, Prefix: "pseven", BundleImages: refs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestUntaggedValuesTakeTheFormTheTemplateNeeds(t *testing.T) {
 		t.Errorf("lint: %v %v %v", images, offenders, err)
 	}
 	// Written the old way (untagged everywhere), the lint sees the break.
-	old, err := AirgapValuesFor(c, nil, nil, ValuesOptions{SiteRegistry: site, Prefix: "pseven"})
+	old, err := AirgapValuesFor(c, nil, Sets{}, ValuesOptions{SiteRegistry: site, Prefix: "pseven"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,9 +34,10 @@ func doctorCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
+			files, sets := valuesArgs(c)
 			rep, err := (&installer.Doctor{
 				Bundle: path, Signature: signature(c), Site: site,
-				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
+				Files: files, Sets: sets,
 				Namespace:  c.String("namespace"),
 				Kubeconfig: c.String("kubeconfig"), KubeContext: c.String("kube-context"),
 				Timeout: c.Duration("timeout"), Log: env.stderr,

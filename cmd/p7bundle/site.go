@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -105,12 +107,62 @@ func pushCommand(env *environment) *cli.Command {
 	}
 }
 
+// valuesFlags are Helm's, read as Helm reads them: -f splits on commas
+// as CSV (pflag's StringSlice), the --set family keeps every value whole
+// (pflag's StringArray) for Helm's own parser.
 func valuesFlags() []cli.Flag {
+	// Two flags sharing one list, not an alias: urfave refuses -f and
+	// --values in one command line, helm takes both.
+	files := &csvList{}
 	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "values", Aliases: []string{"f"}, Usage: "admin values `FILE` (repeatable; the first one's comments and order are kept)"},
-		&cli.StringSliceFlag{Name: "set", Usage: "set `KEY=VALUE` (helm syntax, repeatable)"},
+		&cli.GenericFlag{Name: "values", Value: files, Usage: "admin values `FILE`s, also -f (repeatable, or comma-separated as in helm; the first one's comments and order are kept)"},
+		&cli.GenericFlag{Name: "f", Value: files, Hidden: true},
+		&cli.GenericFlag{Name: "set", Value: &wholeList{}, Usage: "set `KEY=VALUE` (helm syntax, repeatable)"},
+		&cli.GenericFlag{Name: "set-string", Value: &wholeList{}, Usage: "set `KEY=VALUE`, VALUE always a string (helm syntax, repeatable)"},
+		&cli.GenericFlag{Name: "set-file", Value: &wholeList{}, Usage: "set `KEY=PATH` to the content of the file PATH (helm syntax, repeatable)"},
+		&cli.GenericFlag{Name: "set-json", Value: &wholeList{}, Usage: "set `KEY=JSON` (helm syntax, repeatable)"},
+		&cli.GenericFlag{Name: "set-literal", Value: &wholeList{}, Usage: "set `KEY=VALUE`, VALUE taken literally (helm syntax, repeatable)"},
 	}
 }
+
+// valuesArgs binds valuesFlags: the -f files and the sets.
+func valuesArgs(c *cli.Context) ([]string, manifests.Sets) {
+	list := func(name string) []string {
+		if v, ok := c.Generic(name).(interface{ list() []string }); ok {
+			return v.list()
+		}
+		return nil
+	}
+	return list("values"), manifests.Sets{
+		Values: list("set"), StringValues: list("set-string"), FileValues: list("set-file"),
+		JSONValues: list("set-json"), LiteralValues: list("set-literal"),
+	}
+}
+
+// wholeList collects a repeatable flag's values as given.
+type wholeList []string
+
+func (l *wholeList) Set(s string) error { *l = append(*l, s); return nil }
+func (l *wholeList) String() string     { return "" }
+func (l *wholeList) list() []string     { return *l }
+
+// csvList collects a repeatable flag's values, each read as one CSV
+// record: "a.yaml,b.yaml" is two, "\"my,values.yaml\"" one.
+type csvList []string
+
+func (l *csvList) Set(s string) error {
+	if s == "" {
+		return nil
+	}
+	rec, err := csv.NewReader(strings.NewReader(s)).Read()
+	if err != nil {
+		return fmt.Errorf("%q: %v", s, err)
+	}
+	*l = append(*l, rec...)
+	return nil
+}
+func (l *csvList) String() string { return "" }
+func (l *csvList) list() []string { return *l }
 
 func valuesCommand(env *environment) *cli.Command {
 	return &cli.Command{
@@ -128,9 +180,10 @@ func valuesCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
+			files, sets := valuesArgs(c)
 			res, err := (&installer.Values{
 				Bundle: path, Signature: checkedIfKeyed(c), Site: site,
-				Files: c.StringSlice("values"), Sets: c.StringSlice("set"), Output: c.String("output"), Log: env.stderr,
+				Files: files, Sets: sets, Output: c.String("output"), Log: env.stderr,
 			}).Run(c.Context)
 			if err != nil {
 				return err
@@ -165,9 +218,10 @@ func lintCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
+			files, sets := valuesArgs(c)
 			res, err := (&installer.Lint{
 				Bundle: path, Signature: checkedIfKeyed(c), Site: site,
-				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
+				Files: files, Sets: sets,
 				Release: c.String("release"), Namespace: c.String("namespace"), Log: env.stderr,
 			}).Run(c.Context)
 			if err != nil {
@@ -231,9 +285,10 @@ func installCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
+			files, sets := valuesArgs(c)
 			rep, err := (&installer.Install{
 				Bundle: path, Signature: signature(c), Base: c.String("base"), Site: site, Jobs: c.Int("jobs"),
-				Files: c.StringSlice("values"), Sets: c.StringSlice("set"),
+				Files: files, Sets: sets,
 				SecretsFile: c.String("secrets"), ValuesOut: c.String("output"), LogFile: c.String("log-file"),
 				Namespace: c.String("namespace"), Release: c.String("release"), CreateNamespace: c.Bool("create-namespace"),
 				Kubeconfig: c.String("kubeconfig"), KubeContext: c.String("kube-context"),
