@@ -53,7 +53,7 @@ type SiteRegistry struct {
 // resolved returns s with Host bare and Prefix final ("" = root).
 func (s SiteRegistry) resolved() (SiteRegistry, error) {
 	host := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(s.Host, "https://"), "http://"), "/")
-	if host == "" || strings.Contains(host, "/") {
+	if _, err := egress.ParseEndpoint(host); err != nil {
 		return s, fmt.Errorf("%w: site registry %q: want HOST[:PORT]", ErrOptions, s.Host)
 	}
 	s.Host = host

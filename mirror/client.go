@@ -38,6 +38,8 @@ var (
 	ErrUnreachable = errors.New("registry unreachable")
 	// ErrPlatform: the image has no manifest for the requested platforms.
 	ErrPlatform = errors.New("platform not available")
+	// ErrCAFile: the CA file holds no certificate.
+	ErrCAFile = errors.New("invalid CA file")
 )
 
 // RegistryOptions say how to reach registries. The zero value uses HTTPS,
@@ -62,13 +64,19 @@ type RegistryOptions struct {
 	Egress *egress.Guard
 }
 
+// validHost says whether h is HOST[:PORT]: a name or address, a port in range.
+func validHost(h string) bool {
+	_, err := egress.ParseEndpoint(h)
+	return err == nil
+}
+
 // ParseMirrors parses "HOST=ENDPOINT" pairs.
 func ParseMirrors(pairs []string) (map[string]string, error) {
 	m := map[string]string{}
 	for _, p := range pairs {
 		host, endpoint, ok := strings.Cut(p, "=")
 		host, endpoint = strings.TrimSpace(host), strings.TrimSpace(endpoint)
-		if !ok || host == "" || endpoint == "" || strings.Contains(endpoint, "/") {
+		if !ok || !validHost(host) || !validHost(endpoint) {
 			return nil, fmt.Errorf("--mirror %q: want HOST=ENDPOINT[:PORT]", p)
 		}
 		m[host] = endpoint
@@ -95,7 +103,7 @@ func NewClient(opts RegistryOptions) (*Client, error) {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca-file %s: no PEM certificates found", opts.CAFile)
+			return nil, fmt.Errorf("%w: --ca-file %s: no PEM certificates found", ErrCAFile, opts.CAFile)
 		}
 		tlsConf.RootCAs = pool
 	}

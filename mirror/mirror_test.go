@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -20,7 +22,7 @@ func TestParseMirrors(t *testing.T) {
 	if err != nil || got["registry.pseven.io"] != "127.0.0.1:5000" || got["docker.io"] != "cache.corp" {
 		t.Fatalf("ParseMirrors = %v, %v", got, err)
 	}
-	for _, bad := range []string{"noequals", "=x", "a=", "a=b/c"} {
+	for _, bad := range []string{"noequals", "=x", "a=", "a=b/c", "a=::::", "a=cache.corp:0", "a=https://cache.corp", "a b=c"} {
 		if _, err := ParseMirrors([]string{bad}); err == nil {
 			t.Errorf("ParseMirrors(%q) accepted", bad)
 		}
@@ -126,5 +128,13 @@ func TestUploadRetriesWhatTheTransportCannot(t *testing.T) {
 		if got := uploadTransient(tc.err); got != tc.want {
 			t.Errorf("uploadTransient(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+func TestCAFileWithoutCertificates(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(bad, []byte("not a certificate\n"), 0o644)
+	if _, err := NewClient(RegistryOptions{CAFile: bad}); !errors.Is(err, ErrCAFile) || !strings.Contains(err.Error(), bad) {
+		t.Errorf("NewClient with %s: %v", bad, err)
 	}
 }

@@ -190,6 +190,9 @@ func inspectCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
+			if n := countSet(c, "json", "manifest", "cyclonedx"); n > 1 {
+				return usagef("--json, --manifest and --cyclonedx each choose the output: give one")
+			}
 			m, err := bundle.ReadManifest(path)
 			if err != nil {
 				return err
@@ -322,6 +325,17 @@ func versionCommand(env *environment) *cli.Command {
 
 // oneArg is the BUNDLE argument: one file, or the parts of one split
 // bundle in any order (B.tar.zst.0* as the shell expands it).
+// countSet counts the boolean flags among names that are on.
+func countSet(c *cli.Context, names ...string) int {
+	n := 0
+	for _, name := range names {
+		if c.Bool(name) {
+			n++
+		}
+	}
+	return n
+}
+
 func oneArg(c *cli.Context) (string, error) {
 	args := c.Args().Slice()
 	if len(args) == 0 {

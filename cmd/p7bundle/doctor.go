@@ -30,13 +30,17 @@ func doctorCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
+			sig, err := signature(c)
+			if err != nil {
+				return err
+			}
 			site, err := siteRegistry(c, env)
 			if err != nil {
 				return err
 			}
 			files, sets := valuesArgs(c)
 			rep, err := (&installer.Doctor{
-				Bundle: path, Signature: signature(c), Site: site,
+				Bundle: path, Signature: sig, Site: site,
 				Files: files, Sets: sets,
 				Namespace:  c.String("namespace"),
 				Kubeconfig: c.String("kubeconfig"), KubeContext: c.String("kube-context"),

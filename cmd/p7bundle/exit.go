@@ -56,7 +56,8 @@ func exitCode(err error) int {
 	case errors.Is(err, manifests.ErrInvalidChart), errors.Is(err, manifests.ErrNoAppVersion),
 		errors.Is(err, manifests.ErrNoImages), errors.Is(err, manifests.ErrChartTooLarge),
 		errors.Is(err, manifests.ErrInvalidReference), errors.Is(err, manifests.ErrUnmatchedExclude),
-		errors.Is(err, manifests.ErrInvalidValues), errors.Is(err, errInput), errors.Is(err, bundle.ErrBase):
+		errors.Is(err, manifests.ErrInvalidValues), errors.Is(err, errInput), errors.Is(err, bundle.ErrBase),
+		errors.Is(err, mirror.ErrCAFile):
 		return exitInput
 	case errors.Is(err, os.ErrNotExist):
 		return exitInput

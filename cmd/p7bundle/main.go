@@ -25,7 +25,10 @@ func main() {
 // run is main without the process: tests call it directly.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdin, stdout, stderr)
-	err := app.RunContext(ctx, interspersed(app, args))
+	args, err := interspersed(app, args)
+	if err == nil {
+		err = app.RunContext(ctx, args)
+	}
 	if err == nil {
 		return 0
 	}
@@ -36,17 +39,22 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	env := &environment{stdin: stdin, stdout: stdout, stderr: stderr}
-	return &cli.App{
-		Name:            "p7bundle",
-		Usage:           "carry pSeven Enterprise into an air-gapped site as one signed bundle",
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		Reader:          stdin,
-		HideHelpCommand: true,
+	onUsageError := func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+	app := &cli.App{
+		Name:      "p7bundle",
+		Usage:     "carry pSeven Enterprise into an air-gapped site as one signed bundle",
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Reader:    stdin,
 		// Errors are printed once, by run, with their exit code.
 		ExitErrHandler: func(*cli.Context, error) {},
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err}
+		OnUsageError:   onUsageError,
+		// Reached without a command, or with one that does not exist.
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unknown command %q (p7bundle --help lists them)", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
 		},
 		InvalidFlagAccessHandler: func(_ *cli.Context, name string) {
 			panic("p7bundle: undefined flag " + name)
@@ -69,6 +77,12 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			versionCommand(env),
 		},
 	}
+	// A flag that does not parse (--jobs abc, a value flag with no value)
+	// is a usage error in every command, not only at the top.
+	for _, c := range app.Commands {
+		c.OnUsageError = onUsageError
+	}
+	return app
 }
 
 // environment is the process's standard streams, injected for tests.
@@ -108,10 +122,11 @@ func isUsage(err error) bool {
 
 // interspersed moves a subcommand's positional arguments after its flags,
 // so `verify BUNDLE --key K` works: urfave/cli v2 stops parsing flags at
-// the first positional argument.
-func interspersed(app *cli.App, args []string) []string {
+// the first positional argument. A value flag given last with no value is
+// a usage error (moved, it would take "--" as its value).
+func interspersed(app *cli.App, args []string) ([]string, error) {
 	if len(args) < 2 {
-		return args
+		return args, nil
 	}
 	var cmd *cli.Command
 	for _, c := range app.Commands {
@@ -120,7 +135,7 @@ func interspersed(app *cli.App, args []string) []string {
 		}
 	}
 	if cmd == nil {
-		return args
+		return args, nil
 	}
 	takesValue := map[string]bool{}
 	for _, f := range cmd.Flags {
@@ -140,7 +155,10 @@ func interspersed(app *cli.App, args []string) []string {
 		if len(a) > 1 && a[0] == '-' {
 			flags = append(flags, a)
 			name := strings.TrimLeft(a, "-")
-			if !strings.Contains(name, "=") && takesValue[name] && i+1 < len(rest) {
+			if !strings.Contains(name, "=") && takesValue[name] {
+				if i+1 == len(rest) {
+					return nil, usagef("flag %s needs a value", a)
+				}
 				i++
 				flags = append(flags, rest[i])
 			}
@@ -152,5 +170,5 @@ func interspersed(app *cli.App, args []string) []string {
 	if len(positional) > 0 {
 		out = append(append(out, "--"), positional...)
 	}
-	return out
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -29,6 +30,16 @@ func siteRegistryFlags() []cli.Flag {
 	}
 }
 
+// hasFlag says whether c's command defines the flag name.
+func hasFlag(c *cli.Context, name string) bool {
+	for _, f := range c.Command.Flags {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
+}
+
 // egressFlags are shared by the commands that dial the site registry.
 func egressFlags() []cli.Flag {
 	return []cli.Flag{
@@ -43,7 +54,9 @@ func siteRegistry(c *cli.Context, env *environment) (installer.SiteRegistry, err
 	s := installer.SiteRegistry{
 		Host: c.String("registry"), Prefix: c.String("registry-prefix"), Username: c.String("registry-username"),
 		CAFile: c.String("ca-file"), Insecure: c.Bool("insecure"), PlainHTTP: c.Bool("plain-http"),
-		AllowEndpoints: c.StringSlice("allow-endpoint"), StrictEgress: c.Bool("strict-egress"),
+	}
+	if hasFlag(c, "strict-egress") {
+		s.AllowEndpoints, s.StrictEgress = c.StringSlice("allow-endpoint"), c.Bool("strict-egress")
 	}
 	if c.IsSet("registry-prefix") && s.Prefix == "" {
 		s.Prefix = "/" // "" on the command line mirrors at the root
@@ -53,9 +66,22 @@ func siteRegistry(c *cli.Context, env *environment) (installer.SiteRegistry, err
 	return s, err
 }
 
-// signature binds the verify flag group.
-func signature(c *cli.Context) installer.Signature {
-	return installer.Signature{Key: c.String("key"), InsecureSkipVerify: c.Bool("insecure-skip-verify")}
+// signature binds the verify flag group: a key and skipping its check
+// contradict each other.
+func signature(c *cli.Context) (installer.Signature, error) {
+	s := installer.Signature{Key: c.String("key"), InsecureSkipVerify: c.Bool("insecure-skip-verify")}
+	if s.Key != "" && s.InsecureSkipVerify {
+		return s, usagef("--key and --insecure-skip-verify contradict each other: give one")
+	}
+	return s, nil
+}
+
+// jobsFlag binds --jobs, at least 1.
+func jobsFlag(c *cli.Context) (int, error) {
+	if n := c.Int("jobs"); n >= 1 {
+		return n, nil
+	}
+	return 0, usagef("--jobs must be at least 1, got %d", c.Int("jobs"))
 }
 
 // checkedIfKeyed binds values' and lint's signature flags: checked when
@@ -86,13 +112,21 @@ func pushCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
+			sig, err := signature(c)
+			if err != nil {
+				return err
+			}
+			jobs, err := jobsFlag(c)
+			if err != nil {
+				return err
+			}
 			site, err := siteRegistry(c, env)
 			if err != nil {
 				return err
 			}
 			res, err := (&installer.Push{
-				Bundle: path, Signature: signature(c), Site: site, Base: c.String("base"),
-				Jobs: c.Int("jobs"), Log: env.stderr,
+				Bundle: path, Signature: sig, Site: site, Base: c.String("base"),
+				Jobs: jobs, Log: env.stderr,
 			}).Run(c.Context)
 			if err != nil {
 				return err
@@ -281,13 +315,21 @@ func installCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
+			sig, err := signature(c)
+			if err != nil {
+				return err
+			}
+			jobs, err := jobsFlag(c)
+			if err != nil {
+				return err
+			}
 			site, err := siteRegistry(c, env)
 			if err != nil {
 				return err
 			}
 			files, sets := valuesArgs(c)
 			rep, err := (&installer.Install{
-				Bundle: path, Signature: signature(c), Base: c.String("base"), Site: site, Jobs: c.Int("jobs"),
+				Bundle: path, Signature: sig, Base: c.String("base"), Site: site, Jobs: jobs,
 				Files: files, Sets: sets,
 				SecretsFile: c.String("secrets"), ValuesOut: c.String("output"), LogFile: c.String("log-file"),
 				Namespace: c.String("namespace"), Release: c.String("release"), CreateNamespace: c.Bool("create-namespace"),

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Wrong flags and arguments exit 2 with one line naming what is wrong,
+// before any file is read or written and before any dial; a bad local
+// input exits 3.
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	b := filepath.Join(dir, "b.tar.zst") // never created: usage is checked first
+	site := []string{"--registry", "reg.corp:5000"}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"nosuch"}, exitUsage, `unknown command "nosuch"`},
+		{[]string{"verify", b, "--key"}, exitUsage, "flag --key needs a value"},
+		{[]string{"push", b, "--key", "k.pub", "--registry"}, exitUsage, "flag --registry needs a value"},
+		{append([]string{"push", b, "--key", "k.pub", "--jobs", "abc"}, site...), exitUsage, `invalid value "abc" for flag -jobs`},
+		{append([]string{"push", b, "--key", "k.pub", "--jobs", "0"}, site...), exitUsage, "--jobs must be at least 1, got 0"},
+		{append([]string{"push", b, "--key", "k.pub", "--jobs", "-5"}, site...), exitUsage, "--jobs must be at least 1, got -5"},
+		{append([]string{"install", b, "--key", "k.pub", "--timeout", "abc"}, site...), exitUsage, `invalid value "abc" for flag -timeout`},
+		{append([]string{"install", b, "--key", "k.pub", "--jobs", "0"}, site...), exitUsage, "--jobs must be at least 1"},
+		{append([]string{"push", b, "--key", "k.pub", "--insecure-skip-verify"}, site...), exitUsage, "--key and --insecure-skip-verify contradict"},
+		{append([]string{"doctor", b, "--key", "k.pub", "--insecure-skip-verify"}, site...), exitUsage, "--key and --insecure-skip-verify contradict"},
+		{[]string{"inspect", b, "--json", "--cyclonedx"}, exitUsage, "give one"},
+		{[]string{"push", b, "--key", "k.pub", "--registry", "::::"}, exitUsage, `site registry "::::"`},
+		{[]string{"values", b, "--registry", "reg.corp:99999", "-o", filepath.Join(dir, "v.yaml")}, exitUsage, `site registry "reg.corp:99999"`},
+		{[]string{"lint", b, "--registry", "reg corp"}, exitUsage, `site registry "reg corp"`},
+		{append([]string{"push", b, "--key", "k.pub", "--allow-endpoint", "https://minio.corp"}, site...), exitUsage, `--allow-endpoint: endpoint "https://minio.corp"`},
+		{append([]string{"lint", b, "--allow-endpoint", "minio.corp:0"}, site...), exitUsage, "--allow-endpoint"},
+		{[]string{"build", "--chart", "c", "--key", "k", "-o", filepath.Join(dir, "o.tar.zst"), "--mirror", "registry.pseven.io=::::"}, exitUsage, `--mirror "registry.pseven.io=::::"`},
+		{append([]string{"values", b, "--set", "k={a,b"}, site...), exitInput, "opening bundle"}, // the bundle is read before values parse
+	} {
+		r := p7(t, "", tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") > 1 {
+			t.Errorf("%q: %v\nwant exit %d and %q", tc.args, r, tc.code, tc.want)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("bad invocations left %v", entries)
+	}
+	// help works as everywhere else.
+	for _, args := range [][]string{{"help"}, {"help", "verify"}, {"verify", "--help"}} {
+		if r := p7(t, "", args...); r.code != 0 || !strings.Contains(r.stdout, "USAGE") {
+			t.Errorf("%q: %v", args, r)
+		}
+	}
+}
