@@ -539,10 +539,10 @@ func pathString(path []interface{}) string {
 // Offender is one reason a release would reach outside the site.
 type Offender struct {
 	// What is an image reference or a value path.
-	What string
+	What string `json:"what"`
 	// Where names the template object or says "values".
-	Where   string
-	Problem string
+	Where   string `json:"where"`
+	Problem string `json:"problem"`
 }
 
 func (o Offender) String() string { return fmt.Sprintf("%s (%s): %s", o.What, o.Where, o.Problem) }

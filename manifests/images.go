@@ -65,14 +65,14 @@ func (o DiscoverOptions) withDefaults() DiscoverOptions {
 type Image struct {
 	// Ref is the normalised reference (see NormalizeRef), e.g.
 	// "registry.pseven.io/pseven-app:6.47.4712".
-	Ref string
+	Ref string `json:"ref"`
 	// Sources says where Ref was found, sorted and deduplicated:
 	//   "values:<path>"                          chart values
 	//   "values:<path> (subchart <name>)"        a subchart's own values; <path> as seen from the parent
 	//   "template:<file> <Kind>/<name> <field> <container>"
 	//                                            rendered templates; <field> is container, initContainer or ephemeralContainer
 	//   "secretgen", "--image"                   added by p7bundle / the user
-	Sources []string
+	Sources []string `json:"sources"`
 }
 
 // SecretgenRef is the reference of the pseven-secretgen image, which

@@ -30,6 +30,13 @@ const (
 	exitInterrupted = 130
 )
 
+// exitKinds name the codes in the JSON error object.
+var exitKinds = map[int]string{
+	exitFailure: "failure", exitUsage: "usage", exitInput: "input", exitRegistry: "registry", exitVerify: "verify",
+	exitKey: "key", exitOutput: "output", exitLint: "lint", exitPreflight: "preflight", exitInstall: "install",
+	exitInterrupted: "interrupted",
+}
+
 func exitCode(err error) int {
 	switch {
 	case err == nil:

@@ -24,7 +24,8 @@ func main() {
 
 // run is main without the process: tests call it directly.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	app := newApp(stdin, stdout, stderr)
+	out := &countingWriter{w: stdout}
+	app := newApp(stdin, out, stderr)
 	args, err := interspersed(app, args)
 	if err == nil {
 		err = app.RunContext(ctx, args)
@@ -34,7 +35,37 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	code := exitCode(err)
 	fmt.Fprintf(stderr, "p7bundle: %s\n", oneLine(err))
+	// A script asking for JSON gets JSON on failure too, unless the
+	// command printed its own report.
+	if wantsJSON(args) && out.n == 0 {
+		printJSON(stdout, map[string]any{"error": map[string]any{"code": code, "kind": exitKinds[code], "message": oneLine(err)}})
+	}
 	return code
+}
+
+// countingWriter counts what a command wrote.
+type countingWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += n
+	return n, err
+}
+
+// wantsJSON says whether --json is among the flags (before "--").
+func wantsJSON(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if a == "--json" || a == "-json" || a == "--json=true" {
+			return true
+		}
+	}
+	return false
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {

@@ -125,6 +125,14 @@ func TestPush(t *testing.T) {
 		if r := lint("--set", "image.files=quay.io/evil/files:1"); r.code != exitLint || !strings.Contains(r.stderr, "quay.io/evil/files:1 (pseven/templates/files.yaml DaemonSet/pseven-rl-files container files)") {
 			t.Errorf("lint with an outside image: %v", r)
 		}
+		var rep struct {
+			Images    []map[string]any `json:"images"`
+			Offenders []map[string]any `json:"offenders"`
+		}
+		if r := lint("--set", "image.files=quay.io/evil/files:1", "--json"); r.code != exitLint || json.Unmarshal([]byte(r.stdout), &rep) != nil ||
+			len(rep.Offenders) != 1 || rep.Offenders[0]["what"] != "quay.io/evil/files:1" || rep.Images[0]["ref"] == nil {
+			t.Errorf("lint --json (camelCase keys): %v", r)
+		}
 		empty := startSiteRegistry(t)
 		r = p7(t, empty.Password+"\n", "lint", out, "--registry", empty.Host, "--ca-file", empty.CAFile, "--registry-username", empty.Username, "--registry-password-stdin")
 		if r.code != exitLint || !strings.Contains(r.stdout, "missing from the site registry") {

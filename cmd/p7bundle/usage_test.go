@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +46,29 @@ func TestUsageErrors(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("bad invocations left %v", entries)
+	}
+	// --json gets JSON on failure too: the exit code, its kind, the line.
+	for _, tc := range []struct {
+		args []string
+		code int
+		kind string
+	}{
+		{[]string{"push", b, "--key", "k.pub", "--registry", "::::", "--json"}, exitUsage, "usage"},
+		{[]string{"inspect", b, "--json"}, exitInput, "input"},
+		{[]string{"push", b, "--key", filepath.Join(dir, "none.pub"), "--registry", "reg.corp", "--json"}, exitKey, "key"},
+	} {
+		r := p7(t, "", tc.args...)
+		var got struct {
+			Error struct {
+				Code    int    `json:"code"`
+				Kind    string `json:"kind"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || r.code != tc.code || got.Error.Code != tc.code ||
+			got.Error.Kind != tc.kind || "p7bundle: "+got.Error.Message != strings.TrimSpace(r.stderr) {
+			t.Errorf("%q: %v (%v)", tc.args, r, err)
+		}
 	}
 	// help works as everywhere else.
 	for _, args := range [][]string{{"help"}, {"help", "verify"}, {"verify", "--help"}} {
