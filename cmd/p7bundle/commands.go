@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -316,15 +317,23 @@ func versionCommand(env *environment) *cli.Command {
 	return &cli.Command{
 		Name:  "version",
 		Usage: "print the p7bundle version",
-		Action: func(*cli.Context) error {
-			fmt.Fprintf(env.stdout, "p7bundle %s (bundle format v%d)\n", version.Version, bundle.FormatVersion)
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print it as JSON"}},
+		Action: func(c *cli.Context) error {
+			v := struct {
+				Version      string `json:"version"`
+				GoVersion    string `json:"goVersion"`
+				Platform     string `json:"platform"`
+				BundleFormat int    `json:"bundleFormat"` // the one it reads and writes
+			}{version.Version, runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH, bundle.FormatVersion}
+			if c.Bool("json") {
+				return printJSON(env.stdout, v)
+			}
+			fmt.Fprintf(env.stdout, "p7bundle %s (bundle format v%d, %s %s)\n", v.Version, v.BundleFormat, v.GoVersion, v.Platform)
 			return nil
 		},
 	}
 }
 
-// oneArg is the BUNDLE argument: one file, or the parts of one split
-// bundle in any order (B.tar.zst.0* as the shell expands it).
 // countSet counts the boolean flags among names that are on.
 func countSet(c *cli.Context, names ...string) int {
 	n := 0
@@ -336,6 +345,8 @@ func countSet(c *cli.Context, names ...string) int {
 	return n
 }
 
+// oneArg is the BUNDLE argument: one file, or the parts of one split
+// bundle in any order (B.tar.zst.0* as the shell expands it).
 func oneArg(c *cli.Context) (string, error) {
 	args := c.Args().Slice()
 	if len(args) == 0 {

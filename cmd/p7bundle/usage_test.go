@@ -70,6 +70,10 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("%q: %v (%v)", tc.args, r, err)
 		}
 	}
+	var v map[string]any
+	if r := p7(t, "", "version", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &v) != nil || v["goVersion"] == nil || v["platform"] == nil || v["bundleFormat"] == nil {
+		t.Errorf("version --json: %v", r)
+	}
 	// help works as everywhere else.
 	for _, args := range [][]string{{"help"}, {"help", "verify"}, {"verify", "--help"}} {
 		if r := p7(t, "", args...); r.code != 0 || !strings.Contains(r.stdout, "USAGE") {
