@@ -215,7 +215,7 @@ func inspectCommand(env *environment) *cli.Command {
 				if err != nil {
 					return err
 				}
-				_, err = env.stdout.Write(b)
+				_, err = env.raw.Write(b)
 				return err
 			}
 			if c.Bool("json") {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/p7bundle/p7bundle/internal/safetext"
 )
 
 func main() {
@@ -24,8 +26,12 @@ func main() {
 
 // run is main without the process: tests call it directly.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	out := &countingWriter{w: stdout}
-	app := newApp(stdin, out, stderr)
+	// Text from manifests, charts and registries reaches stdout: no
+	// control character of it steers the terminal.
+	safe := safetext.NewWriter(stdout)
+	defer safe.Flush()
+	out, raw := &countingWriter{w: safe}, &countingWriter{w: stdout}
+	app := newApp(&environment{stdin: stdin, stdout: out, raw: raw, stderr: stderr})
 	args, err := interspersed(app, args)
 	if err == nil {
 		err = app.RunContext(ctx, args)
@@ -37,8 +43,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fmt.Fprintf(stderr, "p7bundle: %s\n", oneLine(err))
 	// A script asking for JSON gets JSON on failure too, unless the
 	// command printed its own report.
-	if wantsJSON(args) && out.n == 0 {
-		printJSON(stdout, map[string]any{"error": map[string]any{"code": code, "kind": exitKinds[code], "message": oneLine(err)}})
+	if wantsJSON(args) && out.n+raw.n == 0 {
+		printJSON(out, map[string]any{"error": map[string]any{"code": code, "kind": exitKinds[code], "message": oneLine(err)}})
 	}
 	return code
 }
@@ -68,8 +74,8 @@ func wantsJSON(args []string) bool {
 	return false
 }
 
-func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
-	env := &environment{stdin: stdin, stdout: stdout, stderr: stderr}
+func newApp(env *environment) *cli.App {
+	stdin, stdout, stderr := env.stdin, env.stdout, env.stderr
 	onUsageError := func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
 	app := &cli.App{
 		Name:      "p7bundle",
@@ -117,9 +123,11 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 }
 
 // environment is the process's standard streams, injected for tests.
+// stdout escapes control characters; raw is stdout as it is, for output
+// that must be byte-exact (a manifest export).
 type environment struct {
-	stdin          io.Reader
-	stdout, stderr io.Writer
+	stdin               io.Reader
+	stdout, raw, stderr io.Writer
 }
 
 // usageError marks wrong flags or arguments (exit 2).
@@ -132,17 +140,10 @@ func usagef(format string, args ...any) error {
 	return usageError{fmt.Errorf(format, args...)}
 }
 
-// oneLine keeps the error to a single line for the terminal.
+// oneLine keeps the error to a single line for the terminal, its control
+// characters escaped.
 func oneLine(err error) string {
-	s := err.Error()
-	out := make([]rune, 0, len(s))
-	for _, r := range s {
-		if r == '\n' || r == '\r' {
-			r = ' '
-		}
-		out = append(out, r)
-	}
-	return string(out)
+	return safetext.String(strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(err.Error()))
 }
 
 // isUsage reports flag-parsing errors urfave/cli returns without OnUsageError.
