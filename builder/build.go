@@ -39,6 +39,9 @@ const DefaultJobs = 4
 type Build struct {
 	Chart  string
 	Output string // default "<chart>-<version>.tar.zst" in the working directory
+	// Force replaces an existing bundle at Output; without it Run refuses
+	// before pulling anything.
+	Force bool
 	// KeyPath is the cosign private key; KeyPassword decrypts it.
 	KeyPath     string
 	KeyPassword []byte
@@ -152,7 +155,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	if output == "" {
 		output = ch.Name + "-" + ch.Version + ".tar.zst"
 	}
-	if err := checkOutputDir(output); err != nil {
+	if err := checkOutput(output, opts.Force); err != nil {
 		return nil, err
 	}
 
@@ -346,12 +349,27 @@ func blobMediaType(d ocispec.Descriptor) string {
 	return d.MediaType
 }
 
-// checkOutputDir fails early, before any pull, when the output cannot be written.
-func checkOutputDir(output string) error {
+// ErrOutput: the bundle cannot be written where it was asked to go.
+var ErrOutput = errors.New("cannot write output")
+
+// checkOutput fails early, before any pull, when the output cannot be
+// written: a directory, a bundle already there (unless force), a
+// directory that does not take files.
+func checkOutput(output string, force bool) error {
+	if fi, err := os.Stat(output); err == nil && fi.IsDir() {
+		return fmt.Errorf("%w: %s is a directory (-o names the bundle file)", ErrOutput, output)
+	}
+	if !force {
+		for _, p := range []string{output, bundle.PartsPath(output)} {
+			if _, err := os.Lstat(p); err == nil {
+				return fmt.Errorf("%w: %s exists (--force replaces it)", ErrOutput, p)
+			}
+		}
+	}
 	dir := filepath.Dir(output)
 	f, err := os.CreateTemp(dir, ".p7bundle-probe-*")
 	if err != nil {
-		return fmt.Errorf("output directory %s is not writable: %w", dir, err)
+		return fmt.Errorf("%w: output directory %s is not writable: %w", ErrOutput, dir, err)
 	}
 	f.Close()
 	return os.Remove(f.Name())

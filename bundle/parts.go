@@ -405,8 +405,9 @@ func (w *partWriter) abort() {
 
 // Join writes the bundle a split bundle's parts make, through a temporary
 // file, checking every part against parts.json and the whole against its
-// digest; out defaults to the name parts.json gives.
-func Join(arg, out string) (string, error) {
+// digest; out defaults to the name the parts join into. An existing out is
+// replaced only with force; otherwise the error wraps os.ErrExist.
+func Join(arg, out string, force bool) (string, error) {
 	bf, err := resolveFiles(arg)
 	if err != nil {
 		return "", err
@@ -417,8 +418,12 @@ func Join(arg, out string) (string, error) {
 	if out == "" {
 		out = bf.path
 	}
+	write := atomicfile.CreateFunc
+	if force {
+		write = atomicfile.WriteFunc
+	}
 	whole := sha256.New()
-	err = atomicfile.WriteFunc(out, 0o644, func(w io.Writer) error {
+	err = write(out, 0o644, func(w io.Writer) error {
 		for i, name := range bf.files {
 			f, err := os.Open(name)
 			if err != nil {

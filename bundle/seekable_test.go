@@ -275,7 +275,7 @@ func TestSplitPartOfTheSameSizeFromAnotherBuild(t *testing.T) {
 	if err := readVerified(a+".001", v); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("install read with a foreign part = %v", err)
 	}
-	if _, err := Join(a+".001", filepath.Join(dir, "joined")); !errors.Is(err, ErrCorrupt) {
+	if _, err := Join(a+".001", filepath.Join(dir, "joined"), false); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Join with a foreign part = %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "joined")); err == nil {

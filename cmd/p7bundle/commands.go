@@ -43,6 +43,7 @@ func buildCommand(env *environment) *cli.Command {
 			&cli.StringFlag{Name: "chart", Required: true, Usage: "Helm chart `FILE` (.tgz) or directory"},
 			&cli.StringFlag{Name: "key", Required: true, Usage: "cosign private `KEY` file (password from $" + envKeyPassword + " or prompt), or a KMS URI: " + kmsSchemes},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "bundle `FILE` (default <chart>-<version>.tar.zst)"},
+			&cli.BoolFlag{Name: "force", Usage: "replace an existing bundle (and its sidecars) at the output path"},
 			&cli.StringFlag{Name: "source-registry", Value: manifests.DefaultSourceRegistry, Usage: "registry `HOST` whose references are bundled"},
 			&cli.StringSliceFlag{Name: "mirror", Usage: "pull `HOST=ENDPOINT[:PORT]`: images named HOST/... are fetched from ENDPOINT, references unchanged"},
 			&cli.BoolFlag{Name: "plain-http", Usage: "talk HTTP, not HTTPS, to registries"},
@@ -97,6 +98,7 @@ func buildCommand(env *environment) *cli.Command {
 			_, err = (&builder.Build{
 				Chart:          c.String("chart"),
 				Output:         c.String("output"),
+				Force:          c.Bool("force"),
 				KeyPath:        c.String("key"),
 				KeyPassword:    keyPassword,
 				SourceRegistry: c.String("source-registry"),
@@ -301,7 +303,7 @@ func publicKeyCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if out := c.String("output"); out != "" {
+			if out := c.String("output"); out != "" && out != "-" {
 				if err := atomicfile.Create(out, pem, 0o644); err != nil {
 					return fmt.Errorf("%w: %s: %v", errOutput, out, err)
 				}
@@ -383,13 +385,17 @@ func joinCommand(env *environment) *cli.Command {
 		ArgsUsage: "BUNDLE.001|BUNDLE.parts.json",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "bundle `FILE` to write (default: the name the parts join into)"},
+			&cli.BoolFlag{Name: "force", Usage: "replace an existing bundle at the output path"},
 		},
 		Action: func(c *cli.Context) error {
 			path, err := oneArg(c)
 			if err != nil {
 				return err
 			}
-			out, err := bundle.Join(path, c.String("output"))
+			out, err := bundle.Join(path, c.String("output"), c.Bool("force"))
+			if errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("%w: %v (--force replaces it)", errOutput, err)
+			}
 			if err != nil {
 				return err
 			}

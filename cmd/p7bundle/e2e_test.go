@@ -368,6 +368,30 @@ func TestBuildBadInput(t *testing.T) {
 			}
 		})
 	}
+
+	// One overwrite rule: an existing bundle is replaced only with --force,
+	// and -o naming a directory is refused before anything is written.
+	before := sha256File(t, good)
+	if r := s.build(t, good); r.code != exitOutput || !strings.Contains(r.stderr, good+" exists (--force replaces it)") || sha256File(t, good) != before {
+		t.Errorf("build over an existing bundle: %v", r)
+	}
+	dir := filepath.Join(s.dir, "a-directory")
+	os.MkdirAll(dir, 0o755)
+	if r := s.build(t, dir); r.code != exitOutput || !strings.Contains(r.stderr, dir+" is a directory") {
+		t.Errorf("build -o DIR: %v", r)
+	}
+	if left, _ := filepath.Glob(dir + ".*"); len(left) != 0 {
+		t.Errorf("build -o DIR left %v", left)
+	}
+	if r := s.build(t, good, "--force"); r.code != 0 {
+		t.Errorf("build --force over an existing bundle: %v", r)
+	}
+	if r := p7(t, "", "verify", good, "--key", s.pub); r.code != 0 {
+		t.Errorf("the bundle --force wrote: %v", r)
+	}
+	if r := p7(t, "", "values", good, "--registry", "reg.corp", "-o", "-"); r.code != exitUsage || !strings.Contains(r.stderr, "-o -") {
+		t.Errorf("values -o -: %v", r)
+	}
 }
 
 func replaceFlag(args []string, flag, value string) []string {

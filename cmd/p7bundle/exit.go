@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/p7bundle/p7bundle/builder"
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
 	"github.com/p7bundle/p7bundle/internal/egress"
@@ -51,6 +52,10 @@ func exitCode(err error) int {
 		return exitInstall
 	case errors.Is(err, egress.ErrDenied):
 		return exitRegistry
+	// Before the checks for missing files: an output that cannot go where
+	// it was asked to is an output error, whatever the cause.
+	case errors.Is(err, errOutput), errors.Is(err, installer.ErrOutput), errors.Is(err, builder.ErrOutput):
+		return exitOutput
 	case errors.Is(err, bundle.ErrSignature), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrProvenance):
 		return exitVerify
 	case errors.Is(err, bundle.ErrKey), errors.Is(err, bundle.ErrExists):

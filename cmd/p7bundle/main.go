@@ -118,8 +118,18 @@ func newApp(env *environment) *cli.App {
 	// is a usage error in every command, not only at the top.
 	for _, c := range app.Commands {
 		c.OnUsageError = onUsageError
+		c.Before = refuseStdoutOutput
 	}
 	return app
+}
+
+// refuseStdoutOutput: every -o writes a file that is binary or holds
+// secrets (bundles, values, archives); "-" is not stdout for them.
+func refuseStdoutOutput(c *cli.Context) error {
+	if c.Command.Name != "public-key" && hasFlag(c, "output") && c.String("output") == "-" {
+		return usagef("%s -o -: it writes a file (binary, or holding secrets), not stdout", c.Command.Name)
+	}
+	return nil
 }
 
 // environment is the process's standard streams, injected for tests.

@@ -71,6 +71,12 @@ func TestSplitBundle(t *testing.T) {
 	if !bytes.Equal(mustRead(t, out), mustRead(t, whole)) {
 		t.Error("join output differs from the unsplit build")
 	}
+	if r := p7(t, "", "join", parts[1], "-o", out); r.code != exitOutput || !strings.Contains(r.stderr, "--force replaces it") {
+		t.Errorf("join over an existing file: %v", r)
+	}
+	if r := p7(t, "", "join", parts[1], "-o", out, "--force"); r.code != 0 || !bytes.Equal(mustRead(t, out), mustRead(t, whole)) {
+		t.Errorf("join --force: %v", r)
+	}
 	reg := startSiteRegistry(t)
 	if r := p7(t, reg.Password+"\n", pushArgs(reg, parts[1], s.pub)...); r.code != 0 {
 		t.Fatalf("push from the second part: %v", r)

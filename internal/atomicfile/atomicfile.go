@@ -30,10 +30,14 @@ func WriteFunc(path string, mode os.FileMode, fill func(io.Writer) error) error 
 // Create writes path, which must not exist; the error wraps os.ErrExist
 // when it does. For files that are never overwritten: keys, secrets, backups.
 func Create(path string, data []byte, mode os.FileMode) error {
-	fill := func(w io.Writer) error {
+	return CreateFunc(path, mode, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
-	}
+	})
+}
+
+// CreateFunc is Create with what fill writes, streamed.
+func CreateFunc(path string, mode os.FileMode, fill func(io.Writer) error) error {
 	return write(path, mode, fill, func(tmp string) error {
 		if err := os.Link(tmp, path); err != nil {
 			return fmt.Errorf("%s: %w (never overwritten)", path, err)
