@@ -73,7 +73,7 @@ func exitCode(err error) int {
 		return exitInput
 	case errors.Is(err, os.ErrNotExist):
 		return exitInput
-	case errors.Is(err, errOutput), errors.Is(err, installer.ErrOutput), errors.Is(err, os.ErrPermission), errors.Is(err, syscall.ENOSPC),
+	case errors.Is(err, os.ErrPermission), errors.Is(err, syscall.ENOSPC),
 		errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EDQUOT):
 		return exitOutput
 	}
