@@ -159,3 +159,15 @@ func TestSiteAllowEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// Without any kubeconfig client-go would dial localhost:8080; the site
+// commands say what they looked for instead.
+func TestNoKubeconfig(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	_, err := apiEndpoint("", "")
+	if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "no kubeconfig found") || !strings.Contains(err.Error(), ".kube/config") {
+		t.Fatalf("apiEndpoint without a kubeconfig: %v", err)
+	}
+}

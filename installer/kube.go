@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -54,6 +56,13 @@ type Cluster struct {
 // connecting, so the egress guard can be built before any dial.
 func apiEndpoint(kubeconfig, kubeContext string) (string, error) {
 	flags := kubeFlags(kubeconfig, kubeContext, "", nil)
+	// With no kubeconfig at all client-go falls back to localhost:8080,
+	// which is never the site's API server.
+	loader := flags.ToRawKubeConfigLoader()
+	if raw, err := loader.RawConfig(); err == nil && len(raw.Clusters) == 0 && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		return "", fmt.Errorf("%w: no kubeconfig found (tried %s): give --kubeconfig or set $KUBECONFIG", ErrPreflight,
+			strings.Join(loader.ConfigAccess().GetLoadingPrecedence(), ", "))
+	}
 	cfg, err := flags.ToRESTConfig()
 	if err != nil {
 		return "", fmt.Errorf("%w: kubeconfig: %v", ErrPreflight, err)

@@ -208,6 +208,10 @@ func Classify(err error) error {
 	if errors.As(err, &certErr) {
 		return fmt.Errorf("%w: %w (use --ca-file)", ErrUnreachable, err)
 	}
+	// net/http's own words, with no type behind them.
+	if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+		return fmt.Errorf("%w: %w (the registry speaks plain HTTP: use --plain-http)", ErrUnreachable, err)
+	}
 	return err
 }
 

@@ -1,11 +1,13 @@
 package mirror
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -136,5 +138,19 @@ func TestCAFileWithoutCertificates(t *testing.T) {
 	os.WriteFile(bad, []byte("not a certificate\n"), 0o644)
 	if _, err := NewClient(RegistryOptions{CAFile: bad}); !errors.Is(err, ErrCAFile) || !strings.Contains(err.Error(), bad) {
 		t.Errorf("NewClient with %s: %v", bad, err)
+	}
+}
+
+// HTTPS to a registry that speaks plain HTTP says what to do.
+func TestPlainHTTPRegistryHint(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	c, err := NewClient(RegistryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Classify(c.Ping(context.Background(), strings.TrimPrefix(srv.URL, "http://")))
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "use --plain-http") {
+		t.Fatalf("Ping over HTTPS of a plain-HTTP registry: %v", err)
 	}
 }

@@ -118,8 +118,13 @@ func TestRegistryDelegations(t *testing.T) {
 		if r := push(front, v1); r.code != 0 {
 			t.Fatalf("first install's push: %v", r)
 		}
+		// HTTPS to a registry that speaks plain HTTP says what to do.
+		r := p7(t, reg.Password+"\n", "push", v1, "--key", s.pub, "--registry", front.Host, "--registry-username", reg.Username, "--registry-password-stdin")
+		if r.code != exitRegistry || !strings.Contains(r.stderr, "use --plain-http") {
+			t.Errorf("push over HTTPS to a plain-HTTP registry: %v", r)
+		}
 		before := front.Redirects.Load()
-		r := push(front, v2, "--strict-egress")
+		r = push(front, v2, "--strict-egress")
 		want := "refusing to dial " + front.Storage + ", the blob storage named by " + front.Host +
 			" (--strict-egress; to allow it, add --allow-endpoint " + front.Storage + ")"
 		if r.code != exitRegistry || !strings.Contains(r.stderr, want) {
