@@ -88,8 +88,9 @@ func tagOf(v, d interface{}) bool {
 
 // Repointed is an image value moved from another release's tag to this bundle's.
 type Repointed struct {
-	Path     string `json:"path"`
-	From, To string
+	Path string `json:"path"`
+	From string `json:"from"`
+	To   string `json:"to"`
 }
 
 // bundleTags maps each repository path of a bundle (after the source

@@ -58,6 +58,7 @@ func buildCommand(env *environment) *cli.Command {
 			&cli.StringSliceFlag{Name: "exclude", Usage: "leave out `REF`"},
 			&cli.StringFlag{Name: "base", Usage: "write a differential bundle against `OLD` (a bundle, or a manifest from inspect --manifest): blobs it carried are left out"},
 			&cli.StringFlag{Name: "verify-images-key", Usage: "refuse images without a cosign signature by this public `KEY` (file or KMS URI); signatures found are carried either way"},
+			&cli.BoolFlag{Name: "json", Usage: "print what was written as JSON (docs/FORMAT.md)"},
 			&cli.StringFlag{Name: "split-size", Usage: "write the bundle as parts of at most `SIZE` (4G for FAT32; at least 8Mi), plus BUNDLE.parts.json"},
 		},
 		Action: func(c *cli.Context) error {
@@ -95,7 +96,7 @@ func buildCommand(env *environment) *cli.Command {
 			// The encoder's buffers are most of the heap; a tighter GC target
 			// keeps build's RSS near 200 MiB for a little CPU.
 			debug.SetGCPercent(50)
-			_, err = (&builder.Build{
+			res, err := (&builder.Build{
 				Chart:          c.String("chart"),
 				Output:         c.String("output"),
 				Force:          c.Bool("force"),
@@ -123,9 +124,42 @@ func buildCommand(env *environment) *cli.Command {
 				Log:             env.stderr,
 				TTY:             isTerminal(env.stderr),
 			}).Run(c.Context)
-			return err
+			if err != nil || !c.Bool("json") {
+				return err
+			}
+			m := res.Manifest
+			return printJSON(env.stdout, buildReport{
+				Bundle: res.Path, Digest: res.Digest, Size: res.Size, Parts: res.Parts, PartsList: res.PartsPath,
+				Signature: res.SigPath, SHA256: res.SHA256Path, Sigstore: res.SigstorePath, Provenance: res.ProvenancePath,
+				Chart: chartReport{m.Chart.Name, m.Chart.Version, m.Chart.AppVersion}, Images: len(m.Images), Blobs: len(m.Blobs),
+				Retries: res.Retries, Seconds: res.Elapsed.Seconds(),
+			})
 		},
 	}
+}
+
+// buildReport is build --json.
+type buildReport struct {
+	Bundle     string      `json:"bundle"`
+	Digest     string      `json:"digest"`
+	Size       int64       `json:"size"`
+	Parts      []string    `json:"parts,omitempty"`
+	PartsList  string      `json:"partsList,omitempty"`
+	Signature  string      `json:"signature,omitempty"`
+	SHA256     string      `json:"sha256"`
+	Sigstore   string      `json:"sigstore,omitempty"`
+	Provenance string      `json:"provenance,omitempty"`
+	Chart      chartReport `json:"chart"`
+	Images     int         `json:"images"`
+	Blobs      int         `json:"blobs"`
+	Retries    int64       `json:"retries"`
+	Seconds    float64     `json:"seconds"`
+}
+
+type chartReport struct {
+	Name       string `json:"name"`
+	Version    string `json:"version"`
+	AppVersion string `json:"appVersion"`
 }
 
 func verifyCommand(env *environment) *cli.Command {
@@ -386,6 +420,7 @@ func joinCommand(env *environment) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "bundle `FILE` to write (default: the name the parts join into)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing bundle at the output path"},
+			&cli.BoolFlag{Name: "json", Usage: "print the joined file's path as JSON"},
 		},
 		Action: func(c *cli.Context) error {
 			path, err := oneArg(c)
@@ -398,6 +433,9 @@ func joinCommand(env *environment) *cli.Command {
 			}
 			if err != nil {
 				return err
+			}
+			if c.Bool("json") {
+				return printJSON(env.stdout, map[string]string{"bundle": out})
 			}
 			fmt.Fprintf(env.stdout, "joined into %s\n", out)
 			return nil

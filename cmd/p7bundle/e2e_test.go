@@ -371,8 +371,8 @@ func TestBuildBadInput(t *testing.T) {
 
 	// One overwrite rule: an existing bundle is replaced only with --force,
 	// and -o naming a directory is refused before anything is written.
-	before := sha256File(t, good)
-	if r := s.build(t, good); r.code != exitOutput || !strings.Contains(r.stderr, good+" exists (--force replaces it)") || sha256File(t, good) != before {
+	before := mustRead(t, good)
+	if r := s.build(t, good); r.code != exitOutput || !strings.Contains(r.stderr, good+" exists (--force replaces it)") || !bytes.Equal(mustRead(t, good), before) {
 		t.Errorf("build over an existing bundle: %v", r)
 	}
 	dir := filepath.Join(s.dir, "a-directory")
@@ -383,8 +383,10 @@ func TestBuildBadInput(t *testing.T) {
 	if left, _ := filepath.Glob(dir + ".*"); len(left) != 0 {
 		t.Errorf("build -o DIR left %v", left)
 	}
-	if r := s.build(t, good, "--force"); r.code != 0 {
-		t.Errorf("build --force over an existing bundle: %v", r)
+	var built buildReport
+	if r := s.build(t, good, "--force", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &built) != nil ||
+		built.Bundle != good || built.Digest != "sha256:"+sha256File(t, good) || built.Provenance != good+bundle.ProvenanceSuffix || built.Images == 0 {
+		t.Errorf("build --force --json over an existing bundle: %v", r)
 	}
 	if r := p7(t, "", "verify", good, "--key", s.pub); r.code != 0 {
 		t.Errorf("the bundle --force wrote: %v", r)

@@ -204,7 +204,8 @@ func valuesCommand(env *environment) *cli.Command {
 		Usage:     "write the site values: every image reference moved to the site registry, registry.* set",
 		ArgsUsage: "BUNDLE",
 		Flags: append(append(append([]cli.Flag{}, verifyFlags()[:1]...), siteRegistryFlags()...), append(valuesFlags(),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: installer.DefaultValuesFile, Usage: "values `FILE` to write (mode 0600)"})...),
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: installer.DefaultValuesFile, Usage: "values `FILE` to write (mode 0600)"},
+			&cli.BoolFlag{Name: "json", Usage: "print what was written and moved as JSON (never the values)"})...),
 		Action: func(c *cli.Context) error {
 			path, err := oneArg(c)
 			if err != nil {
@@ -221,6 +222,13 @@ func valuesCommand(env *environment) *cli.Command {
 			}).Run(c.Context)
 			if err != nil {
 				return err
+			}
+			if c.Bool("json") {
+				// What was written and moved; never the values (they hold the password).
+				v := res.Values
+				return printJSON(env.stdout, map[string]any{
+					"output": res.Output, "sitePath": res.SitePath, "rewritten": v.Rewritten, "repointed": v.Repointed, "tagForms": v.TagForms,
+				})
 			}
 			for _, f := range res.Values.TagForms {
 				fmt.Fprintf(env.stderr, "%s\n", f)
