@@ -13,7 +13,7 @@ DEB_PACKAGES := docker-registry skopeo zstd openssl time \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: build probe test test-deps site-deps k8s-binaries vault-binary demo vet clean fuzz faults
+.PHONY: build probe test test-deps site-deps k8s-binaries vault-binary demo vet clean fuzz faults man
 
 build: probe
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/p7bundle ./cmd/p7bundle
@@ -74,6 +74,10 @@ fuzz:
 		echo "fuzz $$f for $(FUZZTIME)"; \
 		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./bundle || exit 1; \
 	done
+
+# docs/CLI.md and docs/p7bundle.1 from the command definitions (make test fails when stale).
+man:
+	$(GO) test -count=1 -run '^TestCLIDocsAreCurrent$$' ./cmd/p7bundle -update-docs
 
 demo: site-deps build
 	$(GO) run ./internal/testing/demo --bin bin/p7bundle

@@ -112,13 +112,17 @@ func newApp(env *environment) *cli.App {
 			keygenCommand(env),
 			publicKeyCommand(env),
 			versionCommand(env),
+			completionCommand(env),
 		},
+		// The completion scripts ask the binary: `p7bundle verify --generate-bash-completion`.
+		EnableBashCompletion: true,
 	}
 	// A flag that does not parse (--jobs abc, a value flag with no value)
 	// is a usage error in every command, not only at the top.
 	for _, c := range app.Commands {
 		c.OnUsageError = onUsageError
 		c.Before = refuseStdoutOutput
+		c.UsageText = usageTexts[c.Name]
 	}
 	return app
 }
@@ -167,7 +171,7 @@ func isUsage(err error) bool {
 // the first positional argument. A value flag given last with no value is
 // a usage error (moved, it would take "--" as its value).
 func interspersed(app *cli.App, args []string) ([]string, error) {
-	if len(args) < 2 {
+	if len(args) < 2 || args[len(args)-1] == "--generate-bash-completion" {
 		return args, nil
 	}
 	var cmd *cli.Command
