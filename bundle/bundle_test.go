@@ -245,6 +245,16 @@ func TestVerifyRejects(t *testing.T) {
 			}
 		})
 	}
+	// A truncated copy says so beside the signature failure, and an open
+	// for push says it alone; neither blames an ASN.1 structure.
+	trunc := filepath.Join(dir, "trunc.tar.zst")
+	_, err := Verify(context.Background(), trunc, VerifyOptions{Verifier: v})
+	if err == nil || !strings.Contains(err.Error(), "the file ends at") || strings.Contains(err.Error(), "ASN.1") {
+		t.Errorf("Verify of a truncated copy: %v", err)
+	}
+	if _, err := OpenVerified(trunc, v); !errors.Is(err, ErrTruncated) {
+		t.Errorf("OpenVerified of a truncated copy: %v", err)
+	}
 	// Without a key the content checks alone still catch a flipped byte.
 	flipped := filepath.Join(dir, "flip.tar.zst")
 	if _, err := Verify(context.Background(), flipped, VerifyOptions{}); !errors.Is(err, ErrCorrupt) {

@@ -64,6 +64,10 @@ var (
 	ErrBase = errors.New("base bundle")
 	// ErrKey: a signing or verification key cannot be loaded.
 	ErrKey = errors.New("key error")
+	// ErrTruncated: the file ends early (an interrupted copy); wraps ErrCorrupt.
+	ErrTruncated = fmt.Errorf("%w: truncated", ErrCorrupt)
+	// ErrNotFile: the bundle argument is a pipe, device or directory.
+	ErrNotFile = errors.New("not a regular file")
 )
 
 // Manifest is the first entry of every bundle. Field order is the JSON order.

@@ -91,6 +91,10 @@ func resolveFiles(arg string) (*bundleFiles, error) {
 		if err != nil {
 			return nil, fmt.Errorf("opening bundle: %w", err)
 		}
+		if !fi.Mode().IsRegular() {
+			// Reads jump to the seek table at the end: a stream cannot do that.
+			return nil, fmt.Errorf("opening bundle %s: %w (%s): save it to a file first", arg, ErrNotFile, fi.Mode().Type())
+		}
 		return &bundleFiles{path: arg, files: []string{arg}, sizes: []int64{fi.Size()}}, nil
 	}
 	if err != nil {

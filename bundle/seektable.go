@@ -27,6 +27,9 @@ type frame struct {
 	dOff, dSize int64
 }
 
+// zstdFrameMagic starts every zstd frame (RFC 8878 §3.1.1).
+const zstdFrameMagic = 0xFD2FB528
+
 // appendSeekTable appends the skippable seek-table frame for frames.
 func appendSeekTable(dst []byte, frames []frame) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, skippableMagic)
@@ -51,7 +54,12 @@ func readSeekTable(ra io.ReaderAt, size int64) ([]frame, error) {
 		return nil, fmt.Errorf("reading the seek table: %w", err)
 	}
 	if binary.LittleEndian.Uint32(foot[5:]) != seekableMagic {
-		return nil, fmt.Errorf("%w: no seek table at the end of the file (a format-1 bundle, or not a p7bundle archive: rebuild it with this version of p7bundle)", ErrUnsupported)
+		var head [4]byte
+		if _, err := ra.ReadAt(head[:], 0); err == nil && binary.LittleEndian.Uint32(head[:]) == zstdFrameMagic {
+			// A zstd stream without its table: cut short, or format 1.
+			return nil, fmt.Errorf("%w: the file ends at %d bytes with no seek table: an interrupted copy? (its sha256 will not match BUNDLE.sha256) or a format-1 bundle (rebuild it with this version of p7bundle)", ErrTruncated, size)
+		}
+		return nil, fmt.Errorf("%w: not a p7bundle archive (no zstd frame at the start, no seek table at the end)", ErrUnsupported)
 	}
 	if foot[4] != 0 {
 		return nil, fmt.Errorf("%w: seek table descriptor %#x (want 0)", ErrCorrupt, foot[4])

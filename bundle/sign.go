@@ -157,7 +157,8 @@ func (v cosignVerifier) VerifyDigest(sum []byte, sigBase64 string) error {
 		return fmt.Errorf("%w: signature is not base64: %v", ErrSignature, err)
 	}
 	if err := v.v.VerifySignature(bytes.NewReader(sig), nil, options.WithDigest(sum), options.WithCryptoSignerOpts(crypto.SHA256)); err != nil {
-		return fmt.Errorf("%w: %v", ErrSignature, err)
+		// The library's words ("invalid ASN.1 ...") read like a broken file.
+		return fmt.Errorf("%w: the key did not sign sha256 %x (the file changed since, or another key signed it)", ErrSignature, sum)
 	}
 	return nil
 }

@@ -115,6 +115,9 @@ func Verify(ctx context.Context, path string, opts VerifyOptions) (*Report, erro
 	rep.Size = hr.size
 	if opts.Verifier != nil {
 		if err := opts.Verifier.VerifyDigest(hr.sum, string(sig)); err != nil {
+			if errors.Is(contentErr, ErrTruncated) { // the likely cause, said beside it
+				return fail(fmt.Errorf("bundle %s: %w; and %v", path, err, contentErr))
+			}
 			return fail(fmt.Errorf("bundle %s: %w", path, err))
 		}
 		if partsSig != nil {

@@ -69,7 +69,7 @@ func exitCode(err error) int {
 		errors.Is(err, manifests.ErrNoImages), errors.Is(err, manifests.ErrChartTooLarge),
 		errors.Is(err, manifests.ErrInvalidReference), errors.Is(err, manifests.ErrUnmatchedExclude),
 		errors.Is(err, manifests.ErrInvalidValues), errors.Is(err, errInput), errors.Is(err, bundle.ErrBase),
-		errors.Is(err, mirror.ErrCAFile):
+		errors.Is(err, mirror.ErrCAFile), errors.Is(err, bundle.ErrNotFile):
 		return exitInput
 	case errors.Is(err, os.ErrNotExist):
 		return exitInput

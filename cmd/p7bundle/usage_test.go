@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -46,6 +47,14 @@ func TestUsageErrors(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("bad invocations left %v", entries)
+	}
+	// A pipe is not a bundle: reads jump to the seek table at the end.
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := p7(t, "", "inspect", fifo); r.code != exitInput || !strings.Contains(r.stderr, "not a regular file") {
+		t.Errorf("inspect of a pipe: %v", r)
 	}
 	// --json gets JSON on failure too: the exit code, its kind, the line.
 	for _, tc := range []struct {
