@@ -20,6 +20,7 @@ import (
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/kms"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 
 	"github.com/p7bundle/p7bundle/internal/atomicfile"
@@ -114,7 +115,19 @@ func LoadSigner(ctx context.Context, ref string, password []byte) (Signer, error
 		}
 		return cosignSigner{sv: sv}, nil
 	}
+	if err := unsupportedKeyRef(ref); err != nil {
+		return nil, err
+	}
 	return loadKeyFile(ref, password)
+}
+
+// unsupportedKeyRef names key references this build cannot use, rather
+// than failing to open them as files.
+func unsupportedKeyRef(ref string) error {
+	if strings.HasPrefix(ref, "pkcs11:") {
+		return fmt.Errorf("%w: %s: PKCS#11 keys are not built in (they need cgo and the token vendor's library); use a key file or a KMS URI (%s)", ErrKey, ref, strings.Join(kms.SupportedProviders(), ", "))
+	}
+	return nil
 }
 
 // loadKeyFile reads a cosign private key (ENCRYPTED SIGSTORE/COSIGN PRIVATE
@@ -177,10 +190,16 @@ func LoadVerifier(ctx context.Context, ref string) (Verifier, error) {
 		}
 		return cosignVerifier{v}, nil
 	}
+	if err := unsupportedKeyRef(ref); err != nil {
+		return nil, err
+	}
 	pubPath := ref
 	data, err := os.ReadFile(pubPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading public key %s: %v", ErrKey, pubPath, err)
+	}
+	if block, _ := pem.Decode(data); block == nil || block.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%w: %s is not a PEM public key (want what cosign.pub holds: -----BEGIN PUBLIC KEY-----)", ErrKey, pubPath)
 	}
 	pub, err := cryptoutils.UnmarshalPEMToPublicKey(data)
 	if err != nil {

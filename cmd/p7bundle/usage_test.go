@@ -48,6 +48,14 @@ func TestUsageErrors(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("bad invocations left %v", entries)
 	}
+	// Keys that are not what they seem.
+	garbage := filepath.Join(t.TempDir(), "cosign.pub")
+	os.WriteFile(garbage, []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o644)
+	for key, want := range map[string]string{garbage: "is not a PEM public key", "pkcs11:token=hsm;object=p7bundle": "PKCS#11 keys are not built in"} {
+		if r := p7(t, "", "verify", b, "--key", key); r.code != exitKey || !strings.Contains(r.stderr, want) {
+			t.Errorf("verify --key %s: %v", key, r)
+		}
+	}
 	// A pipe is not a bundle: reads jump to the seek table at the end.
 	fifo := filepath.Join(t.TempDir(), "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
