@@ -13,7 +13,7 @@ DEB_PACKAGES := docker-registry skopeo zstd openssl time \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: build probe test test-deps site-deps k8s-binaries vault-binary demo vet clean fuzz faults man
+.PHONY: build probe test test-deps site-deps k8s-binaries vault-binary demo vet clean fuzz faults man release
 
 build: probe
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/p7bundle ./cmd/p7bundle
@@ -74,6 +74,26 @@ fuzz:
 		echo "fuzz $$f for $(FUZZTIME)"; \
 		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./bundle || exit 1; \
 	done
+
+# A release a site can check with stock tools (README "Verifying a p7bundle release"):
+# static, byte-reproducible binaries, SHA256SUMS, its cosign signature and a signed
+# SLSA provenance. make release VERSION=1.2.3 RELEASE_KEY=release.key (or a KMS URI;
+# the key password from $$COSIGN_PASSWORD).
+RELEASE_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+RELEASE_DIR ?= dist
+release: probe
+	@test -n "$(RELEASE_KEY)" || { echo "make release needs RELEASE_KEY=FILE|KMS-URI" >&2; exit 2; }
+	@case "$(VERSION)" in dev|*-dirty|"") echo "make release needs VERSION=x.y.z from a clean tree (got '$(VERSION)')" >&2; exit 2;; esac
+	rm -rf $(RELEASE_DIR) && mkdir -p $(RELEASE_DIR)
+	@for p in $(RELEASE_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+		echo "build $$os/$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=false \
+			-ldflags '-s -w -buildid= -X github.com/p7bundle/p7bundle/internal/version.Version=$(VERSION)' \
+			-o $(RELEASE_DIR)/p7bundle-$(VERSION)-$$os-$$arch$$ext ./cmd/p7bundle || exit 1; \
+	done
+	$(GO) run ./cmd/p7bundle-release --dir $(RELEASE_DIR) --key '$(RELEASE_KEY)' --version '$(VERSION)' \
+		--commit "$$(git rev-parse HEAD)" --platforms '$(RELEASE_PLATFORMS)'
 
 # docs/CLI.md and docs/p7bundle.1 from the command definitions (make test fails when stale).
 man:
