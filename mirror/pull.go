@@ -272,7 +272,11 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 			return nil, err
 		}
 		if !matchPlatform(plat, opts.Platforms) {
-			return nil, fmt.Errorf("%w: wanted %s, image is %s", ErrPlatform, platformList(opts.Platforms), PlatformString(plat))
+			is := PlatformString(plat)
+			if is == "" {
+				is = "of no platform (its config names no os/architecture)"
+			}
+			return nil, fmt.Errorf("%w: wanted %s, image is %s", ErrPlatform, platformList(opts.Platforms), is)
 		}
 		if err := oras.CopyGraph(ctx, repo, cache.storage, desc, copyOpts); err != nil {
 			return nil, err
