@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/p7bundle/p7bundle/internal/version.Version=$(VERSION)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -s -w -X github.com/p7bundle/p7bundle/internal/version.Version=$(VERSION) -X github.com/p7bundle/p7bundle/internal/version.Commit=$(COMMIT)
 TOOLS_BIN := $(CURDIR)/.cache/tools/bin
 COSIGN_VERSION := v2.6.5
 CRANE_VERSION := v0.22.1
@@ -89,7 +90,7 @@ release: probe
 		os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
 		echo "build $$os/$$arch"; \
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=false \
-			-ldflags '-s -w -buildid= -X github.com/p7bundle/p7bundle/internal/version.Version=$(VERSION)' \
+			-ldflags '-s -w -buildid= -X github.com/p7bundle/p7bundle/internal/version.Version=$(VERSION) -X github.com/p7bundle/p7bundle/internal/version.Commit=$(COMMIT)' \
 			-o $(RELEASE_DIR)/p7bundle-$(VERSION)-$$os-$$arch$$ext ./cmd/p7bundle || exit 1; \
 	done
 	$(GO) run ./cmd/p7bundle-release --dir $(RELEASE_DIR) --key '$(RELEASE_KEY)' --version '$(VERSION)' \

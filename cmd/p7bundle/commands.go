@@ -357,14 +357,19 @@ func versionCommand(env *environment) *cli.Command {
 		Action: func(c *cli.Context) error {
 			v := struct {
 				Version      string `json:"version"`
+				Commit       string `json:"commit,omitempty"`
 				GoVersion    string `json:"goVersion"`
 				Platform     string `json:"platform"`
 				BundleFormat int    `json:"bundleFormat"` // the one it reads and writes
-			}{version.Version, runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH, bundle.FormatVersion}
+			}{version.Version, version.Commit, runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH, bundle.FormatVersion}
 			if c.Bool("json") {
 				return printJSON(env.stdout, v)
 			}
-			fmt.Fprintf(env.stdout, "p7bundle %s (bundle format v%d, %s %s)\n", v.Version, v.BundleFormat, v.GoVersion, v.Platform)
+			commit := ""
+			if v.Commit != "" {
+				commit = ", commit " + v.Commit
+			}
+			fmt.Fprintf(env.stdout, "p7bundle %s (bundle format v%d%s, %s %s)\n", v.Version, v.BundleFormat, commit, v.GoVersion, v.Platform)
 			return nil
 		},
 	}

@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/p7bundle/p7bundle/internal/testing/testenv"
 )
 
 // Wrong flags and arguments exit 2 with one line naming what is wrong,
@@ -96,5 +99,29 @@ func TestUsageErrors(t *testing.T) {
 		if r := p7(t, "", args...); r.code != 0 || !strings.Contains(r.stdout, "USAGE") {
 			t.Errorf("%q: %v", args, r)
 		}
+	}
+}
+
+// The README's exit code table lists exactly the codes exit.go returns.
+func TestExitCodesMatchTheREADME(t *testing.T) {
+	readme := string(mustRead(t, filepath.Join(testenv.RepoRoot(), "README.md")))
+	_, table, ok := strings.Cut(readme, "### Exit codes\n")
+	if !ok {
+		t.Fatal("README has no Exit codes section")
+	}
+	table, _, _ = strings.Cut(table, "\n\n")
+	documented := map[int]bool{}
+	for _, line := range strings.Split(table, "\n") {
+		var code int
+		if _, err := fmt.Sscanf(line, "| %d |", &code); err == nil {
+			documented[code] = true
+		}
+	}
+	want := map[int]bool{exitOK: true}
+	for code := range exitKinds {
+		want[code] = true
+	}
+	if fmt.Sprint(documented) != fmt.Sprint(want) {
+		t.Errorf("README documents exit codes %v, exit.go returns %v", documented, want)
 	}
 }
