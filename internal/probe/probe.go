@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -172,9 +171,9 @@ func share(s Share) ([]Result, string) {
 		return []Result{{Check: "nfs-write", Key: s.Key, Status: Fail, Detail: fmt.Sprintf("not mounted at %s: %v", s.Mount, err), Guide: guide}}, ""
 	}
 	var out []Result
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != UID {
+	if owner, ok := fileUID(fi); ok && owner != UID {
 		out = append(out, Result{Check: "nfs-owner", Key: s.Key, Status: Warn,
-			Detail: fmt.Sprintf("owned by UID %d, mode %v", st.Uid, fi.Mode().Perm()), Guide: "chown 11111 on the NFS server"})
+			Detail: fmt.Sprintf("owned by UID %d, mode %v", owner, fi.Mode().Perm()), Guide: "chown 11111 on the NFS server"})
 	} else if ok {
 		out = append(out, Result{Check: "nfs-owner", Key: s.Key, Status: Pass, Detail: "owned by UID 11111", Guide: "owned by UID 11111"})
 	}
@@ -208,8 +207,8 @@ func RootSquash(shares []Share) []Result {
 		f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err == nil {
 			if fi, serr := f.Stat(); serr == nil {
-				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-					uid = int(st.Uid)
+				if owner, ok := fileUID(fi); ok {
+					uid = int(owner)
 				}
 			}
 			f.Close()
@@ -243,21 +242,21 @@ func rootResult(key string, euid, uid int, err error) Result {
 // a lock that is not enforced is as bad as none.
 func flock(key string, f *os.File, name string) Result {
 	r := Result{Check: "nfs-flock", Key: key, Guide: "file locks (flock) supported"}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockExclusive(f); err != nil {
 		return failed(r, "flock: %v", err)
 	}
-	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	defer unlock(f)
 	g, err := os.Open(name)
 	if err != nil {
 		return failed(r, "reopen: %v", unwrapPath(err))
 	}
 	defer g.Close()
-	err = syscall.Flock(int(g.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	err = lockExclusive(g)
 	if err == nil {
-		syscall.Flock(int(g.Fd()), syscall.LOCK_UN)
+		unlock(g)
 		return failed(r, "a second exclusive flock succeeded: locks are not enforced")
 	}
-	if !errors.Is(err, syscall.EWOULDBLOCK) {
+	if !errors.Is(err, errWouldBlock) {
 		return failed(r, "flock: %v", err)
 	}
 	r.Status, r.Detail = Pass, "exclusive flock taken and enforced"
