@@ -26,15 +26,7 @@ func doctorCommand(env *environment) *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 		),
 		Action: func(c *cli.Context) error {
-			path, err := oneArg(c)
-			if err != nil {
-				return err
-			}
-			sig, err := signature(c)
-			if err != nil {
-				return err
-			}
-			site, err := siteRegistry(c, env)
+			path, sig, site, err := bundleAndSite(c, env)
 			if err != nil {
 				return err
 			}

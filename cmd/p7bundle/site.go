@@ -76,6 +76,21 @@ func signature(c *cli.Context) (installer.Signature, error) {
 	return s, nil
 }
 
+// bundleAndSite binds what push, install and doctor share: the BUNDLE
+// argument, the signature flags and the site registry.
+func bundleAndSite(c *cli.Context, env *environment) (string, installer.Signature, installer.SiteRegistry, error) {
+	path, err := oneArg(c)
+	if err != nil {
+		return "", installer.Signature{}, installer.SiteRegistry{}, err
+	}
+	sig, err := signature(c)
+	if err != nil {
+		return "", sig, installer.SiteRegistry{}, err
+	}
+	site, err := siteRegistry(c, env)
+	return path, sig, site, err
+}
+
 // jobsFlag binds --jobs, at least 1.
 func jobsFlag(c *cli.Context) (int, error) {
 	if n := c.Int("jobs"); n >= 1 {
@@ -108,19 +123,11 @@ func pushCommand(env *environment) *cli.Command {
 			baseFlag(),
 		),
 		Action: func(c *cli.Context) error {
-			path, err := oneArg(c)
-			if err != nil {
-				return err
-			}
-			sig, err := signature(c)
+			path, sig, site, err := bundleAndSite(c, env)
 			if err != nil {
 				return err
 			}
 			jobs, err := jobsFlag(c)
-			if err != nil {
-				return err
-			}
-			site, err := siteRegistry(c, env)
 			if err != nil {
 				return err
 			}
@@ -319,19 +326,11 @@ func installCommand(env *environment) *cli.Command {
 			baseFlag(),
 		),
 		Action: func(c *cli.Context) error {
-			path, err := oneArg(c)
-			if err != nil {
-				return err
-			}
-			sig, err := signature(c)
+			path, sig, site, err := bundleAndSite(c, env)
 			if err != nil {
 				return err
 			}
 			jobs, err := jobsFlag(c)
-			if err != nil {
-				return err
-			}
-			site, err := siteRegistry(c, env)
 			if err != nil {
 				return err
 			}

@@ -7,9 +7,7 @@ package release
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/in-toto/in-toto-golang/in_toto"
 	slsa1 "github.com/in-toto/in-toto-golang/in_toto/slsa_provenance/v1"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/internal/atomicfile"
@@ -63,8 +62,8 @@ func Sign(ctx context.Context, dir string, s bundle.Signer, params Parameters) e
 	if err := atomicfile.Write(filepath.Join(dir, SumsFile), []byte(sums.String()), 0o644); err != nil {
 		return err
 	}
-	digest := sha256.Sum256([]byte(sums.String()))
-	sig, err := s.SignDigest(digest[:])
+	sum := sha256.Sum256([]byte(sums.String()))
+	sig, err := s.SignDigest(sum[:])
 	if err != nil {
 		return err
 	}
@@ -94,9 +93,6 @@ func sha256File(path string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	d, err := digest.SHA256.FromReader(f)
+	return d.Encoded(), err
 }
