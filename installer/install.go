@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -107,6 +108,9 @@ type Report struct {
 func (i *Install) Run(ctx context.Context) (*Report, error) {
 	o := *i
 	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	if err := o.checkLocal(); err != nil {
 		return nil, err
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
@@ -363,6 +367,43 @@ func (o *Install) defaults() error {
 	}
 	o.Log, o.Out = orDiscard(o.Log), orDiscard(o.Out)
 	return nil
+}
+
+// checkLocal fails before the first dial on what this machine can tell
+// at once: -f and --secrets files that cannot be read, and directories the
+// values, backup, log and secrets files cannot be written to.
+func (o *Install) checkLocal() error {
+	for _, f := range o.Files {
+		if err := readable(f); err != nil {
+			return fmt.Errorf("%w: values file: %v", manifests.ErrInvalidValues, err)
+		}
+	}
+	if o.SecretsFile != "" {
+		if err := readable(o.SecretsFile); err != nil {
+			return fmt.Errorf("%w: --secrets: %v", ErrSecrets, err)
+		}
+	}
+	dirs := []string{filepath.Dir(o.ValuesOut), filepath.Dir(o.SecretsOut), o.BackupDir}
+	if o.LogFile != "" {
+		dirs = append(dirs, filepath.Dir(o.LogFile))
+	}
+	for _, d := range dirs {
+		f, err := os.CreateTemp(d, ".p7bundle-probe-*")
+		if err != nil {
+			return fmt.Errorf("%w: directory %s: %v", ErrOutput, d, err)
+		}
+		f.Close()
+		os.Remove(f.Name())
+	}
+	return nil
+}
+
+func readable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // connect builds the cluster and registry clients (unless given), both
