@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/atomicfile"
 	"github.com/p7bundle/p7bundle/internal/humanize"
 	"github.com/p7bundle/p7bundle/internal/imageref"
 	"github.com/p7bundle/p7bundle/internal/probeimage"
@@ -367,12 +368,10 @@ func checkOutput(output string, force bool) error {
 		}
 	}
 	dir := filepath.Dir(output)
-	f, err := os.CreateTemp(dir, ".p7bundle-probe-*")
-	if err != nil {
+	if err := atomicfile.CheckDir(dir); err != nil {
 		return fmt.Errorf("%w: output directory %s is not writable: %w", ErrOutput, dir, err)
 	}
-	f.Close()
-	return os.Remove(f.Name())
+	return nil
 }
 
 // mirrorPairs lists --mirror as given, sorted: HOST=ENDPOINT.

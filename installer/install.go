@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/p7bundle/p7bundle/internal/atomicfile"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -388,12 +389,9 @@ func (o *Install) checkLocal() error {
 		dirs = append(dirs, filepath.Dir(o.LogFile))
 	}
 	for _, d := range dirs {
-		f, err := os.CreateTemp(d, ".p7bundle-probe-*")
-		if err != nil {
+		if err := atomicfile.CheckDir(d); err != nil {
 			return fmt.Errorf("%w: directory %s: %v", ErrOutput, d, err)
 		}
-		f.Close()
-		os.Remove(f.Name())
 	}
 	return nil
 }

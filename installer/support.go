@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/atomicfile"
 	"github.com/p7bundle/p7bundle/internal/egress"
 	"github.com/p7bundle/p7bundle/internal/version"
 	"github.com/p7bundle/p7bundle/manifests"
@@ -134,7 +135,7 @@ func (s *Support) Run(ctx context.Context) (*SupportReport, error) {
 	if _, err := os.Lstat(o.Output); err == nil {
 		return nil, fmt.Errorf("%w: %s already exists and is never overwritten: pass another -o", ErrOutput, o.Output)
 	}
-	if err := writableDir(filepath.Dir(o.Output)); err != nil {
+	if err := atomicfile.CheckDir(filepath.Dir(o.Output)); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrOutput, o.Output, err)
 	}
 	cluster, err := o.connect()
@@ -195,16 +196,6 @@ func (s *Support) Run(ctx context.Context) (*SupportReport, error) {
 	}
 	logf("support: wrote %s (mode 0600): %d entries, %d known secret values scrubbed", o.Output, len(rep.Entries), rep.Scrubbed)
 	return rep, nil
-}
-
-// writableDir says whether a file can be created in dir.
-func writableDir(dir string) error {
-	f, err := os.CreateTemp(dir, ".p7bundle-support-probe-*")
-	if err != nil {
-		return err
-	}
-	f.Close()
-	return os.Remove(f.Name())
 }
 
 func (o *Support) defaults() error {

@@ -32,9 +32,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	defer safe.Flush()
 	out, raw := &countingWriter{w: safe}, &countingWriter{w: stdout}
 	app := newApp(&environment{stdin: stdin, stdout: out, raw: raw, stderr: stderr})
-	args, err := interspersed(app, args)
+	ordered, err := interspersed(app, args)
 	if err == nil {
-		err = app.RunContext(ctx, args)
+		err = app.RunContext(ctx, ordered)
 	}
 	if err == nil {
 		return 0

@@ -77,6 +77,7 @@ func TestUsageErrors(t *testing.T) {
 		kind string
 	}{
 		{[]string{"push", b, "--key", "k.pub", "--registry", "::::", "--json"}, exitUsage, "usage"},
+		{[]string{"push", b, "--json", "--key"}, exitUsage, "usage"}, // refused before urfave parses anything
 		{[]string{"inspect", b, "--json"}, exitInput, "input"},
 		{[]string{"push", b, "--key", filepath.Join(dir, "none.pub"), "--registry", "reg.corp", "--json"}, exitKey, "key"},
 	} {

@@ -13,6 +13,17 @@ import (
 	"github.com/p7bundle/p7bundle/internal/writeback"
 )
 
+// CheckDir says whether a file can be created in dir, by creating and
+// removing one: commands check their output directories before any work.
+func CheckDir(dir string) error {
+	f, err := os.CreateTemp(dir, ".p7bundle-probe-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
 // Write replaces path with data.
 func Write(path string, data []byte, mode os.FileMode) error {
 	return WriteFunc(path, mode, func(w io.Writer) error {
