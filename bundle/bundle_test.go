@@ -301,6 +301,26 @@ func TestWriteFailureLeavesNothing(t *testing.T) {
 	}
 }
 
+// A companion that cannot be written takes the bundle and the companions
+// already written with it: no bundle without its signature, no signature
+// beside a bundle it does not sign.
+func TestCompanionFailureLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	signer, _ := testKeys(t, t.TempDir())
+	f := newFixture(t)
+	out := filepath.Join(dir, "b.tar.zst")
+	if err := os.Mkdir(out+".sigstore.json", 0o755); err != nil { // written after .sha256 and .sig
+		t.Fatal(err)
+	}
+	if _, err := Write(context.Background(), out, WriteOptions{Manifest: f.manifest, Chart: f.chart, Blobs: f.open, Signer: signer}); err == nil {
+		t.Fatal("Write succeeded with a directory where the sigstore bundle goes")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != "b.tar.zst.sigstore.json" {
+		t.Errorf("files left after a failed companion write: %v", entries)
+	}
+}
+
 // craft writes an arbitrary tar+zstd archive for hostile-input tests.
 func craft(t testing.TB, path string, entries []tar.Header, bodies [][]byte) {
 	t.Helper()

@@ -7,12 +7,14 @@ import (
 	"regexp"
 	"strings"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/smithy-go/logging"
 	"github.com/sigstore/sigstore/pkg/signature/kms"
+	awskms "github.com/sigstore/sigstore/pkg/signature/kms/aws"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 
 	// The KMS providers cosign supports; each reads its usual environment
 	// (VAULT_ADDR/VAULT_TOKEN, AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_*).
-	_ "github.com/sigstore/sigstore/pkg/signature/kms/aws"
 	_ "github.com/sigstore/sigstore/pkg/signature/kms/azure"
 	_ "github.com/sigstore/sigstore/pkg/signature/kms/gcp"
 	_ "github.com/sigstore/sigstore/pkg/signature/kms/hashivault"
@@ -34,7 +36,15 @@ func IsKMSKey(ref string) bool {
 // loadKMS resolves a KMS key and fetches its public key at once, so a wrong
 // key name, an unreachable service or a refused token fail before any work.
 func loadKMS(ctx context.Context, ref string) (kms.SignerVerifier, crypto.PublicKey, error) {
-	sv, err := kms.Get(ctx, ref, crypto.SHA256)
+	var sv kms.SignerVerifier
+	var err error
+	if strings.HasPrefix(ref, awskms.ReferenceScheme) {
+		// The AWS SDK logs its retries and IMDS fallbacks to stderr; what
+		// matters of them is in the error.
+		sv, err = awskms.LoadSignerVerifier(ctx, ref, awsconfig.WithLogger(logging.Nop{}))
+	} else {
+		sv, err = kms.Get(ctx, ref, crypto.SHA256)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: key %s: %s", ErrKey, ref, oneLine(err))
 	}

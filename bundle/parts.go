@@ -318,8 +318,10 @@ func (w *partWriter) finish() error {
 	return w.closePart()
 }
 
-// commit writes the companions, then renames the archive (or its parts,
-// and parts.json last) into place.
+// commit signs, renames the archive (or its parts) into place, then writes
+// the companions, parts.json last: a signature never sits beside a file it
+// does not sign. If a companion cannot be written, the files this commit
+// put in place are removed again.
 func (w *partWriter) commit(s Signer, provenance func(fileDigest string) ([]byte, error), res *WriteResult) error {
 	sum := w.whole.Sum(nil)
 	for _, p := range w.parts {
@@ -327,9 +329,11 @@ func (w *partWriter) commit(s Signer, provenance func(fileDigest string) ([]byte
 	}
 	res.Digest = digest.NewDigestFromBytes(digest.SHA256, sum).String()
 	res.SHA256Path = w.path + ".sha256"
-	if err := atomicfile.Write(res.SHA256Path, []byte(hex.EncodeToString(sum)+"  "+filepath.Base(w.path)+"\n"), 0o644); err != nil {
-		return err
+	type companion struct {
+		path string
+		data []byte
 	}
+	companions := []companion{{res.SHA256Path, []byte(hex.EncodeToString(sum) + "  " + filepath.Base(w.path) + "\n")}}
 	var partsJSON []byte
 	if w.split > 0 {
 		var err error
@@ -345,27 +349,19 @@ func (w *partWriter) commit(s Signer, provenance func(fileDigest string) ([]byte
 		if err != nil {
 			return err
 		}
-		res.SigPath = w.path + ".sig"
-		if err := atomicfile.Write(res.SigPath, []byte(sig), 0o644); err != nil {
-			return err
-		}
 		sb, err := SigstoreBundle(s, sum, sig)
 		if err != nil {
 			return err
 		}
-		res.SigstorePath = w.path + ".sigstore.json"
-		if err := atomicfile.Write(res.SigstorePath, sb, 0o644); err != nil {
-			return err
-		}
+		res.SigPath, res.SigstorePath = w.path+".sig", w.path+".sigstore.json"
+		companions = append(companions, companion{res.SigPath, []byte(sig)}, companion{res.SigstorePath, sb})
 		if partsJSON != nil {
 			psum := sha256.Sum256(partsJSON)
 			psig, err := s.SignDigest(psum[:])
 			if err != nil {
 				return err
 			}
-			if err := atomicfile.Write(PartsPath(w.path)+".sig", []byte(psig), 0o644); err != nil {
-				return err
-			}
+			companions = append(companions, companion{PartsPath(w.path) + ".sig", []byte(psig)})
 		}
 		if provenance != nil {
 			line, err := provenance(res.Digest)
@@ -373,28 +369,42 @@ func (w *partWriter) commit(s Signer, provenance func(fileDigest string) ([]byte
 				return err
 			}
 			res.ProvenancePath = ProvenancePath(w.path)
-			if err := atomicfile.Write(res.ProvenancePath, line, 0o644); err != nil {
-				return err
-			}
+			companions = append(companions, companion{res.ProvenancePath, line})
 		}
+	}
+	if partsJSON != nil {
+		res.PartsPath = PartsPath(w.path)
+		companions = append(companions, companion{res.PartsPath, partsJSON})
+	}
+	var placed []string
+	undo := func(err error) error {
+		for _, p := range placed {
+			os.Remove(p)
+		}
+		return err
 	}
 	for i, f := range w.temps {
 		name := w.path
 		if w.split > 0 {
 			name = partName(w.path, i+1)
-			res.Parts = append(res.Parts, name)
 		}
 		if err := os.Chmod(f.Name(), 0o644); err != nil {
-			return err
+			return undo(err)
 		}
 		if err := os.Rename(f.Name(), name); err != nil {
-			return fmt.Errorf("renaming bundle into place: %w", err)
+			return undo(fmt.Errorf("renaming bundle into place: %w", err))
 		}
+		placed = append(placed, name)
 	}
 	w.temps = nil
-	if partsJSON != nil {
-		res.PartsPath = PartsPath(w.path)
-		return atomicfile.Write(res.PartsPath, partsJSON, 0o644)
+	if w.split > 0 {
+		res.Parts = placed
+	}
+	for _, c := range companions {
+		if err := atomicfile.Write(c.path, c.data, 0o644); err != nil {
+			return undo(err)
+		}
+		placed = append(placed, c.path)
 	}
 	return nil
 }

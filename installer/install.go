@@ -371,13 +371,18 @@ func (o *Install) defaults() error {
 }
 
 // checkLocal fails before the first dial on what this machine can tell
-// at once: -f and --secrets files that cannot be read, and directories the
-// values, backup, log and secrets files cannot be written to.
+// at once: -f, --set-file and --secrets files that cannot be read, sets
+// that do not parse, and directories the values, backup, log and secrets
+// files cannot be written to.
 func (o *Install) checkLocal() error {
 	for _, f := range o.Files {
 		if err := readable(f); err != nil {
 			return fmt.Errorf("%w: values file: %v", manifests.ErrInvalidValues, err)
 		}
+	}
+	// Helm's own parse of the sets: their syntax, and --set-file files.
+	if _, err := manifests.HelmValues(nil, o.Sets); err != nil {
+		return err
 	}
 	if o.SecretsFile != "" {
 		if err := readable(o.SecretsFile); err != nil {

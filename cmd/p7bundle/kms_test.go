@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -111,4 +115,30 @@ path "transit/keys/p7bundle" { capabilities = ["read"] }
 	}
 	oneLine("revoked token", p7(t, s.up.Password+"\n", withKey(kmsKey, s.buildArgs(never))...), kmsKey, "permission denied")
 	oneLine("public-key with a revoked token", p7(t, "", "public-key", "--key", kmsKey), kmsKey, "permission denied")
+}
+
+// The AWS SDK logs its IMDS fallback to the process's stderr; p7bundle's
+// one error line must stay the only one. A local server that refuses every
+// request stands in for the instance metadata service.
+func TestAWSKMSFailureIsOneLine(t *testing.T) {
+	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "forbidden", http.StatusForbidden)
+	}))
+	defer imds.Close()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "verify", filepath.Join(t.TempDir(), "b.tar.zst"), "--key", "awskms:///alias/p7bundle")
+	cmd.Env = []string{asCLI + "=1", "HOME=" + t.TempDir(), "AWS_REGION=eu-west-1",
+		"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + imds.URL, "AWS_CONFIG_FILE=/nonexistent", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitKey {
+		t.Fatalf("exit %v, want %d\n%s", err, exitKey, stderr.String())
+	}
+	if lines := strings.Split(strings.TrimSpace(stderr.String()), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], "p7bundle: key error: key awskms:///alias/p7bundle:") {
+		t.Errorf("stderr is not one error line:\n%s", stderr.String())
+	}
 }

@@ -45,6 +45,8 @@ func TestUsageErrors(t *testing.T) {
 		// install checks its local files before it reads the bundle or dials.
 		{append([]string{"install", b, "--key", "k.pub", "-f", filepath.Join(dir, "none.yaml")}, site...), exitInput, "values file: open " + filepath.Join(dir, "none.yaml")},
 		{append([]string{"install", b, "--key", "k.pub", "-o", filepath.Join(dir, "no", "such", "v.yaml")}, site...), exitOutput, "directory " + filepath.Join(dir, "no", "such")},
+		{append([]string{"install", b, "--key", "k.pub", "--set-file", "license=" + filepath.Join(dir, "license.txt")}, site...), exitInput, filepath.Join(dir, "license.txt")},
+		{append([]string{"install", b, "--key", "k.pub", "--set", "k={a,b"}, site...), exitInput, "list must terminate"},
 	} {
 		r := p7(t, "", tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") > 1 {
