@@ -14,7 +14,7 @@ DEB_PACKAGES := docker-registry skopeo zstd openssl time \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: build probe test test-deps site-deps k8s-binaries vault-binary demo vet clean fuzz faults man release
+.PHONY: build probe test test-deps site-deps k8s-binaries vault-binary demo vet clean fuzz faults man release release-binaries
 
 build: probe
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/p7bundle ./cmd/p7bundle
@@ -82,10 +82,17 @@ fuzz:
 # the key password from $$COSIGN_PASSWORD).
 RELEASE_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
 RELEASE_DIR ?= dist
-release: probe
+release:
 	@test -n "$(RELEASE_KEY)" || { echo "make release needs RELEASE_KEY=FILE|KMS-URI" >&2; exit 2; }
 	@case "$(VERSION)" in dev|*-dirty|"") echo "make release needs VERSION=x.y.z from a clean tree (got '$(VERSION)')" >&2; exit 2;; esac
 	rm -rf $(RELEASE_DIR) && mkdir -p $(RELEASE_DIR)
+	$(MAKE) release-binaries
+	$(GO) run ./cmd/p7bundle-release --dir $(RELEASE_DIR) --key '$(RELEASE_KEY)' --version '$(VERSION)' \
+		--commit "$$(git rev-parse HEAD)" --platforms '$(RELEASE_PLATFORMS)'
+
+# The release's binaries alone; TestReleaseBinariesAreReproducible builds them twice.
+release-binaries: probe
+	@mkdir -p $(RELEASE_DIR)
 	@for p in $(RELEASE_PLATFORMS); do \
 		os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
 		echo "build $$os/$$arch"; \
@@ -93,12 +100,10 @@ release: probe
 			-ldflags '-s -w -buildid= -X github.com/p7bundle/p7bundle/internal/version.Version=$(VERSION) -X github.com/p7bundle/p7bundle/internal/version.Commit=$(COMMIT)' \
 			-o $(RELEASE_DIR)/p7bundle-$(VERSION)-$$os-$$arch$$ext ./cmd/p7bundle || exit 1; \
 	done
-	$(GO) run ./cmd/p7bundle-release --dir $(RELEASE_DIR) --key '$(RELEASE_KEY)' --version '$(VERSION)' \
-		--commit "$$(git rev-parse HEAD)" --platforms '$(RELEASE_PLATFORMS)'
 
 # docs/CLI.md and docs/p7bundle.1 from the command definitions (make test fails when stale).
 man:
-	$(GO) test -count=1 -run '^TestCLIDocsAreCurrent$$' ./cmd/p7bundle -update-docs
+	$(GO) test -count=1 -run '^Test(CLI|JSON)DocsAreCurrent$$' ./cmd/p7bundle -update-docs
 
 demo: site-deps build
 	$(GO) run ./internal/testing/demo --bin bin/p7bundle

@@ -99,6 +99,12 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	if opts.Jobs <= 0 {
 		opts.Jobs = DefaultJobs
 	}
+	// A named output is checked before the key prompt and any work.
+	if opts.Output != "" {
+		if err := checkOutput(opts.Output, opts.Force); err != nil {
+			return nil, err
+		}
+	}
 	// Key first: a wrong password must fail before gigabytes are pulled.
 	signer := opts.Signer
 	if signer == nil {
@@ -357,19 +363,12 @@ var ErrOutput = errors.New("cannot write output")
 // written: a directory, a bundle already there (unless force), a
 // directory that does not take files.
 func checkOutput(output string, force bool) error {
-	if fi, err := os.Stat(output); err == nil && fi.IsDir() {
-		return fmt.Errorf("%w: %s is a directory (-o names the bundle file)", ErrOutput, output)
-	}
-	if !force {
-		for _, p := range []string{output, bundle.PartsPath(output)} {
-			if _, err := os.Lstat(p); err == nil {
-				return fmt.Errorf("%w: %s exists (--force replaces it)", ErrOutput, p)
-			}
+	for _, p := range []string{output, bundle.PartsPath(output)} {
+		if err := atomicfile.Check(p, force); errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%w: %w (--force replaces it)", ErrOutput, err)
+		} else if err != nil {
+			return fmt.Errorf("%w: %w", ErrOutput, err)
 		}
-	}
-	dir := filepath.Dir(output)
-	if err := atomicfile.CheckDir(dir); err != nil {
-		return fmt.Errorf("%w: output directory %s is not writable: %w", ErrOutput, dir, err)
 	}
 	return nil
 }

@@ -68,6 +68,8 @@ var (
 	ErrTruncated = fmt.Errorf("%w: truncated", ErrCorrupt)
 	// ErrNotFile: the bundle argument is a pipe, device or directory.
 	ErrNotFile = errors.New("not a regular file")
+	// ErrNotBundle: the file is not a p7bundle archive (or not split) at all.
+	ErrNotBundle = errors.New("not a bundle")
 )
 
 // Manifest is the first entry of every bundle. Field order is the JSON order.

@@ -427,10 +427,13 @@ func Join(arg, out string, force bool) (string, error) {
 		return "", err
 	}
 	if bf.parts == nil {
-		return "", fmt.Errorf("%w: %s is not a split bundle (no %s)", ErrUnsupported, arg, filepath.Base(PartsPath(arg)))
+		return "", fmt.Errorf("%w: %s is not a split bundle (no %s)", ErrNotBundle, arg, filepath.Base(PartsPath(arg)))
 	}
 	if out == "" {
 		out = bf.path
+	}
+	if err := atomicfile.Check(out, force); err != nil {
+		return "", err
 	}
 	write := atomicfile.CreateFunc
 	if force {

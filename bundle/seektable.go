@@ -59,7 +59,7 @@ func readSeekTable(ra io.ReaderAt, size int64) ([]frame, error) {
 			// A zstd stream without its table: cut short, or format 1.
 			return nil, fmt.Errorf("%w: the file ends at %d bytes with no seek table: an interrupted copy? (its sha256 will not match BUNDLE.sha256) or a format-1 bundle (rebuild it with this version of p7bundle)", ErrTruncated, size)
 		}
-		return nil, fmt.Errorf("%w: not a p7bundle archive (no zstd frame at the start, no seek table at the end)", ErrUnsupported)
+		return nil, fmt.Errorf("%w: not a p7bundle archive (no zstd frame at the start, no seek table at the end)", ErrNotBundle)
 	}
 	if foot[4] != 0 {
 		return nil, fmt.Errorf("%w: seek table descriptor %#x (want 0)", ErrCorrupt, foot[4])

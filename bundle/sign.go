@@ -239,10 +239,8 @@ func GenerateKeyPair(prefix string, password []byte) (keyPath, pubPath string, e
 		prefix = DefaultKeyPrefix
 	}
 	keyPath, pubPath = prefix+".key", prefix+".pub"
-	for _, p := range []string{keyPath, pubPath} {
-		if _, err := os.Lstat(p); err == nil {
-			return "", "", fmt.Errorf("%w: %s (refusing to overwrite a key)", ErrExists, p)
-		}
+	if err := CheckKeyPair(prefix); err != nil {
+		return "", "", err
 	}
 	private, public, err := generateKeyPair(password)
 	if err != nil {
@@ -256,6 +254,23 @@ func GenerateKeyPair(prefix string, password []byte) (keyPath, pubPath string, e
 		return "", "", err
 	}
 	return keyPath, pubPath, nil
+}
+
+// CheckKeyPair fails when GenerateKeyPair(prefix) could not write: a key
+// file is there already (ErrExists), or the directory refuses new files.
+func CheckKeyPair(prefix string) error {
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
+	for _, p := range []string{prefix + ".key", prefix + ".pub"} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("%w: %s (refusing to overwrite a key)", ErrExists, p)
+		}
+		if err := atomicfile.Check(p, false); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // createExclusive writes path, never over an existing key file.

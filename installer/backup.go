@@ -171,6 +171,9 @@ func RestoreValues(backup, out string) error {
 	if out == "" {
 		out = DefaultRestoredValuesFile
 	}
+	if err := checkOutputFile(out, false); err != nil {
+		return err
+	}
 	entries, err := ReadBackup(backup)
 	if err != nil {
 		return err

@@ -122,6 +122,14 @@ func (d *Doctor) Run(ctx context.Context) (*DoctorReport, error) {
 		o.Timeout = DefaultDoctorTimeout
 	}
 	o.Log = orDiscard(o.Log)
+	if err := site.checkCA(); err != nil {
+		return nil, err
+	}
+	if o.Cluster == nil {
+		if _, err := apiEndpoint(o.Kubeconfig, o.KubeContext); err != nil {
+			return nil, err
+		}
+	}
 	a := o.archive
 	if a == nil {
 		if a, err = o.Signature.open(ctx, o.Bundle, o.Log); err != nil {

@@ -372,16 +372,13 @@ func (o *Install) defaults() error {
 
 // checkLocal fails before the first dial on what this machine can tell
 // at once: -f, --set-file and --secrets files that cannot be read, sets
-// that do not parse, and directories the values, backup, log and secrets
-// files cannot be written to.
+// that do not parse, a bad --ca-file or kubeconfig, and directories the
+// values, backup, log and secrets files cannot be written to.
 func (o *Install) checkLocal() error {
-	for _, f := range o.Files {
-		if err := readable(f); err != nil {
-			return fmt.Errorf("%w: values file: %v", manifests.ErrInvalidValues, err)
-		}
+	if err := checkValuesInputs(o.Files, o.Sets); err != nil {
+		return err
 	}
-	// Helm's own parse of the sets: their syntax, and --set-file files.
-	if _, err := manifests.HelmValues(nil, o.Sets); err != nil {
+	if err := o.Site.checkCA(); err != nil {
 		return err
 	}
 	if o.SecretsFile != "" {
@@ -398,7 +395,24 @@ func (o *Install) checkLocal() error {
 			return fmt.Errorf("%w: directory %s: %v", ErrOutput, d, err)
 		}
 	}
+	if o.Cluster == nil {
+		if _, err := apiEndpoint(o.Kubeconfig, o.KubeContext); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// checkValuesInputs fails at once on -f files that cannot be read and on
+// sets that Helm cannot parse (--set-file files included).
+func checkValuesInputs(files []string, sets manifests.Sets) error {
+	for _, f := range files {
+		if err := readable(f); err != nil {
+			return fmt.Errorf("%w: values file: %v", manifests.ErrInvalidValues, err)
+		}
+	}
+	_, err := manifests.HelmValues(nil, sets)
+	return err
 }
 
 func readable(path string) error {

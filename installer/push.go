@@ -41,17 +41,18 @@ func (p *Push) Run(ctx context.Context) (*mirror.PushResult, error) {
 		return nil, err
 	}
 	o.Site = site
+	// The client first: it reads --ca-file, a local input, without dialing.
+	if o.Client == nil {
+		if o.Client, err = site.client(site.Guard(o.Log)); err != nil {
+			return nil, err
+		}
+	}
 	a := o.archive
 	if a == nil {
 		if a, err = o.Signature.open(ctx, o.Bundle, o.Log); err != nil {
 			return nil, err
 		}
 		defer a.Close()
-	}
-	if o.Client == nil {
-		if o.Client, err = site.client(site.Guard(o.Log)); err != nil {
-			return nil, err
-		}
 	}
 	if o.Base != "" {
 		if err := o.pushBase(ctx, a.Manifest()); err != nil {

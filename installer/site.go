@@ -101,6 +101,16 @@ func (s SiteRegistry) client(guard *egress.Guard) (*mirror.Client, error) {
 	})
 }
 
+// checkCA reads --ca-file as the client will, so a bad one fails before
+// the bundle is read (minutes for a large one) and before any dial.
+func (s SiteRegistry) checkCA() error {
+	if s.CAFile == "" {
+		return nil
+	}
+	_, err := s.client(nil)
+	return err
+}
+
 // Signature says how a bundle's signature is checked before it is trusted.
 type Signature struct {
 	// Key is the cosign public key; required unless InsecureSkipVerify.
@@ -137,9 +147,11 @@ func (s Signature) open(ctx context.Context, path string, log io.Writer) (*bundl
 // otherwise says the chart is used unchecked.
 func (s Signature) optional(ctx context.Context, path string, log io.Writer) (a *bundle.Archive, verified bool, err error) {
 	if s.Key == "" {
+		if a, err = bundle.Open(path); err != nil {
+			return nil, false, err
+		}
 		fmt.Fprintf(log, "note: no key: the chart in %s is used without checking its signature\n", path)
-		a, err = bundle.Open(path)
-		return a, false, err
+		return a, false, nil
 	}
 	a, err = s.open(ctx, path, log)
 	return a, err == nil, err

@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/p7bundle/p7bundle/bundle"
-	"github.com/p7bundle/p7bundle/internal/atomicfile"
 	"github.com/p7bundle/p7bundle/internal/egress"
 	"github.com/p7bundle/p7bundle/internal/version"
 	"github.com/p7bundle/p7bundle/manifests"
@@ -132,11 +131,13 @@ func (s *Support) Run(ctx context.Context) (*SupportReport, error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
 	// Checked first so minutes of collection are not lost; the final
 	// link still never replaces a file created meanwhile.
-	if _, err := os.Lstat(o.Output); err == nil {
-		return nil, fmt.Errorf("%w: %s already exists and is never overwritten: pass another -o", ErrOutput, o.Output)
+	if err := checkOutputFile(o.Output, false); err != nil {
+		return nil, err
 	}
-	if err := atomicfile.CheckDir(filepath.Dir(o.Output)); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrOutput, o.Output, err)
+	if o.Bundle != "" {
+		if err := readable(o.Bundle); err != nil {
+			return nil, fmt.Errorf("--bundle: %w", err)
+		}
 	}
 	cluster, err := o.connect()
 	if err != nil {

@@ -50,6 +50,9 @@ func (v *Values) Run(ctx context.Context) (*ValuesResult, error) {
 	if out == "" {
 		out = DefaultValuesFile
 	}
+	if err := checkOutputFile(out, true); err != nil {
+		return nil, err
+	}
 	p, site, err := prepare(ctx, v.Bundle, v.Signature, v.Site, v.Files, v.Sets, orDiscard(v.Log))
 	if err != nil {
 		return nil, err
@@ -85,6 +88,9 @@ type Prepared struct {
 func prepare(ctx context.Context, path string, sig Signature, site SiteRegistry, files []string, sets manifests.Sets, log io.Writer) (*Prepared, SiteRegistry, error) {
 	site, err := site.resolved()
 	if err != nil {
+		return nil, site, err
+	}
+	if err := checkValuesInputs(files, sets); err != nil {
 		return nil, site, err
 	}
 	in := valuesInput{Bundle: path, Site: site, Files: files, Sets: sets}
@@ -142,6 +148,18 @@ func bundleImages(m *bundle.Manifest) []string {
 // rename, so the file is never readable by others, even half-written.
 func writeSecretFile(path string, data []byte) error {
 	return atomicfile.Write(path, data, 0o600)
+}
+
+// checkOutputFile fails before any work when path could not be written:
+// its directory refuses new files, or (unless replace) it exists already.
+func checkOutputFile(path string, replace bool) error {
+	err := atomicfile.Check(path, replace)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%w: %w and is never overwritten: pass another -o", ErrOutput, err)
+	} else if err != nil {
+		return fmt.Errorf("%w: %w", ErrOutput, err)
+	}
+	return nil
 }
 
 // createPrivate writes a new 0600 file; files holding secrets are never replaced.

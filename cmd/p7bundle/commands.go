@@ -58,7 +58,7 @@ func buildCommand(env *environment) *cli.Command {
 			&cli.StringSliceFlag{Name: "exclude", Usage: "leave out `REF`"},
 			&cli.StringFlag{Name: "base", Usage: "write a differential bundle against `OLD` (a bundle, or a manifest from inspect --manifest): blobs it carried are left out"},
 			&cli.StringFlag{Name: "verify-images-key", Usage: "refuse images without a cosign signature by this public `KEY` (file or KMS URI); signatures found are carried either way"},
-			&cli.BoolFlag{Name: "json", Usage: "print what was written as JSON (docs/FORMAT.md)"},
+			&cli.BoolFlag{Name: "json", Usage: "print what was written as JSON (docs/JSON.md)"},
 			&cli.StringFlag{Name: "split-size", Usage: "write the bundle as parts of at most `SIZE` (4G for FAT32; at least 8Mi), plus BUNDLE.parts.json"},
 		},
 		Action: func(c *cli.Context) error {
@@ -298,6 +298,9 @@ func keygenCommand(env *environment) *cli.Command {
 			if c.NArg() > 0 {
 				return usagef("keygen takes no arguments")
 			}
+			if err := bundle.CheckKeyPair(c.String("output-prefix")); err != nil {
+				return err
+			}
 			pw, err := keyPassword(env, c.String("output-prefix")+".key", true)
 			if err != nil {
 				return err
@@ -325,6 +328,12 @@ func publicKeyCommand(env *environment) *cli.Command {
 			if c.NArg() > 0 {
 				return usagef("public-key takes no arguments")
 			}
+			out := c.String("output")
+			if out != "" && out != "-" {
+				if err := atomicfile.Check(out, false); err != nil {
+					return fmt.Errorf("%w (never overwritten): pass another -o", err)
+				}
+			}
 			pw, err := signingKeyPassword(env, c.String("key"))
 			if err != nil {
 				return err
@@ -337,11 +346,8 @@ func publicKeyCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if out := c.String("output"); out != "" && out != "-" {
-				if err := atomicfile.Create(out, pem, 0o644); err != nil {
-					return fmt.Errorf("%w: %s: %v", errOutput, out, err)
-				}
-				return nil
+			if out != "" && out != "-" {
+				return atomicfile.Create(out, pem, 0o644)
 			}
 			_, err = env.stdout.Write(pem)
 			return err
@@ -355,13 +361,10 @@ func versionCommand(env *environment) *cli.Command {
 		Usage: "print the p7bundle version",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print it as JSON"}},
 		Action: func(c *cli.Context) error {
-			v := struct {
-				Version      string `json:"version"`
-				Commit       string `json:"commit,omitempty"`
-				GoVersion    string `json:"goVersion"`
-				Platform     string `json:"platform"`
-				BundleFormat int    `json:"bundleFormat"` // the one it reads and writes
-			}{version.Version, version.Commit, runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH, bundle.FormatVersion}
+			if c.NArg() > 0 {
+				return usagef("version takes no arguments, got %q", c.Args().Slice())
+			}
+			v := versionReport{version.Version, version.Commit, runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH, bundle.FormatVersion}
 			if c.Bool("json") {
 				return printJSON(env.stdout, v)
 			}
@@ -440,7 +443,7 @@ func joinCommand(env *environment) *cli.Command {
 				return err
 			}
 			if c.Bool("json") {
-				return printJSON(env.stdout, map[string]string{"bundle": out})
+				return printJSON(env.stdout, joinReport{Bundle: out})
 			}
 			fmt.Fprintf(env.stdout, "joined into %s\n", out)
 			return nil
@@ -541,7 +544,7 @@ func diffCommand(env *environment) *cli.Command {
 		Name:      "diff",
 		Usage:     "compare two bundles (or manifests from inspect --manifest): images added, removed, changed; bytes a differential bundle would carry",
 		ArgsUsage: "OLD NEW",
-		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the comparison as JSON (docs/FORMAT.md)"}},
+		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the comparison as JSON (docs/JSON.md)"}},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
 				return usagef("diff needs OLD and NEW (bundles or exported manifests)")

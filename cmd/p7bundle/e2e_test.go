@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,6 +34,9 @@ func p7(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := run(context.Background(), append([]string{"p7bundle"}, args...), strings.NewReader(stdin), &out, &errb)
+	if len(args) > 0 && slices.Contains(args, "--json") {
+		checkJSONDocumented(t, args[0], out.String())
+	}
 	return result{code, out.String(), errb.String()}
 }
 
@@ -372,12 +376,12 @@ func TestBuildBadInput(t *testing.T) {
 	// One overwrite rule: an existing bundle is replaced only with --force,
 	// and -o naming a directory is refused before anything is written.
 	before := mustRead(t, good)
-	if r := s.build(t, good); r.code != exitOutput || !strings.Contains(r.stderr, good+" exists (--force replaces it)") || !bytes.Equal(mustRead(t, good), before) {
+	if r := s.build(t, good); r.code != exitOutput || !strings.Contains(r.stderr, good+": file already exists (--force replaces it)") || !bytes.Equal(mustRead(t, good), before) {
 		t.Errorf("build over an existing bundle: %v", r)
 	}
 	dir := filepath.Join(s.dir, "a-directory")
 	os.MkdirAll(dir, 0o755)
-	if r := s.build(t, dir); r.code != exitOutput || !strings.Contains(r.stderr, dir+" is a directory") {
+	if r := s.build(t, dir); r.code != exitOutput || !strings.Contains(r.stderr, dir+": it is a directory") {
 		t.Errorf("build -o DIR: %v", r)
 	}
 	if left, _ := filepath.Glob(dir + ".*"); len(left) != 0 {

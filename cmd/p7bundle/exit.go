@@ -10,6 +10,7 @@ import (
 	"github.com/p7bundle/p7bundle/builder"
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
+	"github.com/p7bundle/p7bundle/internal/atomicfile"
 	"github.com/p7bundle/p7bundle/internal/egress"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
@@ -54,7 +55,7 @@ func exitCode(err error) int {
 		return exitRegistry
 	// Before the checks for missing files: an output that cannot go where
 	// it was asked to is an output error, whatever the cause.
-	case errors.Is(err, errOutput), errors.Is(err, installer.ErrOutput), errors.Is(err, builder.ErrOutput):
+	case errors.Is(err, errOutput), errors.Is(err, installer.ErrOutput), errors.Is(err, builder.ErrOutput), errors.Is(err, atomicfile.ErrWrite):
 		return exitOutput
 	case errors.Is(err, bundle.ErrSignature), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrProvenance):
 		return exitVerify
@@ -69,7 +70,7 @@ func exitCode(err error) int {
 		errors.Is(err, manifests.ErrNoImages), errors.Is(err, manifests.ErrChartTooLarge),
 		errors.Is(err, manifests.ErrInvalidReference), errors.Is(err, manifests.ErrUnmatchedExclude),
 		errors.Is(err, manifests.ErrInvalidValues), errors.Is(err, errInput), errors.Is(err, bundle.ErrBase),
-		errors.Is(err, mirror.ErrCAFile), errors.Is(err, bundle.ErrNotFile):
+		errors.Is(err, mirror.ErrCAFile), errors.Is(err, bundle.ErrNotFile), errors.Is(err, bundle.ErrNotBundle):
 		return exitInput
 	case errors.Is(err, os.ErrNotExist):
 		return exitInput

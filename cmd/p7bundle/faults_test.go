@@ -155,14 +155,7 @@ func TestTamperedBundleNeverTagged(t *testing.T) {
 	variants = append(variants, variant{"signed by another key", mustRead(t, m), mustRead(t, m+".sig")})
 
 	reg := startSiteRegistry(t)
-	kubeconfig := filepath.Join(s.dir, "unreachable.kubeconfig")
-	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: c, context: {cluster: c, user: u}}]
-current-context: c
-`), 0o600)
+	kubeconfig := unreachableKubeconfig(t, s.dir)
 	p := filepath.Join(s.dir, "tampered.tar.zst")
 	// The .sig beside the file is what verify (and stock cosign) checks;
 	// push and install check the signed table of contents inside it.
@@ -253,4 +246,21 @@ func faultScale() int {
 		return 1
 	}
 	return n
+}
+
+// unreachableKubeconfig writes a kubeconfig whose API server nothing
+// listens for: commands get past their local checks and fail at the dial.
+func unreachableKubeconfig(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "unreachable.kubeconfig")
+	if err := os.WriteFile(path, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

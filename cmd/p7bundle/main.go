@@ -44,7 +44,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	// A script asking for JSON gets JSON on failure too, unless the
 	// command printed its own report.
 	if wantsJSON(args) && out.n+raw.n == 0 {
-		printJSON(out, map[string]any{"error": map[string]any{"code": code, "kind": exitKinds[code], "message": oneLine(err)}})
+		var rep errorReport
+		rep.Error.Code, rep.Error.Kind, rep.Error.Message = code, exitKinds[code], oneLine(err)
+		printJSON(out, rep)
 	}
 	return code
 }

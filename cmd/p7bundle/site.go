@@ -231,10 +231,9 @@ func valuesCommand(env *environment) *cli.Command {
 				return err
 			}
 			if c.Bool("json") {
-				// What was written and moved; never the values (they hold the password).
 				v := res.Values
-				return printJSON(env.stdout, map[string]any{
-					"output": res.Output, "sitePath": res.SitePath, "rewritten": v.Rewritten, "repointed": v.Repointed, "tagForms": v.TagForms,
+				return printJSON(env.stdout, valuesReport{
+					Output: res.Output, SitePath: res.SitePath, Rewritten: v.Rewritten, Repointed: v.Repointed, TagForms: v.TagForms,
 				})
 			}
 			for _, f := range res.Values.TagForms {
@@ -372,6 +371,9 @@ func restoreValuesCommand(env *environment) *cli.Command {
 				return usagef("restore-values needs exactly one BACKUP argument")
 			}
 			if err := installer.RestoreValues(c.Args().First(), c.String("output")); err != nil {
+				if errors.Is(err, installer.ErrOutput) {
+					return err
+				}
 				if errors.Is(err, os.ErrExist) || errors.Is(err, os.ErrPermission) {
 					return fmt.Errorf("%w: %v", errOutput, err)
 				}

@@ -41,7 +41,7 @@ func TestUsageErrors(t *testing.T) {
 		{append([]string{"push", b, "--key", "k.pub", "--allow-endpoint", "https://minio.corp"}, site...), exitUsage, `--allow-endpoint: endpoint "https://minio.corp"`},
 		{append([]string{"lint", b, "--allow-endpoint", "minio.corp:0"}, site...), exitUsage, "--allow-endpoint"},
 		{[]string{"build", "--chart", "c", "--key", "k", "-o", filepath.Join(dir, "o.tar.zst"), "--mirror", "registry.pseven.io=::::"}, exitUsage, `--mirror "registry.pseven.io=::::"`},
-		{append([]string{"values", b, "--set", "k={a,b"}, site...), exitInput, "opening bundle"}, // the bundle is read before values parse
+		{append([]string{"values", b, "--set", "k={a,b"}, site...), exitInput, "list must terminate"}, // before the bundle is read
 		// install checks its local files before it reads the bundle or dials.
 		{append([]string{"install", b, "--key", "k.pub", "-f", filepath.Join(dir, "none.yaml")}, site...), exitInput, "values file: open " + filepath.Join(dir, "none.yaml")},
 		{append([]string{"install", b, "--key", "k.pub", "-o", filepath.Join(dir, "no", "such", "v.yaml")}, site...), exitOutput, "directory " + filepath.Join(dir, "no", "such")},

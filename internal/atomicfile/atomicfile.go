@@ -5,6 +5,7 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,37 @@ import (
 
 	"github.com/p7bundle/p7bundle/internal/writeback"
 )
+
+// ErrWrite marks a file that could not be put at its path (the directory
+// refuses it, it exists and may not be replaced, the disk is full), as
+// opposed to a failure of the input being written.
+var ErrWrite = errors.New("cannot write")
+
+type writeError struct {
+	path string
+	err  error
+}
+
+func (e *writeError) Error() string   { return "writing " + e.path + ": " + e.err.Error() }
+func (e *writeError) Unwrap() []error { return []error{e.err, ErrWrite} }
+
+// Check fails, wrapping ErrWrite, when path could not be written: it is a
+// directory, it exists (unless replace; the error wraps os.ErrExist), or
+// its directory takes no new files. Commands call it before any work; the
+// final write still never replaces a file created meanwhile.
+func Check(path string, replace bool) error {
+	fi, err := os.Lstat(path)
+	switch {
+	case err == nil && fi.IsDir():
+		return &writeError{path, errors.New("it is a directory")}
+	case err == nil && !replace:
+		return &writeError{path, os.ErrExist}
+	}
+	if err := CheckDir(filepath.Dir(path)); err != nil {
+		return &writeError{path, err}
+	}
+	return nil
+}
 
 // CheckDir says whether a file can be created in dir, by creating and
 // removing one: commands check their output directories before any work.
@@ -51,7 +83,10 @@ func Create(path string, data []byte, mode os.FileMode) error {
 func CreateFunc(path string, mode os.FileMode, fill func(io.Writer) error) error {
 	return write(path, mode, fill, func(tmp string) error {
 		if err := os.Link(tmp, path); err != nil {
-			return fmt.Errorf("%s: %w (never overwritten)", path, err)
+			if errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("%w and is never overwritten", os.ErrExist)
+			}
+			return err
 		}
 		return nil
 	})
@@ -60,24 +95,28 @@ func CreateFunc(path string, mode os.FileMode, fill func(io.Writer) error) error
 func write(path string, mode os.FileMode, fill func(io.Writer) error, commit func(tmp string) error) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+		return &writeError{path, err}
 	}
 	defer os.Remove(tmp.Name())
 	// The mode first: a secret is never readable by others, even half-written.
 	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
-		return err
+		return &writeError{path, err}
 	}
+	// fill's errors may be its input's: not marked ErrWrite.
 	if err := fill(writeback.New(tmp)); err != nil {
 		tmp.Close()
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
+		return &writeError{path, err}
 	}
 	if err := tmp.Close(); err != nil {
-		return err
+		return &writeError{path, err}
 	}
-	return commit(tmp.Name())
+	if err := commit(tmp.Name()); err != nil {
+		return &writeError{path, err}
+	}
+	return nil
 }

@@ -75,3 +75,42 @@ func TestReleaseVerifiesWithStockTools(t *testing.T) {
 		t.Error("cosign accepted a changed binary")
 	}
 }
+
+// make release-binaries twice gives the same bytes: once here, once from a
+// copy of the tree at another path with an empty build cache (a fresh
+// machine's build, as far as the compiler can tell).
+func TestReleaseBinariesAreReproducible(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds p7bundle twice, once with an empty build cache")
+	}
+	root := testenv.RepoRoot()
+	tmp := t.TempDir()
+	elsewhere := filepath.Join(tmp, "elsewhere", "src")
+	os.MkdirAll(elsewhere, 0o755)
+	// The tree a clone has, with this checkout's edits: tracked and unignored files.
+	cp := exec.Command("sh", "-c", `git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$1"`, "sh", elsewhere)
+	cp.Dir = root
+	if out, err := cp.CombinedOutput(); err != nil {
+		t.Fatalf("copying the tree: %v\n%s", err, out)
+	}
+	const platform, binary = "linux/arm64", "p7bundle-1.0.0-linux-arm64"
+	build := func(dir, out string, env ...string) []byte {
+		t.Helper()
+		cmd := exec.Command("make", "-s", "release-binaries", "RELEASE_PLATFORMS="+platform, "RELEASE_DIR="+out, "VERSION=1.0.0", "COMMIT=0123456789abcdef")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("make release-binaries in %s: %v\n%s", dir, err, out)
+		}
+		b, err := os.ReadFile(filepath.Join(out, binary))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a := build(root, filepath.Join(tmp, "a"))
+	b := build(elsewhere, filepath.Join(tmp, "b"), "GOCACHE="+filepath.Join(tmp, "gocache"))
+	if len(a) < 1<<20 || !bytes.Equal(a, b) {
+		t.Errorf("%s: %d and %d bytes, not identical", binary, len(a), len(b))
+	}
+}
