@@ -10,6 +10,7 @@ TOOLS_BIN := $(CURDIR)/.cache/tools/bin
 COSIGN_VERSION := v2.6.5
 CRANE_VERSION := v0.22.1
 ORAS_VERSION := v1.3.6
+HELM_VERSION := v3.22.0
 DEB_PACKAGES := docker-registry skopeo zstd openssl time \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
@@ -33,11 +34,17 @@ $(PROBE_DIR)/p7bundle-probe-linux-%: $(PROBE_SRC)
 # The demo needs the site (Debian packages, Kubernetes) but not the Vault the tests use.
 test-deps: site-deps vault-binary
 
-site-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/crane-$(CRANE_VERSION) $(TOOLS_BIN)/oras-$(ORAS_VERSION) k8s-binaries
+site-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/crane-$(CRANE_VERSION) $(TOOLS_BIN)/oras-$(ORAS_VERSION) $(TOOLS_BIN)/helm-$(HELM_VERSION) k8s-binaries
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+# The stock Helm CLI admins run beside p7bundle (helm history, rollback, get values).
+$(TOOLS_BIN)/helm-$(HELM_VERSION):
+	@mkdir -p $(TOOLS_BIN)
+	GOBIN=$(TOOLS_BIN) GOFLAGS=-mod=mod $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@touch $@
 
 $(TOOLS_BIN)/cosign-$(COSIGN_VERSION):
 	@mkdir -p $(TOOLS_BIN)
@@ -45,9 +52,11 @@ $(TOOLS_BIN)/cosign-$(COSIGN_VERSION):
 	@touch $@
 
 # Kubernetes binaries for internal/testing/testsite, cached in .cache/k8s/<version>/bin
-# (a no-op when present; about 7 minutes cold on 2 cores).
+# (a no-op when present; about 7 minutes cold on 2 cores for each version): the
+# current one (tools/k8s) and v1.25.2, the one the vendor tested (tools/k8s-1.25).
 k8s-binaries:
-	tools/k8s/build.sh
+	tools/k8s/build.sh tools/k8s
+	tools/k8s/build.sh tools/k8s-1.25
 
 # Vault dev server for internal/testing/testvault, in $(TOOLS_BIN)
 # (a no-op when present; about 14 minutes cold on 2 cores).

@@ -158,6 +158,8 @@ func (r *probeRun) pullCheck(ctx context.Context, nodes []corev1.Node) ([]probe.
 	fmt.Fprintf(r.log, "doctor: pulling %s on %d nodes (DaemonSet %s)\n", r.image, len(nodes), ds.Name)
 	guide := "every node pulls from the site registry: its CA on the node, the registry.* credentials"
 	results := map[string]probe.Result{}
+	pending := map[string]probe.Result{} // failures younger than pullRetryWindow
+	failingSince := map[string]time.Time{}
 	err := wait.PollUntilContextTimeout(ctx, time.Second, r.timeout, true, func(ctx context.Context) (bool, error) {
 		pods, err := r.c.Clientset.CoreV1().Pods(r.namespace).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(sel)})
 		if err != nil {
@@ -167,10 +169,23 @@ func (r *probeRun) pullCheck(ctx context.Context, nodes []corev1.Node) ([]probe.
 			if p.Spec.NodeName == "" {
 				continue
 			}
-			if res, done := r.pullResult(ctx, &p); done {
-				res.Key, res.Guide = p.Spec.NodeName, guide
-				results[p.Spec.NodeName] = res
+			res, done := r.pullResult(ctx, &p)
+			if !done {
+				continue
 			}
+			res.Key, res.Guide = p.Spec.NodeName, guide
+			// A kubelet that has not yet seen the pull secret pulls once
+			// without it: a failure counts once it outlasts the retry.
+			if res.Status == probe.Fail {
+				if _, ok := failingSince[p.Name]; !ok {
+					failingSince[p.Name] = time.Now()
+				}
+				if time.Since(failingSince[p.Name]) < pullRetryWindow {
+					pending[p.Spec.NodeName] = res
+					continue
+				}
+			}
+			results[p.Spec.NodeName] = res
 		}
 		return len(results) >= len(nodes), nil
 	})
@@ -181,6 +196,9 @@ func (r *probeRun) pullCheck(ctx context.Context, nodes []corev1.Node) ([]probe.
 	for _, n := range nodes {
 		res, ok := results[n.Name]
 		if !ok {
+			res, ok = pending[n.Name]
+		}
+		if !ok {
 			res = probe.Result{Check: "pull", Key: n.Name, Status: probe.Fail, Guide: guide,
 				Detail: fmt.Sprintf("no probe pod running on this node after %s: %s", r.timeout, r.nodePodState(ctx, sel, n.Name))}
 		}
@@ -188,6 +206,10 @@ func (r *probeRun) pullCheck(ctx context.Context, nodes []corev1.Node) ([]probe.
 	}
 	return out, nil
 }
+
+// pullRetryWindow is how long a pull failure must last to count: past the
+// kubelet's first image pull back-off (10 s) and the retry after it.
+const pullRetryWindow = 25 * time.Second
 
 // pullResult decides one pull-check pod: running, or failing to pull.
 func (r *probeRun) pullResult(ctx context.Context, p *corev1.Pod) (probe.Result, bool) {

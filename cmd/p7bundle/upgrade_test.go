@@ -70,6 +70,22 @@ func helmHistory(t *testing.T, site *testsite.Site) string {
 	return strings.Join(lines, " ")
 }
 
+// stockHelm runs the helm CLI built by make test-deps inside the site.
+func stockHelm(t *testing.T, site *testsite.Site, args ...string) (string, error) {
+	t.Helper()
+	helm, err := testenv.Tool("helm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := site.Command(ctx, helm, args...)
+	cmd.Env = append(cmd.Env, "HELM_CACHE_HOME="+filepath.Join(site.Dir, "helm-cache"), "HELM_CONFIG_HOME="+filepath.Join(site.Dir, "helm-config"),
+		"HELM_DATA_HOME="+filepath.Join(site.Dir, "helm-data"))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 // deploymentUIDs maps each Deployment of the release to its UID: an
 // uninstall would give every one a new UID.
 func deploymentUIDs(t *testing.T, site *testsite.Site) map[string]string {
@@ -115,155 +131,190 @@ func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
 		t.Fatalf("build v2: %v", r)
 	}
 	m2 := manifestOf(t, v2)
-	site := startTestSite(t)
-	work := filepath.Join(s.dir, "admin")
-	os.MkdirAll(work, 0o755)
-	install := func(bundlePath string, extra ...string) result {
-		args := append([]string{"install", bundlePath, "--key", s.pub, "--registry", site.Registry, "--ca-file", site.RegistryCAFile,
-			"--registry-username", site.RegistryUsername, "--registry-password-stdin", "--kubeconfig", site.Kubeconfig,
-			"-n", "pseven-ns", "--timeout", "3m",
-			// The admin values name a database that does not exist here: doctor would FAIL it.
-			"--skip-doctor"}, extra...)
-		return siteRun(t, site, work, site.RegistryPassword+"\n", args...)
-	}
-	report := func(r result) installReport {
-		t.Helper()
-		var rep installReport
-		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
-			t.Fatalf("report: %v\n%v", err, r)
-		}
-		return rep
-	}
+	for _, version := range testsite.K8sVersions {
+		t.Run("kubernetes "+version, func(t *testing.T) {
+			site := startTestSiteWith(t, testsite.Options{K8sVersion: version})
+			work := filepath.Join(s.dir, "admin-"+version)
+			os.MkdirAll(work, 0o755)
+			install := func(bundlePath string, extra ...string) result {
+				args := append([]string{"install", bundlePath, "--key", s.pub, "--registry", site.Registry, "--ca-file", site.RegistryCAFile,
+					"--registry-username", site.RegistryUsername, "--registry-password-stdin", "--kubeconfig", site.Kubeconfig,
+					"-n", "pseven-ns", "--timeout", "3m",
+					// The admin values name a database that does not exist here: doctor would FAIL it.
+					"--skip-doctor"}, extra...)
+				return siteRun(t, site, work, site.RegistryPassword+"\n", args...)
+			}
+			report := func(r result) installReport {
+				t.Helper()
+				var rep installReport
+				if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+					t.Fatalf("report: %v\n%v", err, r)
+				}
+				return rep
+			}
 
-	// Month 1: the admin's site settings given once, on the first install.
-	r := install(v1, "--create-namespace", "--json", "--set", "postgres.host=db.acme.internal", "--set", "smtp.password=smtp-s3cret-value")
-	if r.code != 0 || report(r).Revision != 1 || !report(r).Healthy {
-		t.Fatalf("v1 install: %v", r)
-	}
-	uids := deploymentUIDs(t, site)
-	secretsBefore := mustRead(t, filepath.Join(work, "pseven-secrets.yaml"))
+			// Month 1: the admin's site settings given once, on the first install.
+			r := install(v1, "--create-namespace", "--json", "--set", "postgres.host=db.acme.internal", "--set", "smtp.password=smtp-s3cret-value")
+			if r.code != 0 || report(r).Revision != 1 || !report(r).Healthy {
+				t.Fatalf("v1 install: %v", r)
+			}
+			uids := deploymentUIDs(t, site)
+			secretsBefore := mustRead(t, filepath.Join(work, "pseven-secrets.yaml"))
 
-	// Month 2, no -f: values carried over, new images running, backup taken.
-	started := time.Now()
-	r = install(v2, "--json")
-	upgradeTime := time.Since(started)
-	if r.code != 0 {
-		t.Fatalf("v2 upgrade: %v", r)
-	}
-	t.Logf("v2 upgrade (push of the changed blobs, values, backup, helm upgrade --wait, health check) took %v", upgradeTime.Round(100*time.Millisecond))
-	rep := report(r)
-	if rep.Action != "upgrade" || rep.Revision != 2 || !rep.Healthy || rep.Backup == "" {
-		t.Errorf("v2 upgrade report: %+v", rep)
-	}
-	for _, want := range []string{"starting from the", "reusing the secrets of release pseven-rl", "backup of revision 1"} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("upgrade output lacks %q:\n%s", want, r.stderr)
-		}
-	}
-	diff := strings.Join(rep.ValuesDiff, "\n")
-	if !strings.Contains(diff, "~ image.edgerouter: "+site.Registry+"/pseven/pseven-edgerouter:6.47.4712 -> "+site.Registry+"/pseven/pseven-edgerouter:6.48.5000") {
-		t.Errorf("values diff:\n%s", diff)
-	}
-	if strings.Contains(diff, "db.acme.internal") || strings.Contains(r.stdout+r.stderr, "smtp-s3cret-value") {
-		t.Errorf("carried values changed or a secret was printed:\n%s", diff)
-	}
-	valuesFile := string(mustRead(t, filepath.Join(work, "values.airgap.yaml")))
-	for _, want := range []string{"host: db.acme.internal", "smtp-s3cret-value", "pseven-app:6.48.5000"} {
-		if !strings.Contains(valuesFile, want) {
-			t.Errorf("values.airgap.yaml lacks %q", want)
-		}
-	}
-	if !bytes.Equal(secretsBefore, mustRead(t, filepath.Join(work, "pseven-secrets.yaml"))) {
-		t.Error("secrets file changed")
-	}
-	backup := filepath.Join(work, rep.Backup)
-	if st, err := os.Stat(backup); err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("backup %s: %v %v", backup, st, err)
-	}
-	entries, err := installer.ReadBackup(backup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(entries["values.yaml"], []byte("db.acme.internal")) || !bytes.Contains(entries["values.yaml"], []byte("pseven-edgerouter:6.47.4712")) ||
-		!bytes.Contains(entries["history.json"], []byte(`"chart": "pseven-2023.09.25"`)) || !bytes.Contains(entries["manifest.yaml"], []byte("kind: Deployment")) ||
-		!bytes.Equal(entries["pseven-secrets.yaml"], secretsBefore) {
-		t.Errorf("backup content: %d entries", len(entries))
-	}
-	// The upgraded pods run this month's images.
-	v2digests := map[string]string{}
-	for _, img := range m2.Images {
-		v2digests[siteRef(site.Registry, img.Ref)] = img.Digest.String()
-	}
-	waitPodsFrom(t, site, v2digests, started.Add(upgradeTime))
-	if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
-		t.Errorf("Deployments were recreated: %v -> %v", uids, got)
-	}
+			// Month 2, no -f: values carried over, new images running, backup taken.
+			started := time.Now()
+			r = install(v2, "--json")
+			upgradeTime := time.Since(started)
+			if r.code != 0 {
+				t.Fatalf("v2 upgrade: %v", r)
+			}
+			t.Logf("v2 upgrade (push of the changed blobs, values, backup, helm upgrade --wait, health check) took %v", upgradeTime.Round(100*time.Millisecond))
+			rep := report(r)
+			if rep.Action != "upgrade" || rep.Revision != 2 || !rep.Healthy || rep.Backup == "" {
+				t.Errorf("v2 upgrade report: %+v", rep)
+			}
+			for _, want := range []string{"starting from the", "reusing the secrets of release pseven-rl", "backup of revision 1"} {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("upgrade output lacks %q:\n%s", want, r.stderr)
+				}
+			}
+			diff := strings.Join(rep.ValuesDiff, "\n")
+			if !strings.Contains(diff, "~ image.edgerouter: "+site.Registry+"/pseven/pseven-edgerouter:6.47.4712 -> "+site.Registry+"/pseven/pseven-edgerouter:6.48.5000") {
+				t.Errorf("values diff:\n%s", diff)
+			}
+			if strings.Contains(diff, "db.acme.internal") || strings.Contains(r.stdout+r.stderr, "smtp-s3cret-value") {
+				t.Errorf("carried values changed or a secret was printed:\n%s", diff)
+			}
+			valuesFile := string(mustRead(t, filepath.Join(work, "values.airgap.yaml")))
+			for _, want := range []string{"host: db.acme.internal", "smtp-s3cret-value", "pseven-app:6.48.5000"} {
+				if !strings.Contains(valuesFile, want) {
+					t.Errorf("values.airgap.yaml lacks %q", want)
+				}
+			}
+			if !bytes.Equal(secretsBefore, mustRead(t, filepath.Join(work, "pseven-secrets.yaml"))) {
+				t.Error("secrets file changed")
+			}
+			backup := filepath.Join(work, rep.Backup)
+			if st, err := os.Stat(backup); err != nil || st.Mode().Perm() != 0o600 {
+				t.Fatalf("backup %s: %v %v", backup, st, err)
+			}
+			entries, err := installer.ReadBackup(backup)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(entries["values.yaml"], []byte("db.acme.internal")) || !bytes.Contains(entries["values.yaml"], []byte("pseven-edgerouter:6.47.4712")) ||
+				!bytes.Contains(entries["history.json"], []byte(`"chart": "pseven-2023.09.25"`)) || !bytes.Contains(entries["manifest.yaml"], []byte("kind: Deployment")) ||
+				!bytes.Equal(entries["pseven-secrets.yaml"], secretsBefore) {
+				t.Errorf("backup content: %d entries", len(entries))
+			}
+			// The upgraded pods run this month's images.
+			v2digests := map[string]string{}
+			for _, img := range m2.Images {
+				v2digests[siteRef(site.Registry, img.Ref)] = img.Digest.String()
+			}
+			waitPodsFrom(t, site, v2digests, started.Add(upgradeTime))
+			if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
+				t.Errorf("Deployments were recreated: %v -> %v", uids, got)
+			}
 
-	// A failed upgrade (a post-upgrade hook fails) leaves revision 3 failed
-	// while revision 2 runs; the retry upgrades in place.
-	r = install(v2, "--set", "testing.failUpgradeHook=true")
-	if r.code != exitInstall || !strings.Contains(r.stderr, "revision 2 still runs, nothing was uninstalled") {
-		t.Fatalf("failing upgrade: %v", r)
-	}
-	if h := helmHistory(t, site); h != "1:superseded 2:deployed 3:failed" {
-		t.Errorf("history after the failed upgrade: %s", h)
-	}
-	r = install(v2, "--json")
-	if r.code != 0 || report(r).Revision != 4 || !strings.Contains(r.stderr, "retrying as an upgrade (nothing is uninstalled)") {
-		t.Fatalf("retry: %v", r)
-	}
-	if strings.Contains(r.stderr, "uninstalling") {
-		t.Errorf("the retry uninstalled:\n%s", r.stderr)
-	}
-	if h := helmHistory(t, site); h != "1:superseded 2:superseded 3:failed 4:deployed" {
-		t.Errorf("history after the retry: %s", h)
-	}
-	if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
-		t.Errorf("Deployments were recreated by the retry: %v -> %v", uids, got)
-	}
+			// A failed upgrade (a post-upgrade hook fails) leaves revision 3 failed
+			// while revision 2 runs; the retry upgrades in place.
+			r = install(v2, "--set", "testing.failUpgradeHook=true")
+			if r.code != exitInstall || !strings.Contains(r.stderr, "revision 2 still runs, nothing was uninstalled") {
+				t.Fatalf("failing upgrade: %v", r)
+			}
+			if h := helmHistory(t, site); h != "1:superseded 2:deployed 3:failed" {
+				t.Errorf("history after the failed upgrade: %s", h)
+			}
+			r = install(v2, "--json")
+			if r.code != 0 || report(r).Revision != 4 || !strings.Contains(r.stderr, "retrying as an upgrade (nothing is uninstalled)") {
+				t.Fatalf("retry: %v", r)
+			}
+			if strings.Contains(r.stderr, "uninstalling") {
+				t.Errorf("the retry uninstalled:\n%s", r.stderr)
+			}
+			if h := helmHistory(t, site); h != "1:superseded 2:superseded 3:failed 4:deployed" {
+				t.Errorf("history after the retry: %s", h)
+			}
+			if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
+				t.Errorf("Deployments were recreated by the retry: %v -> %v", uids, got)
+			}
 
-	// Last month's bundle is refused; nothing changes.
-	r = install(v1)
-	if r.code != exitPreflight || !strings.Contains(r.stderr, "refusing to downgrade") {
-		t.Errorf("downgrade: %v", r)
-	}
+			// Last month's bundle is refused; nothing changes.
+			r = install(v1)
+			if r.code != exitPreflight || !strings.Contains(r.stderr, "refusing to downgrade") {
+				t.Errorf("downgrade: %v", r)
+			}
 
-	// An upgrade killed while Helm waits for a hook leaves pending-upgrade: a clear
-	// error, and --recover rolls back and upgrades.
-	self, _ := os.Executable()
-	kctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	cmd := site.Command(kctx, self, "install", v2, "--key", s.pub, "--registry", site.Registry, "--ca-file", site.RegistryCAFile,
-		"--registry-username", site.RegistryUsername, "--registry-password-stdin", "--kubeconfig", site.Kubeconfig, "-n", "pseven-ns", "--skip-doctor",
-		"--set", "testing.failUpgradeHook=true", "--set", "testing.hookDeadline=600")
-	cmd.Env, cmd.Dir, cmd.Stdin = append(cmd.Env, asCLI+"=1"), work, strings.NewReader(site.RegistryPassword+"\n")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(3 * time.Minute); !strings.Contains(helmHistory(t, site), "5:pending-upgrade"); time.Sleep(time.Second) {
-		if time.Now().After(deadline) {
+			// An upgrade killed while Helm waits for a hook leaves pending-upgrade: a clear
+			// error, and --recover rolls back and upgrades.
+			self, _ := os.Executable()
+			kctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			defer cancel()
+			cmd := site.Command(kctx, self, "install", v2, "--key", s.pub, "--registry", site.Registry, "--ca-file", site.RegistryCAFile,
+				"--registry-username", site.RegistryUsername, "--registry-password-stdin", "--kubeconfig", site.Kubeconfig, "-n", "pseven-ns", "--skip-doctor",
+				"--set", "testing.failUpgradeHook=true", "--set", "testing.hookDeadline=600")
+			cmd.Env, cmd.Dir, cmd.Stdin = append(cmd.Env, asCLI+"=1"), work, strings.NewReader(site.RegistryPassword+"\n")
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(3 * time.Minute); !strings.Contains(helmHistory(t, site), "5:pending-upgrade"); time.Sleep(time.Second) {
+				if time.Now().After(deadline) {
+					cmd.Process.Kill()
+					t.Fatalf("no pending-upgrade revision: %s", helmHistory(t, site))
+				}
+			}
 			cmd.Process.Kill()
-			t.Fatalf("no pending-upgrade revision: %s", helmHistory(t, site))
-		}
-	}
-	cmd.Process.Kill()
-	var exitErr *exec.ExitError
-	if err := cmd.Wait(); !errors.As(err, &exitErr) {
-		t.Fatalf("killed install: %v", err)
-	}
-	r = install(v2)
-	if r.code != exitPreflight || !strings.Contains(r.stderr, "revision 5 is pending-upgrade") || !strings.Contains(r.stderr, "--recover") {
-		t.Errorf("pending: %v", r)
-	}
-	r = install(v2, "--recover", "--json")
-	if r.code != 0 || report(r).Status != "deployed" || !strings.Contains(r.stderr, "rolling back to revision 4") {
-		t.Fatalf("--recover: %v", r)
-	}
-	if h := helmHistory(t, site); h != "1:superseded 2:superseded 3:failed 4:superseded 5:failed 6:superseded 7:deployed" {
-		t.Errorf("history after --recover: %s", h)
-	}
-	if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
-		t.Errorf("Deployments were recreated by --recover: %v -> %v", uids, got)
+			var exitErr *exec.ExitError
+			if err := cmd.Wait(); !errors.As(err, &exitErr) {
+				t.Fatalf("killed install: %v", err)
+			}
+			r = install(v2)
+			if r.code != exitPreflight || !strings.Contains(r.stderr, "revision 5 is pending-upgrade") || !strings.Contains(r.stderr, "--recover") {
+				t.Errorf("pending: %v", r)
+			}
+			r = install(v2, "--recover", "--json")
+			if r.code != 0 || report(r).Status != "deployed" || !strings.Contains(r.stderr, "rolling back to revision 4") {
+				t.Fatalf("--recover: %v", r)
+			}
+			if h := helmHistory(t, site); h != "1:superseded 2:superseded 3:failed 4:superseded 5:failed 6:superseded 7:deployed" {
+				t.Errorf("history after --recover: %s", h)
+			}
+			if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
+				t.Errorf("Deployments were recreated by --recover: %v -> %v", uids, got)
+			}
+
+			// The stock Helm CLI on our release, as the README tells admins
+			// to roll back; the next p7bundle install goes on from there.
+			helm := func(args ...string) string {
+				t.Helper()
+				out, err := stockHelm(t, site, append(args, "-n", "pseven-ns")...)
+				if err != nil {
+					t.Fatalf("helm %v: %v\n%s", args, err, out)
+				}
+				return out
+			}
+			if out := helm("history", "pseven-rl"); strings.Count(out, "\n") != 8 || !strings.Contains(out, "pseven-2023.10.30") {
+				t.Errorf("helm history:\n%s", out)
+			}
+			if out := helm("get", "values", "pseven-rl"); !strings.Contains(out, "db.acme.internal") || !strings.Contains(out, "pseven-app:6.48.5000") {
+				t.Errorf("helm get values lacks the carried and the bundle's values:\n%s", out)
+			}
+			helm("rollback", "pseven-rl", "1", "--wait", "--timeout", "3m")
+			if h := helmHistory(t, site); !strings.HasSuffix(h, "7:superseded 8:deployed") {
+				t.Errorf("history after helm rollback: %s", h)
+			}
+			r = install(v2, "--json")
+			if r.code != 0 || report(r).Revision != 9 || report(r).Action != "upgrade" {
+				t.Fatalf("install after helm rollback: %v", r)
+			}
+			if out := helm("get", "values", "pseven-rl"); !strings.Contains(out, "db.acme.internal") || !strings.Contains(out, "pseven-app:6.48.5000") {
+				t.Errorf("values after rollback and install:\n%s", out)
+			}
+			if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
+				t.Errorf("Deployments were recreated after helm rollback: %v -> %v", uids, got)
+			}
+		})
 	}
 }
 

@@ -62,12 +62,14 @@ state = "{{.Dir}}/containerd/state"
 
 {{define "kubelet"}}apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
+{{- if not .LegacyKubelet}}
 # This kernel runs cgroup v1, which the kubelet refuses by default.
 failCgroupV1: false
-cgroupDriver: cgroupfs
-failSwapOn: false
 containerRuntimeEndpoint: unix://{{.Dir}}/containerd.sock
 podLogsDir: {{.Dir}}/kubelet/pod-logs
+{{- end}}
+cgroupDriver: cgroupfs
+failSwapOn: false
 staticPodPath: ""
 address: 0.0.0.0
 port: 10250
@@ -128,11 +130,12 @@ oomScoreAdj: 0
 type configData struct {
 	*Site
 	PauseImage, Bridge, PodCIDR, PodGateway string
+	LegacyKubelet                           bool
 }
 
 // writeConfigs renders the node's configuration files (full site only).
 func (s *Site) writeConfigs() error {
-	d := configData{Site: s, PauseImage: s.pauseImage(), Bridge: bridgeName, PodCIDR: podCIDR, PodGateway: podGateway}
+	d := configData{Site: s, PauseImage: s.pauseImage(), Bridge: bridgeName, PodCIDR: podCIDR, PodGateway: podGateway, LegacyKubelet: s.legacyKubelet()}
 	files := []struct{ tmpl, path string }{
 		{"containerd", "containerd/config.toml"},
 		{"hosts.toml", "containerd/certs.d/" + s.Registry + "/hosts.toml"},

@@ -35,8 +35,16 @@ import (
 	"github.com/p7bundle/p7bundle/internal/testing/fixture"
 )
 
+// K8sVersions are the Kubernetes versions a site runs, each built by
+// tools/k8s/build.sh from its tools module (K8sTools): the current one
+// first (the default), then the one the vendor tested pSeven with.
+var K8sVersions = []string{K8sVersion, "v1.25.2"}
+
+// K8sTools names the tools module that builds each of K8sVersions.
+var K8sTools = map[string]string{K8sVersion: "tools/k8s", "v1.25.2": "tools/k8s-1.25"}
+
 const (
-	// K8sVersion is the Kubernetes version tools/k8s builds.
+	// K8sVersion is the Kubernetes version tools/k8s builds: the default.
 	K8sVersion = "v1.37.0"
 	// NodeName is the name of the site's only node.
 	NodeName = "p7site-node"
@@ -57,7 +65,9 @@ const (
 type Options struct {
 	Dir              string // working dir (must be empty or absent); "" => temp dir removed by Stop
 	ControlPlaneOnly bool   // etcd + kube-apiserver only, no node/registry/containerd (fast API-only tests)
-	BinDir           string // k8s binaries; default <repo>/.cache/k8s/v1.37.0/bin
+	// K8sVersion is one of K8sVersions; default K8sVersion.
+	K8sVersion string
+	BinDir     string // k8s binaries; default <repo>/.cache/k8s/<K8sVersion>/bin
 	// TokenAuth puts the registry behind a token service on a port of its
 	// own (GitLab's layout) instead of htpasswd: Site.RegistryToken.
 	TokenAuth bool
@@ -288,10 +298,13 @@ func (s *Site) up(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.startDaemon("kubelet", s.bin("kubelet"),
-		"--config="+s.path("kubelet/config.yaml"), "--kubeconfig="+s.path("kubelet.kubeconfig"),
-		"--root-dir="+s.path("kubelet/root"), "--cert-dir="+s.path("kubelet/pki"),
-		"--hostname-override="+NodeName, "--node-ip="+s.NodeIP, "--v=2"); err != nil {
+	kubelet := []string{s.bin("kubelet"), "--config=" + s.path("kubelet/config.yaml"), "--kubeconfig=" + s.path("kubelet.kubeconfig"),
+		"--root-dir=" + s.path("kubelet/root"), "--cert-dir=" + s.path("kubelet/pki"),
+		"--hostname-override=" + NodeName, "--node-ip=" + s.NodeIP, "--v=2"}
+	if s.legacyKubelet() {
+		kubelet = append(kubelet, "--container-runtime-endpoint=unix://"+s.path("containerd.sock"))
+	}
+	if err := s.startDaemon("kubelet", kubelet...); err != nil {
 		return err
 	}
 	if err := s.waitFor(ctx, "node Ready", 2*time.Minute, []string{"containerd", "kube-apiserver", "kubelet"}, func() error {
@@ -326,9 +339,12 @@ func (s *Site) checkPrereqs() error {
 	if os.Geteuid() != 0 {
 		return errors.New("testsite: needs root (network namespaces, mounts, cgroups)")
 	}
+	if s.opts.K8sVersion == "" {
+		s.opts.K8sVersion = K8sVersion
+	}
 	s.binDir = s.opts.BinDir
 	if s.binDir == "" {
-		s.binDir = filepath.Join(repoRoot(), ".cache", "k8s", K8sVersion, "bin")
+		s.binDir = filepath.Join(repoRoot(), ".cache", "k8s", s.opts.K8sVersion, "bin")
 	}
 	need := []string{s.bin("kube-apiserver"), s.bin("kubectl"), "/usr/bin/etcd", "/usr/bin/nsenter", "/usr/bin/unshare"}
 	if !s.opts.ControlPlaneOnly {
@@ -351,9 +367,18 @@ func (s *Site) checkPrereqs() error {
 func repoRoot() string { return fixture.RepoRoot() }
 
 func (s *Site) bin(name string) string { return filepath.Join(s.binDir, name) }
-func (s *Site) path(p string) string   { return filepath.Join(s.Dir, p) }
-func (s *Site) pauseImage() string     { return s.Registry + "/p7site/pause:1" }
-func (s *Site) pauseArchive() string   { return s.path("containerd/pause.tar") }
+
+// legacyKubelet: before 1.27 the kubelet's config file knows neither
+// containerRuntimeEndpoint, podLogsDir nor failCgroupV1 (the endpoint is a
+// flag, pod logs go to /var/log/pods, cgroup v1 is simply supported).
+func (s *Site) legacyKubelet() bool {
+	var major, minor int
+	fmt.Sscanf(s.opts.K8sVersion, "v%d.%d", &major, &minor)
+	return major == 1 && minor < 27
+}
+func (s *Site) path(p string) string { return filepath.Join(s.Dir, p) }
+func (s *Site) pauseImage() string   { return s.Registry + "/p7site/pause:1" }
+func (s *Site) pauseArchive() string { return s.path("containerd/pause.tar") }
 func (s *Site) logf(f string, a ...any) {
 	if s.opts.Logf != nil {
 		s.opts.Logf("testsite %s [%5.2fs] "+f, append([]any{s.NetNS, time.Since(s.start).Seconds()}, a...)...)
@@ -410,7 +435,11 @@ func (s *Site) startHolder(ctx context.Context) error {
 // the site's mount namespace only.
 func (s *Site) privateMounts(ctx context.Context) error {
 	script := "set -e\n"
-	for _, target := range []string{"/run/containerd", "/run/netns", "/var/lib/kubelet", "/var/log/containers", "/var/lib/cni"} {
+	targets := []string{"/run/containerd", "/run/netns", "/var/lib/kubelet", "/var/log/containers", "/var/lib/cni"}
+	if s.legacyKubelet() {
+		targets = append(targets, "/var/log/pods")
+	}
+	for _, target := range targets {
 		if err := s.mkdirHost(target); err != nil {
 			return err
 		}

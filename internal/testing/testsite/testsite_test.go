@@ -405,18 +405,31 @@ func checkGone(t *testing.T, netns, dir string, procs []procRecord) {
 	}
 }
 
-// The default BinDir is keyed by K8sVersion; tools/k8s builds what its go.mod pins.
+// The default BinDir is keyed by the version; each tools module builds what
+// its go.mod pins.
 func TestK8sVersionMatchesTools(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(), "tools", "k8s", "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), "\nrequire k8s.io/kubernetes "+K8sVersion+"\n") {
-		t.Errorf("tools/k8s/go.mod does not require k8s.io/kubernetes %s", K8sVersion)
+	for _, v := range K8sVersions {
+		mod := filepath.Join(repoRoot(), K8sTools[v], "go.mod")
+		b, err := os.ReadFile(mod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "\nrequire k8s.io/kubernetes "+v+"\n") {
+			t.Errorf("%s does not require k8s.io/kubernetes %s", mod, v)
+		}
 	}
 }
 
 func TestControlPlaneOnly(t *testing.T) {
+	// Every version's API server reports its own version (stamped at build).
+	for _, v := range K8sVersions[1:] {
+		s, took := start(t, Options{ControlPlaneOnly: true, K8sVersion: v})
+		t.Logf("%s control-plane-only start: %.1fs", v, took.Seconds())
+		if out := kubectl(t, s, "get", "--raw", "/version"); !strings.Contains(out, `"gitVersion": "`+v+`"`) {
+			t.Errorf("%s /version:\n%s", v, out)
+		}
+		s.Stop()
+	}
 	s, took := start(t, Options{ControlPlaneOnly: true})
 	t.Logf("control-plane-only start: %.1fs", took.Seconds())
 	if s.Registry != "" {
