@@ -119,6 +119,11 @@ func TestUploadRetriesWhatTheTransportCannot(t *testing.T) {
 		{&errcode.ErrorResponse{StatusCode: http.StatusServiceUnavailable}, true},
 		{fmt.Errorf("uploading: %w", &errcode.ErrorResponse{StatusCode: http.StatusTooManyRequests}), true},
 		{&errcode.ErrorResponse{StatusCode: http.StatusUnauthorized}, false},
+		// A bearer token that expired under a streamed upload: a new read
+		// gets a fresh one. Wrong credentials fail at the token service.
+		{fmt.Errorf("uploading: %w", &errcode.ErrorResponse{Method: http.MethodPut, StatusCode: http.StatusUnauthorized}), true},
+		{&errcode.ErrorResponse{Method: http.MethodPatch, StatusCode: http.StatusUnauthorized}, true},
+		{fmt.Errorf(`HEAD "https://reg/v2/x/manifests/1": %w`, &errcode.ErrorResponse{Method: http.MethodGet, StatusCode: http.StatusUnauthorized}), false},
 		{&errcode.ErrorResponse{StatusCode: http.StatusBadRequest}, false},
 		{io.ErrUnexpectedEOF, true},
 		{errors.New("bundle is corrupt"), false},

@@ -56,7 +56,15 @@ func transient(err error) bool {
 // uploadTransient adds the registry's 5xx and 429 answers to transient:
 // the HTTP transport retries those for requests it can replay, but not
 // for an upload streamed from the bundle, which only a new read can redo.
+// So is a 401 on the upload itself: its bearer token expired mid-push
+// (Harbor's and GitLab's last minutes), and the auth client, which
+// fetches a fresh one, cannot replay a streamed body. Wrong credentials
+// fail at the token service (a GET), before any upload.
 func uploadTransient(err error) bool {
 	var resp *errcode.ErrorResponse
-	return transient(err) || (errors.As(err, &resp) && (resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests))
+	if !errors.As(err, &resp) {
+		return transient(err)
+	}
+	expired := resp.StatusCode == http.StatusUnauthorized && (resp.Method == http.MethodPut || resp.Method == http.MethodPatch)
+	return transient(err) || resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || expired
 }

@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/p7bundle/p7bundle/internal/testing/faultproxy"
 	"github.com/p7bundle/p7bundle/internal/testing/storagefront"
 	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 )
@@ -103,6 +106,63 @@ func TestRegistryDelegations(t *testing.T) {
 			}
 		}
 		t.Logf("%d token requests", len(reqs))
+	})
+
+	t.Run("token auth: tokens expire within the push, wrong password", func(t *testing.T) {
+		// distribution accepts a token up to a minute past its exp (clock
+		// skew leeway): a TTL of -58 s gives tokens that live 1 to 2 seconds.
+		reg, err := testregistry.Start(context.Background(), testregistry.Options{
+			Username: "robot$pseven+ci", Password: "t0ken-pa55-short", TLS: true, Token: true, TokenTTL: -58 * time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { reg.Stop() })
+		// 60 ms a request, one image at a time: the push outlives many tokens.
+		slow, err := faultproxy.Start(faultproxy.Options{Target: reg.URL(), Transport: reg.HTTPClient().Transport, Delay: 60 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { slow.Close() })
+		args := []string{"push", v2, "--key", s.pub, "--registry", slow.Host, "--plain-http", "--ca-file", reg.CAFile,
+			"--registry-username", reg.Username, "--registry-password-stdin", "--jobs", "1", "--json"}
+		started := time.Now()
+		r := p7(t, reg.Password+"\n", args...)
+		took := time.Since(started)
+		if r.code != 0 {
+			t.Fatalf("push with short-lived tokens: %v", r)
+		}
+		var rep struct {
+			BytesPushed int64 `json:"bytesPushed"`
+		}
+		json.Unmarshal([]byte(r.stdout), &rep)
+		var total int64
+		for _, b := range manifestOf(t, v2).Blobs {
+			total += b.Size
+		}
+		scopes := map[string]int{}
+		for _, q := range reg.Token.Requests() {
+			scopes[strings.Join(q.Scopes, " ")]++
+		}
+		again := 0
+		for _, n := range scopes {
+			again += n - 1
+		}
+		t.Logf("push with 1-2 s tokens took %v: %d token requests for %d scopes; %d bytes pushed of %d", took.Round(time.Millisecond), len(reg.Token.Requests()), len(scopes), rep.BytesPushed, total)
+		if took < 3*time.Second || again == 0 {
+			t.Errorf("the push (%v) never needed a fresh token for a scope it had: the test proves nothing", took)
+		}
+		if rep.BytesPushed > total {
+			t.Errorf("pushed %d bytes of a %d-byte bundle: a blob went twice", rep.BytesPushed, total)
+		}
+		assertPulls(t, reg, m2)
+
+		// A wrong password: exit 4, one line naming the registry.
+		r = p7(t, "wrong\n", pushArgs(reg, v1, s.pub)...)
+		if r.code != exitRegistry || !strings.HasPrefix(lastLine(r.stderr), "p7bundle: registry "+reg.Host) || !strings.Contains(lastLine(r.stderr), reg.Token.Host) {
+			t.Errorf("wrong password: %v", r)
+		}
+		t.Logf("wrong password: %s", lastLine(r.stderr))
 	})
 
 	t.Run("blob storage redirects", func(t *testing.T) {

@@ -44,7 +44,8 @@ type Options struct {
 	// Token puts Username and Password behind a token service on a port of
 	// its own (Registry.Token) instead of htpasswd.
 	Token bool
-	// TokenTTL is how long its tokens are valid; default 5 minutes.
+	// TokenTTL is how long its tokens are valid; default 5 minutes (see
+	// TokenOptions.TTL for negative values).
 	TokenTTL time.Duration
 }
 
