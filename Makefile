@@ -11,6 +11,7 @@ COSIGN_VERSION := v2.6.5
 CRANE_VERSION := v0.22.1
 ORAS_VERSION := v1.3.6
 HELM_VERSION := v3.22.0
+DISTRIBUTION_VERSION := v3.1.2
 DEB_PACKAGES := docker-registry skopeo zstd openssl time \
 	containerd runc etcd-server iptables conntrack containernetworking-plugins ethtool socat iproute2 util-linux
 export P7BUNDLE_TOOLS_BIN := $(TOOLS_BIN)
@@ -32,7 +33,14 @@ $(PROBE_DIR)/p7bundle-probe-linux-%: $(PROBE_SRC)
 
 # Idempotent: installs only missing Debian packages, builds tools only once per version.
 # The demo needs the site (Debian packages, Kubernetes) but not the Vault the tests use.
-test-deps: site-deps vault-binary
+test-deps: site-deps vault-binary $(TOOLS_BIN)/registry-$(DISTRIBUTION_VERSION)
+
+# distribution v3 (the CNCF registry) beside Debian's 2.8: make test runs the
+# push suite on it too.
+$(TOOLS_BIN)/registry-$(DISTRIBUTION_VERSION):
+	@mkdir -p $(TOOLS_BIN)
+	GOBIN=$(TOOLS_BIN) GOFLAGS=-mod=mod CGO_ENABLED=0 $(GO) install github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION)
+	@touch $@
 
 site-deps: $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/crane-$(CRANE_VERSION) $(TOOLS_BIN)/oras-$(ORAS_VERSION) $(TOOLS_BIN)/helm-$(HELM_VERSION) k8s-binaries
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -66,8 +74,13 @@ vault-binary:
 vet: probe
 	$(GO) vet ./...
 
+# The registry suite: push, differential push, vendor signatures, tamper,
+# token auth and redirects, run again on distribution v3.
+REGISTRY_SUITE := ^(TestPush|TestDifferentialBundle|TestVendorImageSignatures|TestTamperedBundleNeverTagged|TestRegistryDelegations)$$
+
 test: test-deps probe vet
 	$(GO) test -race -count=1 -timeout 40m ./...
+	P7BUNDLE_TEST_REGISTRY_BINARY=$(TOOLS_BIN)/registry $(GO) test -race -count=1 -timeout 20m -run '$(REGISTRY_SUITE)' ./cmd/p7bundle
 	$(MAKE) fuzz FUZZTIME=10s
 
 # The fault and tamper suite at 5x the trials CI runs, plus longer fuzzing.

@@ -185,6 +185,8 @@ func Classify(err error) error {
 	}
 	var resp *errcode.ErrorResponse
 	switch {
+	case missingProject(err) != "":
+		return fmt.Errorf("%w: %w: the project %q does not exist in the registry (Harbor, GitLab and Quay create none on push): create it, or pass a --registry-prefix under one that exists", ErrNotFound, err, missingProject(err))
 	case errors.Is(err, errdef.ErrNotFound):
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	case errors.As(err, &resp) && resp.StatusCode == http.StatusNotFound:
@@ -213,6 +215,24 @@ func Classify(err error) error {
 		return fmt.Errorf("%w: %w (the registry speaks plain HTTP: use --plain-http)", ErrUnreachable, err)
 	}
 	return err
+}
+
+// missingProject names the project (the repository's first path element)
+// when a registry refused a write with NAME_UNKNOWN: Harbor's answer to a
+// push into a project that does not exist.
+func missingProject(err error) string {
+	var resp *errcode.ErrorResponse
+	if !errors.As(err, &resp) || resp.Method == http.MethodGet || resp.Method == http.MethodHead || resp.URL == nil {
+		return ""
+	}
+	for _, e := range resp.Errors {
+		if e.Code == errcode.ErrorCodeNameUnknown {
+			repo := strings.TrimPrefix(resp.URL.Path, "/v2/")
+			project, _, _ := strings.Cut(repo, "/")
+			return project
+		}
+	}
+	return ""
 }
 
 // Ping checks that a registry answers and accepts the credentials.

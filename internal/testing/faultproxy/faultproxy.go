@@ -30,6 +30,10 @@ type Options struct {
 	Transport http.RoundTripper
 	// Delay slows every request down, so a test can interrupt a transfer.
 	Delay time.Duration
+	// Answer, when it returns true, has answered the request itself: a
+	// registry's own behaviour (Harbor's missing project, a 202 mount)
+	// in front of a real one.
+	Answer func(w http.ResponseWriter, r *http.Request) bool
 }
 
 // Proxy is a running fault-injecting proxy on loopback.
@@ -41,13 +45,14 @@ type Proxy struct {
 	// BytesIn counts request bodies (uploads), BytesOut response bodies.
 	BytesIn, BytesOut atomic.Int64
 
-	srv   *http.Server
-	ln    net.Listener
-	mu    sync.Mutex
-	rng   *rand.Rand
-	rate  float64
-	delay time.Duration
-	rp    *httputil.ReverseProxy
+	srv    *http.Server
+	ln     net.Listener
+	mu     sync.Mutex
+	rng    *rand.Rand
+	rate   float64
+	delay  time.Duration
+	answer func(http.ResponseWriter, *http.Request) bool
+	rp     *httputil.ReverseProxy
 }
 
 // Start listens on a free loopback port.
@@ -60,7 +65,7 @@ func Start(opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{Host: ln.Addr().String(), ln: ln, rng: rand.New(rand.NewSource(opts.Seed)), rate: opts.Rate, delay: opts.Delay}
+	p := &Proxy{Host: ln.Addr().String(), ln: ln, rng: rand.New(rand.NewSource(opts.Seed)), rate: opts.Rate, delay: opts.Delay, answer: opts.Answer}
 	p.rp = httputil.NewSingleHostReverseProxy(u)
 	if opts.Transport != nil {
 		p.rp.Transport = opts.Transport
@@ -98,6 +103,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = &countingBody{ReadCloser: r.Body, n: &p.BytesIn}
 	}
 	w = &countingWriter{ResponseWriter: w, n: &p.BytesOut}
+	if p.answer != nil && p.answer(w, r) {
+		return
+	}
 	switch f := p.fault(); f {
 	case 1, 2, 3:
 		p.Status5xx.Add(1)

@@ -33,12 +33,16 @@ import (
 // DefaultBinary is where the Debian package docker-registry installs the binary.
 const DefaultBinary = "/usr/bin/docker-registry"
 
+// BinaryEnv, when set, names the registry binary Start runs by default:
+// make test runs the push suite again on distribution v3 with it.
+const BinaryEnv = "P7BUNDLE_TEST_REGISTRY_BINARY"
+
 // Options configures Start.
 type Options struct {
 	Username, Password string // non-empty => htpasswd auth
 	TLS                bool   // serve HTTPS with a cert signed by a CA generated here
 	Dir                string // working dir; if empty a temp dir is created and removed by Stop
-	Binary             string // default DefaultBinary
+	Binary             string // default $P7BUNDLE_TEST_REGISTRY_BINARY, else DefaultBinary
 	// Addr is the listen address; default a free port on 127.0.0.1.
 	Addr string
 	// Token puts Username and Password behind a token service on a port of
@@ -69,6 +73,9 @@ type Registry struct {
 // Start launches docker-registry and waits until it answers GET /v2/.
 func Start(ctx context.Context, opts Options) (*Registry, error) {
 	bin := opts.Binary
+	if bin == "" {
+		bin = os.Getenv(BinaryEnv)
+	}
 	if bin == "" {
 		bin = DefaultBinary
 	}
