@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"net"
 	"net/http"
 	"os"
@@ -258,4 +259,20 @@ func (c *Client) Credential(ctx context.Context, host string) (username, passwor
 		return "", "", fmt.Errorf("%w: docker config holds an identity token for %s, not a password: pass --registry-username", ErrUnauthorized, host)
 	}
 	return cred.Username, cred.Password, nil
+}
+
+// resolve is repo.Resolve for registries that leave Docker-Content-Digest
+// out of HEAD answers (oras refuses those for a tag): it falls back to a
+// GET, whose body oras hashes.
+func resolve(ctx context.Context, repo *remote.Repository, ref string) (ocispec.Descriptor, error) {
+	desc, err := repo.Resolve(ctx, ref)
+	if err == nil || !strings.Contains(err.Error(), `missing required header "Docker-Content-Digest"`) {
+		return desc, err
+	}
+	desc, rc, err := repo.FetchReference(ctx, ref)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	rc.Close()
+	return desc, nil
 }

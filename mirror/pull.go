@@ -198,7 +198,7 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 	if err != nil {
 		return nil, err
 	}
-	desc, err := repo.Resolve(ctx, tagOrDigest)
+	desc, err := resolve(ctx, repo, tagOrDigest)
 	if err != nil {
 		return nil, err
 	}

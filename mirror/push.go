@@ -436,7 +436,7 @@ func (p *pusher) isCurrent(ctx context.Context, img bundle.Image) (bool, error) 
 	if ref == "" {
 		ref = img.Digest.String()
 	}
-	desc, err := repo.Resolve(ctx, ref)
+	desc, err := resolve(ctx, repo, ref)
 	if err != nil {
 		if errors.Is(Classify(err), ErrNotFound) {
 			return false, nil

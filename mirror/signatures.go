@@ -41,7 +41,7 @@ func (c *Client) SignatureRef(ctx context.Context, name string, d digest.Digest)
 		return "", err
 	}
 	tag := CosignSignatureTag(d)
-	if _, err := repo.Resolve(ctx, tag); err != nil {
+	if _, err := resolve(ctx, repo, tag); err != nil {
 		if err = Classify(err); errors.Is(err, ErrNotFound) {
 			return "", nil
 		}
@@ -100,7 +100,7 @@ func (c *Client) VerifyCosignSignatures(ctx context.Context, sigRef string, d di
 	if err != nil {
 		return err
 	}
-	desc, err := repo.Resolve(ctx, tagOrDigest)
+	desc, err := resolve(ctx, repo, tagOrDigest)
 	if err != nil {
 		return fmt.Errorf("%s: %w", sigRef, Classify(err))
 	}

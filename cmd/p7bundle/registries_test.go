@@ -86,6 +86,34 @@ func TestRegistryBehaviours(t *testing.T) {
 		assertPulls(t, reg, manifestOf(t, delta))
 	})
 
+	t.Run("no Docker-Content-Digest header", func(t *testing.T) {
+		reg, err := testregistry.Start(context.Background(), testregistry.Options{Username: "robot$pseven+ci", Password: "h4rbor-pa55", TLS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { reg.Stop() })
+		p, err := faultproxy.Start(faultproxy.Options{Target: reg.URL(), Transport: reg.HTTPClient().Transport,
+			Modify: func(r *http.Response) { r.Header.Del("Docker-Content-Digest") }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		for _, run := range []string{"push", "re-push"} {
+			r := push(reg, p.Host, v1, "--json")
+			var rep struct {
+				BlobsPushed int `json:"blobsPushed"`
+			}
+			if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil {
+				t.Fatalf("%s without Docker-Content-Digest: %v", run, r)
+			}
+			// The re-push finds every tag current (by the manifest's own hash).
+			if run == "re-push" && rep.BlobsPushed != 0 {
+				t.Errorf("the re-push uploaded %d blobs", rep.BlobsPushed)
+			}
+		}
+		assertPulls(t, reg, manifestOf(t, v1))
+	})
+
 	t.Run("deep prefix, robot account from docker config", func(t *testing.T) {
 		reg, err := testregistry.Start(context.Background(), testregistry.Options{Username: "robot$pseven+ci", Password: "gitl4b-pa55", TLS: true})
 		if err != nil {

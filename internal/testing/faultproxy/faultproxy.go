@@ -34,6 +34,9 @@ type Options struct {
 	// registry's own behaviour (Harbor's missing project, a 202 mount)
 	// in front of a real one.
 	Answer func(w http.ResponseWriter, r *http.Request) bool
+	// Modify changes each response from the target before it is sent on
+	// (a registry that leaves out a header).
+	Modify func(*http.Response)
 }
 
 // Proxy is a running fault-injecting proxy on loopback.
@@ -77,6 +80,9 @@ func Start(opts Options) (*Proxy, error) {
 				l.Scheme, l.Host = "http", p.Host
 				r.Header.Set("Location", l.String())
 			}
+		}
+		if opts.Modify != nil {
+			opts.Modify(r)
 		}
 		return nil
 	}
