@@ -37,11 +37,13 @@ import (
 
 // K8sVersions are the Kubernetes versions a site runs, each built by
 // tools/k8s/build.sh from its tools module (K8sTools): the current one
-// first (the default), then the one the vendor tested pSeven with.
-var K8sVersions = []string{K8sVersion, "v1.25.2"}
+// first (the default), the one the vendor tested pSeven with, and the
+// oldest minor that builds from its module (1.22 and 1.23 lack their
+// generated OpenAPI code).
+var K8sVersions = []string{K8sVersion, "v1.25.2", "v1.24.17"}
 
 // K8sTools names the tools module that builds each of K8sVersions.
-var K8sTools = map[string]string{K8sVersion: "tools/k8s", "v1.25.2": "tools/k8s-1.25"}
+var K8sTools = map[string]string{K8sVersion: "tools/k8s", "v1.25.2": "tools/k8s-1.25", "v1.24.17": "tools/k8s-1.24"}
 
 const (
 	// K8sVersion is the Kubernetes version tools/k8s builds: the default.
