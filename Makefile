@@ -92,12 +92,22 @@ faults: test-deps probe
 	$(MAKE) fuzz FUZZTIME=1m
 
 # Fuzz the archive reader and the manifest parser; CI runs a short smoke.
+# Go 1.26's coordinator can fail a target with a bare "context deadline
+# exceeded" as -fuzztime ends (go.dev/issue/75804, fixed in Go 1.27): with
+# no failing input written, that target is run once more; anything else fails.
 FUZZTIME ?= 2m
 FUZZ_TARGETS := FuzzReader FuzzReaderTar FuzzDecodeManifest
 fuzz:
 	@for f in $(FUZZ_TARGETS); do \
-		echo "fuzz $$f for $(FUZZTIME)"; \
-		$(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./bundle || exit 1; \
+		for try in 1 2; do \
+			echo "fuzz $$f for $(FUZZTIME)"; \
+			out=$$($(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./bundle 2>&1); rc=$$?; echo "$$out"; \
+			[ $$rc = 0 ] && break; \
+			if [ $$try = 1 ] && grep -q 'context deadline exceeded' <<<"$$out" && ! grep -q 'Failing input written' <<<"$$out"; then \
+				echo "fuzz $$f: the -fuzztime deadline race of Go 1.26 (go.dev/issue/75804), no failing input: once more"; continue; \
+			fi; \
+			exit 1; \
+		done; \
 	done
 
 # A release a site can check with stock tools (README "Verifying a p7bundle release"):
