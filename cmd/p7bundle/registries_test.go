@@ -22,14 +22,22 @@ import (
 func TestRegistryBehaviours(t *testing.T) {
 	s := startSite(t)
 	v1, _, delta := monthBundles(t, s)
-	behind := func(t *testing.T, answer func(w http.ResponseWriter, r *http.Request) bool) (*testregistry.Registry, *faultproxy.Proxy) {
+	robotRegistry := func(t *testing.T) *testregistry.Registry {
 		t.Helper()
 		reg, err := testregistry.Start(context.Background(), testregistry.Options{Username: "robot$pseven+ci", Password: "h4rbor-pa55", TLS: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { reg.Stop() })
-		p, err := faultproxy.Start(faultproxy.Options{Target: reg.URL(), Transport: reg.HTTPClient().Transport, Answer: answer})
+		return reg
+	}
+	// behind puts a proxy that answers (or rewrites) as opts says in front
+	// of a real registry.
+	behind := func(t *testing.T, opts faultproxy.Options) (*testregistry.Registry, *faultproxy.Proxy) {
+		t.Helper()
+		reg := robotRegistry(t)
+		opts.Target, opts.Transport = reg.URL(), reg.HTTPClient().Transport
+		p, err := faultproxy.Start(opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +52,7 @@ func TestRegistryBehaviours(t *testing.T) {
 	}
 
 	t.Run("Harbor: the project does not exist", func(t *testing.T) {
-		reg, p := behind(t, func(w http.ResponseWriter, r *http.Request) bool {
+		reg, p := behind(t, faultproxy.Options{Answer: func(w http.ResponseWriter, r *http.Request) bool {
 			if r.Method == http.MethodGet || r.Method == http.MethodHead || r.URL.Path == "/v2/" {
 				return false
 			}
@@ -52,7 +60,7 @@ func TestRegistryBehaviours(t *testing.T) {
 			w.WriteHeader(http.StatusNotFound)
 			w.Write([]byte(`{"errors":[{"code":"NAME_UNKNOWN","message":"project pseven not found: project pseven not found"}]}`))
 			return true
-		})
+		}})
 		r := push(reg, p.Host, v1)
 		line := lastLine(r.stderr)
 		if r.code != exitRegistry || !strings.Contains(line, p.Host) || !strings.Contains(line, `project "pseven"`) || !strings.Contains(line, "create it") {
@@ -63,7 +71,7 @@ func TestRegistryBehaviours(t *testing.T) {
 
 	t.Run("mount answered 202 with an upload session", func(t *testing.T) {
 		var mounts atomic.Int64
-		reg, p := behind(t, func(w http.ResponseWriter, r *http.Request) bool {
+		reg, p := behind(t, faultproxy.Options{Answer: func(w http.ResponseWriter, r *http.Request) bool {
 			if r.Method == http.MethodPost && r.URL.Query().Get("mount") != "" {
 				// Nexus and Artifactory: no mount, an ordinary session instead.
 				mounts.Add(1)
@@ -73,7 +81,7 @@ func TestRegistryBehaviours(t *testing.T) {
 				r.URL.RawQuery = q.Encode()
 			}
 			return false
-		})
+		}})
 		for _, b := range []string{v1, delta} {
 			if r := push(reg, p.Host, b, "--json"); r.code != 0 {
 				t.Fatalf("push %s: %v", b, r)
@@ -87,17 +95,7 @@ func TestRegistryBehaviours(t *testing.T) {
 	})
 
 	t.Run("no Docker-Content-Digest header", func(t *testing.T) {
-		reg, err := testregistry.Start(context.Background(), testregistry.Options{Username: "robot$pseven+ci", Password: "h4rbor-pa55", TLS: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { reg.Stop() })
-		p, err := faultproxy.Start(faultproxy.Options{Target: reg.URL(), Transport: reg.HTTPClient().Transport,
-			Modify: func(r *http.Response) { r.Header.Del("Docker-Content-Digest") }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close() })
+		reg, p := behind(t, faultproxy.Options{Modify: func(r *http.Response) { r.Header.Del("Docker-Content-Digest") }})
 		for _, run := range []string{"push", "re-push"} {
 			r := push(reg, p.Host, v1, "--json")
 			var rep struct {
@@ -115,11 +113,7 @@ func TestRegistryBehaviours(t *testing.T) {
 	})
 
 	t.Run("deep prefix, robot account from docker config", func(t *testing.T) {
-		reg, err := testregistry.Start(context.Background(), testregistry.Options{Username: "robot$pseven+ci", Password: "gitl4b-pa55", TLS: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { reg.Stop() })
+		reg := robotRegistry(t)
 		cfg := t.TempDir()
 		auth := base64.StdEncoding.EncodeToString([]byte(reg.Username + ":" + reg.Password))
 		b, _ := json.Marshal(map[string]any{"auths": map[string]any{reg.Host: map[string]string{"auth": auth}}})
