@@ -62,11 +62,13 @@ $(TOOLS_BIN)/cosign-$(COSIGN_VERSION):
 # Kubernetes binaries for internal/testing/testsite, cached in .cache/k8s/<version>/bin
 # (a no-op when present; 6-8 minutes cold on 2 cores for each version): the
 # current one (tools/k8s), v1.25.2, the one the vendor tested (tools/k8s-1.25),
-# and v1.24.17, the oldest that builds from its module (tools/k8s-1.24).
+# v1.24.17, the oldest whose module builds as it is (tools/k8s-1.24), and v1.22.16,
+# the oldest the vendor supports (tools/k8s-1.22: build.sh generates its OpenAPI code).
 k8s-binaries:
 	tools/k8s/build.sh tools/k8s
 	tools/k8s/build.sh tools/k8s-1.25
 	tools/k8s/build.sh tools/k8s-1.24
+	tools/k8s/build.sh tools/k8s-1.22
 
 # Vault dev server for internal/testing/testvault, in $(TOOLS_BIN)
 # (a no-op when present; about 14 minutes cold on 2 cores).

@@ -37,13 +37,18 @@ import (
 
 // K8sVersions are the Kubernetes versions a site runs, each built by
 // tools/k8s/build.sh from its tools module (K8sTools): the current one
-// first (the default), the one the vendor tested pSeven with, and the
-// oldest minor that builds from its module (1.22 and 1.23 lack their
-// generated OpenAPI code).
-var K8sVersions = []string{K8sVersion, "v1.25.2", "v1.24.17"}
+// first (the default), the one the vendor tested pSeven with, the oldest
+// minor whose module carries its generated OpenAPI code, and the oldest the
+// vendor supports (build.sh generates that code for it).
+var K8sVersions = []string{K8sVersion, "v1.25.2", "v1.24.17", "v1.22.16"}
 
 // K8sTools names the tools module that builds each of K8sVersions.
-var K8sTools = map[string]string{K8sVersion: "tools/k8s", "v1.25.2": "tools/k8s-1.25", "v1.24.17": "tools/k8s-1.24"}
+var K8sTools = map[string]string{
+	K8sVersion: "tools/k8s",
+	"v1.25.2":  "tools/k8s-1.25",
+	"v1.24.17": "tools/k8s-1.24",
+	"v1.22.16": "tools/k8s-1.22",
+}
 
 const (
 	// K8sVersion is the Kubernetes version tools/k8s builds: the default.
@@ -306,6 +311,10 @@ func (s *Site) up(ctx context.Context) error {
 	if s.legacyKubelet() {
 		kubelet = append(kubelet, "--container-runtime-endpoint=unix://"+s.path("containerd.sock"))
 	}
+	if s.minorBefore(24) {
+		// Until 1.24 the kubelet defaults to its built-in dockershim.
+		kubelet = append(kubelet, "--container-runtime=remote")
+	}
 	if err := s.startDaemon("kubelet", kubelet...); err != nil {
 		return err
 	}
@@ -373,10 +382,13 @@ func (s *Site) bin(name string) string { return filepath.Join(s.binDir, name) }
 // legacyKubelet: before 1.27 the kubelet's config file knows neither
 // containerRuntimeEndpoint, podLogsDir nor failCgroupV1 (the endpoint is a
 // flag, pod logs go to /var/log/pods, cgroup v1 is simply supported).
-func (s *Site) legacyKubelet() bool {
-	var major, minor int
-	fmt.Sscanf(s.opts.K8sVersion, "v%d.%d", &major, &minor)
-	return major == 1 && minor < 27
+func (s *Site) legacyKubelet() bool { return s.minorBefore(27) }
+
+// minorBefore reports whether the site runs a Kubernetes 1.x older than 1.minor.
+func (s *Site) minorBefore(minor int) bool {
+	var major, m int
+	fmt.Sscanf(s.opts.K8sVersion, "v%d.%d", &major, &m)
+	return major == 1 && m < minor
 }
 func (s *Site) path(p string) string { return filepath.Join(s.Dir, p) }
 func (s *Site) pauseImage() string   { return s.Registry + "/p7site/pause:1" }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -414,7 +415,7 @@ func TestK8sVersionMatchesTools(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(b), "\nrequire k8s.io/kubernetes "+v+"\n") {
+		if !regexp.MustCompile(`(?m)^(require)?\s*k8s\.io/kubernetes ` + regexp.QuoteMeta(v) + `$`).Match(b) {
 			t.Errorf("%s does not require k8s.io/kubernetes %s", mod, v)
 		}
 	}
