@@ -82,9 +82,17 @@ vet: probe
 # token auth and redirects, run again on distribution v3.
 REGISTRY_SUITE := ^(TestPush|TestDifferentialBundle|TestVendorImageSignatures|TestTamperedBundleNeverTagged|TestRegistryDelegations)$$
 
+# Again on go-containerregistry's registry, which serves the OCI 1.1
+# referrers API (vendor signatures take that path) and keeps one blob store
+# for all repositories (TestPush counts mounts, which that makes moot).
+REFERRERS_SUITE := ^(TestDifferentialBundle|TestVendorImageSignatures|TestTamperedBundleNeverTagged)$$
+
 test: test-deps probe vet
 	$(GO) test -race -count=1 -timeout 40m ./...
 	P7BUNDLE_TEST_REGISTRY_BINARY=$(TOOLS_BIN)/registry $(GO) test -race -count=1 -timeout 20m -run '$(REGISTRY_SUITE)' ./cmd/p7bundle
+	$(GO) build -o $(TOOLS_BIN)/ggcr-registry ./internal/testing/ggcrregistry
+	P7BUNDLE_TEST_REGISTRY_BINARY=$(TOOLS_BIN)/ggcr-registry P7BUNDLE_TEST_REGISTRY_REFERRERS_API=1 \
+		$(GO) test -race -count=1 -timeout 20m -run '$(REFERRERS_SUITE)' ./cmd/p7bundle
 	$(MAKE) fuzz FUZZTIME=10s
 
 # The fault and tamper suite at 5x the trials CI runs, plus longer fuzzing.

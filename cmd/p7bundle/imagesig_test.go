@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/p7bundle/p7bundle/internal/testing/testenv"
 	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 	"github.com/p7bundle/p7bundle/manifests"
+	"github.com/p7bundle/p7bundle/mirror"
 )
 
 // cosignAt runs the stock cosign CLI against registries it trusts and
@@ -180,6 +184,43 @@ func TestVendorImageSignatures(t *testing.T) {
 	}
 	if verified != len(s.up.Images) {
 		t.Fatalf("cosign verified %d images at the site, want %d", verified, len(s.up.Images))
+	}
+
+	// The OCI 1.1 signature, at both ends: listed by the referrers API
+	// where the registry serves it (go-containerregistry's, in make test),
+	// else under the sha256-<hex> tag that stands in for it (distribution).
+	var signed bundle.Image
+	for _, img := range m.Images {
+		if img.Ref == referrerSigned {
+			signed = img
+		}
+	}
+	path := strings.TrimPrefix(strings.SplitN(referrerSigned, ":", 2)[0], manifests.DefaultSourceRegistry+"/")
+	for _, end := range []struct {
+		reg  *testregistry.Registry
+		repo string
+	}{{s.up.Registry, path}, {reg, "pseven/" + path}} {
+		types, err := end.reg.Referrers(context.Background(), end.repo, signed.Digest.String())
+		switch {
+		case errors.Is(err, testregistry.ErrNoReferrersAPI):
+			if os.Getenv(testregistry.ReferrersAPIEnv) == "1" {
+				t.Fatalf("%s/%s: %v, but %s=1", end.reg.Host, end.repo, err, testregistry.ReferrersAPIEnv)
+			}
+			tags, err := end.reg.Tags(context.Background(), end.repo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.Replace(signed.Digest.String(), ":", "-", 1); !slices.Contains(tags, want) {
+				t.Errorf("%s/%s has no referrers API and no %s tag: %v", end.reg.Host, end.repo, want, tags)
+			}
+			t.Logf("%s/%s: OCI 1.1 signature under the referrers tag schema", end.reg.Host, end.repo)
+		case err != nil:
+			t.Fatal(err)
+		case !slices.Contains(types, mirror.CosignSignatureArtifactType):
+			t.Errorf("referrers of %s/%s@%s: %v, want a %s", end.reg.Host, end.repo, signed.Digest, types, mirror.CosignSignatureArtifactType)
+		default:
+			t.Logf("%s/%s: OCI 1.1 signature listed by the referrers API", end.reg.Host, end.repo)
+		}
 	}
 }
 

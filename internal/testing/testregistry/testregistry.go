@@ -37,6 +37,11 @@ const DefaultBinary = "/usr/bin/docker-registry"
 // make test runs the push suite again on distribution v3 with it.
 const BinaryEnv = "P7BUNDLE_TEST_REGISTRY_BINARY"
 
+// ReferrersAPIEnv=1 says the registry BinaryEnv names serves the OCI 1.1
+// referrers API (make test's go-containerregistry run): tests that take the
+// tag-schema path where it is missing then fail instead.
+const ReferrersAPIEnv = "P7BUNDLE_TEST_REGISTRY_REFERRERS_API"
+
 // Options configures Start.
 type Options struct {
 	Username, Password string // non-empty => htpasswd auth
@@ -378,6 +383,31 @@ func (r *Registry) AllTags(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// ErrNoReferrersAPI: the registry does not serve the OCI 1.1 referrers API
+// (distribution answers 404 there).
+var ErrNoReferrersAPI = errors.New("no referrers API")
+
+// Referrers lists the artifact types of the manifests that name repo@digest
+// as their subject, through the OCI 1.1 referrers API.
+func (r *Registry) Referrers(ctx context.Context, repo, digest string) ([]string, error) {
+	var index struct {
+		Manifests []struct {
+			ArtifactType string `json:"artifactType"`
+		} `json:"manifests"`
+	}
+	if _, err := r.getJSON(ctx, "/v2/"+repo+"/referrers/"+digest, "repository:"+repo+":pull", &index); err != nil {
+		if errors.Is(err, errNotFound) {
+			return nil, fmt.Errorf("%w: %v", ErrNoReferrersAPI, err)
+		}
+		return nil, err
+	}
+	var types []string
+	for _, m := range index.Manifests {
+		types = append(types, m.ArtifactType)
+	}
+	return types, nil
 }
 
 // getJSON decodes the response of GET path into v and returns the next page
