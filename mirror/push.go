@@ -112,6 +112,8 @@ type pusher struct {
 	bytes   atomic.Int64
 	mounted atomic.Int64
 	logMu   sync.Mutex
+	// refusedOnce logs the first mount the registry refused.
+	refusedOnce sync.Once
 }
 
 // PushBundle uploads the blobs of a (verified) bundle archive the site
@@ -142,7 +144,7 @@ func (c *Client) PushBundle(ctx context.Context, a *bundle.Archive, opts PushOpt
 	} else if err := p.uploadAll(ctx, a); err != nil {
 		return nil, err
 	}
-	if err := p.finish(ctx); err != nil {
+	if err := p.finish(ctx, a); err != nil {
 		return nil, err
 	}
 	p.res.BlobsPushed, p.res.BlobsSkipped, p.res.BytesPushed = p.pushed.Load(), p.skipped.Load(), p.bytes.Load()
@@ -496,14 +498,48 @@ func (p *pusher) repo(name string) (*remote.Repository, error) {
 	return p.c.Repository(ref)
 }
 
+// copyRefusedMount puts blob b into repository to when the registry refused
+// to mount it from its home repository: a token service that grants one
+// repository per token leaves a mount without pull on its source, yet each
+// repository alone is allowed. The bytes come from the bundle, verified;
+// a differential bundle's base blob, which the bundle lacks, is read from
+// its home repository in the site registry.
+func (p *pusher) copyRefusedMount(ctx context.Context, a *bundle.Archive, b bundle.Blob, to string) error {
+	from := p.home[b.Digest.String()]
+	p.refusedOnce.Do(func() {
+		p.logf("registry %s refused to mount %s from %s into %s (its token lacks pull on %s): uploading shared blobs instead", p.opts.Registry, b.Digest, from, to, from)
+	})
+	if !b.Omitted {
+		return p.uploadBlob(ctx, a, to, b)
+	}
+	src, err := p.repo(from)
+	if err != nil {
+		return err
+	}
+	desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
+	rc, err := src.Blobs().Fetch(ctx, desc)
+	if err != nil {
+		return fmt.Errorf("registry %s: reading %s from %s for %s: %w", p.opts.Registry, b.Digest, from, to, Classify(err))
+	}
+	defer rc.Close()
+	// Only a Reader: the HTTP transport closes a body that is a Closer, from
+	// its own goroutine, racing the deferred Close.
+	if err := p.upload(ctx, to, desc, struct{ io.Reader }{rc}); err != nil {
+		return fmt.Errorf("registry %s: uploading %s to %s: %w", p.opts.Registry, b.Digest, to, err)
+	}
+	return nil
+}
+
 // finish runs after the archive is sealed: it mounts shared blobs into
 // every repository that needs them, pushes manifests children first and
 // tags last, checking each digest the registry reports.
-func (p *pusher) finish(ctx context.Context) error {
+func (p *pusher) finish(ctx context.Context, a *bundle.Archive) error {
 	mediaType := map[string]string{}
 	sizes := map[string]int64{}
+	blobs := map[string]bundle.Blob{}
 	for _, b := range p.m.Blobs {
 		mediaType[b.Digest.String()], sizes[b.Digest.String()] = b.MediaType, b.Size
+		blobs[b.Digest.String()] = b
 	}
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
@@ -537,11 +573,18 @@ func (p *pusher) finish(ctx context.Context) error {
 					continue
 				}
 				desc := ocispec.Descriptor{MediaType: mediaType[string(d)], Digest: digest.Digest(d), Size: sizes[string(d)]}
-				if err := repo.Mount(gctx, desc, p.home[string(d)], nil); err != nil {
-					return fmt.Errorf("registry %s: mounting %s from %s into %s: %w", p.opts.Registry, d, p.home[string(d)], t.Repository, Classify(err))
+				err = repo.Mount(gctx, desc, p.home[string(d)], nil)
+				if err == nil {
+					p.mounted.Add(1)
+					p.markPresent(t.Repository, string(d))
+					continue
 				}
-				p.mounted.Add(1)
-				p.markPresent(t.Repository, string(d))
+				if err = Classify(err); !errors.Is(err, ErrUnauthorized) {
+					return fmt.Errorf("registry %s: mounting %s from %s into %s: %w", p.opts.Registry, d, p.home[string(d)], t.Repository, err)
+				}
+				if err := p.copyRefusedMount(gctx, a, blobs[string(d)], t.Repository); err != nil {
+					return err
+				}
 			}
 			// Manifests below an index first, then the root by digest, then the tag.
 			var metas []string

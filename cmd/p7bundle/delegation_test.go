@@ -13,6 +13,7 @@ import (
 	"github.com/p7bundle/p7bundle/internal/testing/faultproxy"
 	"github.com/p7bundle/p7bundle/internal/testing/storagefront"
 	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
+	"github.com/p7bundle/p7bundle/mirror"
 )
 
 // monthBundles builds last month's bundle, this month's, and this month's
@@ -163,6 +164,64 @@ func TestRegistryDelegations(t *testing.T) {
 			t.Errorf("wrong password: %v", r)
 		}
 		t.Logf("wrong password: %s", lastLine(r.stderr))
+	})
+
+	t.Run("token auth: mounts with and without pull on the source", func(t *testing.T) {
+		refused := "refused to mount"
+		// push pushes each bundle in turn into a fresh registry; it returns
+		// the registry and the last push's report and stderr.
+		push := func(oneRepository bool, bundles ...string) (*testregistry.Registry, mirror.PushResult, string) {
+			t.Helper()
+			reg, err := testregistry.Start(context.Background(), testregistry.Options{
+				Username: "robot$pseven+ci", Password: "t0ken-pa55-mount", TLS: true, Token: true, TokenOneRepository: oneRepository,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { reg.Stop() })
+			var r result
+			for _, b := range bundles {
+				if r = p7(t, reg.Password+"\n", pushArgs(reg, b, s.pub, "--json")...); r.code != 0 {
+					t.Fatalf("push of %s (one repository per token: %v): %v", filepath.Base(b), oneRepository, r)
+				}
+			}
+			var res mirror.PushResult
+			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+				t.Fatal(err)
+			}
+			assertPulls(t, reg, m2)
+			return reg, res, r.stderr
+		}
+		_, full, fullLog := push(false, v2)
+		reg, narrow, narrowLog := push(true, v2)
+		t.Logf("pull granted on the source: %d blobs mounted, %d uploaded (%d bytes); not granted: %d mounted, %d uploaded (%d bytes)",
+			full.BlobsMounted, full.BlobsPushed, full.BytesPushed, narrow.BlobsMounted, narrow.BlobsPushed, narrow.BytesPushed)
+		if full.BlobsMounted == 0 {
+			t.Fatal("no blob was mounted with full tokens: the test proves nothing")
+		}
+		// Each mount asked for the target and the source in one token.
+		asked := 0
+		for _, q := range reg.Token.Requests() {
+			if strings.Count(strings.Join(q.Scopes, " "), "repository:") > 1 {
+				asked++
+			}
+		}
+		if asked == 0 {
+			t.Fatal("no token request named two repositories: no mount was tried")
+		}
+		if narrow.BlobsMounted != 0 || narrow.BlobsPushed != full.BlobsPushed+full.BlobsMounted {
+			t.Errorf("without pull on the source, every mount should become an upload: %+v", narrow)
+		}
+		if strings.Contains(fullLog, refused) || strings.Count(narrowLog, refused) != 1 {
+			t.Errorf("want one %q line, only without pull on the source:\n%s\n---\n%s", refused, fullLog, narrowLog)
+		}
+		// A differential bundle's base blobs are not in it: each is read from
+		// the repository that holds it and uploaded where it is missing.
+		_, delta, deltaLog := push(true, v1, delta)
+		if delta.BlobsMounted != 0 || !strings.Contains(deltaLog, refused) {
+			t.Errorf("differential push without pull on the source: %+v\n%s", delta, deltaLog)
+		}
+		t.Logf("differential push without pull on the source: %d blobs uploaded (%d bytes, %d read from the bundle)", delta.BlobsPushed, delta.BytesPushed, delta.BytesRead)
 	})
 
 	t.Run("blob storage redirects", func(t *testing.T) {

@@ -56,6 +56,8 @@ type Options struct {
 	// TokenTTL is how long its tokens are valid; default 5 minutes (see
 	// TokenOptions.TTL for negative values).
 	TokenTTL time.Duration
+	// TokenOneRepository: see TokenOptions.OneRepository.
+	TokenOneRepository bool
 }
 
 // Registry is a running docker-registry process.
@@ -136,7 +138,7 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 			return fail(fmt.Errorf("testregistry: token signer: %w", err))
 		}
 		if r.Token, err = StartTokenServer(TokenOptions{
-			Username: opts.Username, Password: opts.Password, CertFile: certFile, KeyFile: keyFile, SignerDir: r.Dir, TTL: opts.TokenTTL,
+			Username: opts.Username, Password: opts.Password, CertFile: certFile, KeyFile: keyFile, SignerDir: r.Dir, TTL: opts.TokenTTL, OneRepository: opts.TokenOneRepository,
 		}); err != nil {
 			return fail(fmt.Errorf("testregistry: token server: %w", err))
 		}

@@ -33,6 +33,7 @@ type TokenServer struct {
 	// TTL is how long a token is valid (the registry adds a minute's leeway).
 	TTL time.Duration
 
+	oneRepository      bool
 	username, password string
 	key                *ecdsa.PrivateKey
 	x5c                string // base64 DER of the signing certificate
@@ -62,6 +63,10 @@ type TokenOptions struct {
 	// TTL is how long a token is valid; default 5 minutes. The registry
 	// adds a minute's leeway: -58 s makes tokens that live 1 to 2 seconds.
 	TTL time.Duration
+	// OneRepository grants a request's first repository scope only, as a
+	// token service that scopes each token to one repository does: a
+	// cross-repository mount then lacks pull on its source.
+	OneRepository bool
 }
 
 const (
@@ -107,7 +112,7 @@ func TokenConfig(realm, rootCertBundle string) string {
 
 // StartTokenServer serves tokens signed with the key in o.SignerDir.
 func StartTokenServer(o TokenOptions) (*TokenServer, error) {
-	s := &TokenServer{Service: tokenService, Issuer: tokenIssuer, TTL: o.TTL, username: o.Username, password: o.Password}
+	s := &TokenServer{Service: tokenService, Issuer: tokenIssuer, TTL: o.TTL, oneRepository: o.OneRepository, username: o.Username, password: o.Password}
 	if s.TTL == 0 {
 		s.TTL = 5 * time.Minute
 	}
@@ -178,6 +183,9 @@ func (s *TokenServer) serve(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		scopes = nil // anonymous: a token that grants nothing
 	}
+	if s.oneRepository {
+		scopes = firstRepository(scopes)
+	}
 	token, err := s.Mint(user, scopes)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -187,6 +195,27 @@ func (s *TokenServer) serve(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(map[string]any{
 		"token": token, "access_token": token, "expires_in": int(s.TTL.Seconds()), "issued_at": time.Now().UTC().Format(time.RFC3339),
 	})
+}
+
+// firstRepository keeps the scopes of the first repository named.
+func firstRepository(scopes []string) []string {
+	var kept []string
+	first := ""
+	for _, field := range scopes {
+		for _, scope := range strings.Fields(field) {
+			if name, ok := strings.CutPrefix(scope, "repository:"); ok {
+				name = name[:max(strings.LastIndex(name, ":"), 0)]
+				if first == "" {
+					first = name
+				}
+				if name != first {
+					continue
+				}
+			}
+			kept = append(kept, scope)
+		}
+	}
+	return kept
 }
 
 // Requests returns what the token server was asked, in order.
