@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +31,7 @@ import (
 
 	"github.com/p7bundle/p7bundle/builder"
 	"github.com/p7bundle/p7bundle/bundle"
+	"github.com/p7bundle/p7bundle/internal/probe"
 	"github.com/p7bundle/p7bundle/internal/testing/randimage"
 	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
 	"github.com/p7bundle/p7bundle/manifests"
@@ -470,4 +472,45 @@ func mustReadFile(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// The guide's version policy: 1.22.0 to 1.25.2 tested, newer allowed with a
+// warning (doctor WARNs), older refused naming the version.
+func TestPreflightKubernetesVersions(t *testing.T) {
+	for _, tc := range []struct {
+		server, err, warning string
+	}{
+		{server: "v1.21.14", err: "preflight failed: Kubernetes v1.21.14 is older than 1.22.0, the oldest pSeven Enterprise supports"},
+		{server: "v1.22.0"},
+		{server: "v1.22.16"},
+		{server: "v1.25.2"},
+		{server: "v1.25.3", warning: "Kubernetes v1.25.3 is newer than 1.25.2, the newest version the vendor tested"},
+		{server: "v1.37.0", warning: "Kubernetes v1.37.0 is newer than 1.25.2, the newest version the vendor tested"},
+		{server: "v0.0.0-master+$Format:%H$", err: "preflight failed: Kubernetes v0.0.0-master+$Format:%H$ is older than 1.22.0"},
+		{server: "unknown", err: `preflight failed: Kubernetes API https://api.site.test:6443 reports version "unknown"`},
+	} {
+		n := node("node-1", "192.0.2.10", "16Gi", "8", true)
+		kube := fake.NewSimpleClientset(&n)
+		kube.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{GitVersion: tc.server}
+		c := &Cluster{Clientset: kube, Config: &rest.Config{Host: "https://api.site.test:6443"}}
+		pf, err := c.Check(context.Background(), "ns", true)
+		switch {
+		case tc.err != "":
+			if err == nil || !errors.Is(err, ErrPreflight) || !strings.HasPrefix(err.Error(), tc.err) {
+				t.Errorf("%s: error %v, want one starting %q", tc.server, err, tc.err)
+			}
+			continue
+		case err != nil:
+			t.Errorf("%s: %v", tc.server, err)
+			continue
+		}
+		doctor := kubernetesCheck(pf)
+		if tc.warning == "" {
+			if len(pf.Warnings) != 0 || doctor.Status != probe.Pass || doctor.Guide != "1.22.0 to 1.25.2 tested" {
+				t.Errorf("%s: warnings %q, doctor %+v", tc.server, pf.Warnings, doctor)
+			}
+		} else if !slices.Equal(pf.Warnings, []string{tc.warning}) || doctor.Status != probe.Warn || doctor.Detail != tc.warning {
+			t.Errorf("%s: warnings %q, doctor %+v; want %q", tc.server, pf.Warnings, doctor, tc.warning)
+		}
+	}
 }
