@@ -211,6 +211,11 @@ func Classify(err error) error {
 	if errors.As(err, &certErr) {
 		return fmt.Errorf("%w: %w (use --ca-file)", ErrUnreachable, err)
 	}
+	// oras-go will not send credentials to a token service at a loopback or
+	// link-local address the registry is not reached by (GHSA-xf85-363p-868w).
+	if strings.Contains(err.Error(), "bearer realm") {
+		return fmt.Errorf("%w: %w", ErrUnauthorized, err)
+	}
 	// net/http's own words, with no type behind them.
 	if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
 		return fmt.Errorf("%w: %w (the registry speaks plain HTTP: use --plain-http)", ErrUnreachable, err)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,7 +14,9 @@ import (
 
 	"github.com/p7bundle/p7bundle/internal/testing/faultproxy"
 	"github.com/p7bundle/p7bundle/internal/testing/storagefront"
+	"github.com/p7bundle/p7bundle/internal/testing/testenv"
 	"github.com/p7bundle/p7bundle/internal/testing/testregistry"
+	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
 
@@ -222,6 +226,84 @@ func TestRegistryDelegations(t *testing.T) {
 			t.Errorf("differential push without pull on the source: %+v\n%s", delta, deltaLog)
 		}
 		t.Logf("differential push without pull on the source: %d blobs uploaded (%d bytes, %d read from the bundle)", delta.BlobsPushed, delta.BytesPushed, delta.BytesRead)
+	})
+
+	t.Run("token auth: build pulls from a token-auth source registry", func(t *testing.T) {
+		// The vendor's registry as a token-auth one, tokens living 1-2 s, and
+		// 60 ms a request, one image at a time: the build outlives many tokens.
+		up, err := testenv.StartUpstreamWith(context.Background(), testenv.FixtureChart(), testregistry.Options{
+			Username: "customer-1234", Password: "vend0r-t0ken", TLS: true, Token: true, TokenTTL: -58 * time.Second,
+			TokenRealmHost: "localhost", Dir: filepath.Join(t.TempDir(), "upstream"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { up.Stop() })
+		slow, err := faultproxy.Start(faultproxy.Options{Target: up.URL(), Transport: up.HTTPClient().Transport, Delay: 60 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { slow.Close() })
+		out := filepath.Join(t.TempDir(), "token.tar.zst")
+		// The realm names localhost (see TokenRealmHost), so does the mirror:
+		// oras-go sends credentials to a loopback token service only under
+		// the name the registry is reached by.
+		_, port, _ := net.SplitHostPort(slow.Host)
+		mirrorHost := net.JoinHostPort("localhost", port)
+		build := func(password string) result {
+			return p7(t, password+"\n", "build", "--chart", testenv.FixtureChart(), "--key", s.key, "-o", out,
+				"--mirror", manifests.DefaultSourceRegistry+"="+mirrorHost, "--plain-http", "--ca-file", up.CAFile,
+				"--username", up.Username, "--password-stdin", "--jobs", "1")
+		}
+		started := time.Now()
+		if r := build(up.Password); r.code != 0 {
+			t.Fatalf("build from a token-auth registry: %v", r)
+		}
+		took := time.Since(started)
+		if r := p7(t, "", "verify", out, "--key", s.pub); r.code != 0 {
+			t.Fatalf("verify: %v", r)
+		}
+		if got, want := len(manifestOf(t, out).Images), len(up.Images)+1; got != want { // + the doctor probe
+			t.Errorf("bundle holds %d images, want %d", got, want)
+		}
+		basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(up.Username+":"+up.Password))
+		scopes := map[string]int{}
+		for _, q := range up.Token.Requests() {
+			if q.Header.Get("Authorization") != basic || q.Status != http.StatusOK {
+				t.Fatalf("token request %v answered %d", q.Scopes, q.Status)
+			}
+			scopes[strings.Join(q.Scopes, " ")]++
+		}
+		again := 0
+		for _, n := range scopes {
+			again += n - 1
+		}
+		t.Logf("build with 1-2 s tokens took %v: %d token requests for %d scopes", took.Round(time.Millisecond), len(up.Token.Requests()), len(scopes))
+		if again == 0 {
+			t.Errorf("the build (%v) never needed a fresh token for a scope it had: the test proves nothing", took)
+		}
+
+		// A wrong password: exit 4, one line naming the registry and the
+		// token service, nothing written.
+		os.Remove(out)
+		r := build("wrong")
+		if last := lastLine(r.stderr); r.code != exitRegistry || !strings.Contains(last, mirrorHost) || !strings.Contains(last, up.Token.Host) {
+			t.Errorf("build with a wrong password: %v", r)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("a failed build left %s", out)
+		}
+		t.Logf("wrong password: %s", lastLine(r.stderr))
+
+		// Reached as 127.0.0.1, the registry's realm at localhost is a
+		// loopback token service under another name: refused, exit 4.
+		r = p7(t, up.Password+"\n", "build", "--chart", testenv.FixtureChart(), "--key", s.key, "-o", out,
+			"--mirror", manifests.DefaultSourceRegistry+"="+slow.Host, "--plain-http", "--ca-file", up.CAFile,
+			"--username", up.Username, "--password-stdin")
+		if last := lastLine(r.stderr); r.code != exitRegistry || !strings.Contains(last, `bearer realm host "localhost"`) {
+			t.Errorf("build whose realm is loopback under another name: %v", r)
+		}
+		t.Logf("realm guard: %s", lastLine(r.stderr))
 	})
 
 	t.Run("blob storage redirects", func(t *testing.T) {

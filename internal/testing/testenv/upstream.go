@@ -34,13 +34,19 @@ const MultiPlatformRepo = "pseven-app"
 // StartUpstream starts the registry in dir and pushes the chart's images,
 // mapping registry.pseven.io/<path> to <registry>/<path>. Stop it when done.
 func StartUpstream(ctx context.Context, chartPath, dir string) (*Upstream, error) {
+	return StartUpstreamWith(ctx, chartPath, testregistry.Options{
+		Username: "builder", Password: "upstream-s3cret-" + filepath.Base(dir), TLS: true, Dir: dir,
+	})
+}
+
+// StartUpstreamWith is StartUpstream with the registry's options (token
+// auth, say); opts.Dir is where it runs.
+func StartUpstreamWith(ctx context.Context, chartPath string, opts testregistry.Options) (*Upstream, error) {
 	images, err := chartImages(chartPath)
 	if err != nil {
 		return nil, err
 	}
-	reg, err := testregistry.Start(ctx, testregistry.Options{
-		Username: "builder", Password: "upstream-s3cret-" + filepath.Base(dir), TLS: true, Dir: dir,
-	})
+	reg, err := testregistry.Start(ctx, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -58,6 +58,8 @@ type Options struct {
 	TokenTTL time.Duration
 	// TokenOneRepository: see TokenOptions.OneRepository.
 	TokenOneRepository bool
+	// TokenRealmHost: see TokenOptions.RealmHost.
+	TokenRealmHost string
 }
 
 // Registry is a running docker-registry process.
@@ -138,7 +140,7 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 			return fail(fmt.Errorf("testregistry: token signer: %w", err))
 		}
 		if r.Token, err = StartTokenServer(TokenOptions{
-			Username: opts.Username, Password: opts.Password, CertFile: certFile, KeyFile: keyFile, SignerDir: r.Dir, TTL: opts.TokenTTL, OneRepository: opts.TokenOneRepository,
+			Username: opts.Username, Password: opts.Password, CertFile: certFile, KeyFile: keyFile, SignerDir: r.Dir, TTL: opts.TokenTTL, OneRepository: opts.TokenOneRepository, RealmHost: opts.TokenRealmHost,
 		}); err != nil {
 			return fail(fmt.Errorf("testregistry: token server: %w", err))
 		}

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +68,11 @@ type TokenOptions struct {
 	// token service that scopes each token to one repository does: a
 	// cross-repository mount then lacks pull on its source.
 	OneRepository bool
+	// RealmHost is the host name the realm names, default the listen IP.
+	// go-containerregistry refuses a realm at a private IP literal on
+	// another port (its SSRF guard), so a registry it pushes into names
+	// "localhost".
+	RealmHost string
 }
 
 const (
@@ -137,6 +143,9 @@ func StartTokenServer(o TokenOptions) (*TokenServer, error) {
 		return nil, err
 	}
 	s.Host = s.ln.Addr().String()
+	if o.RealmHost != "" {
+		s.Host = net.JoinHostPort(o.RealmHost, strconv.Itoa(s.ln.Addr().(*net.TCPAddr).Port))
+	}
 	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 10 * time.Second}
 	if o.CertFile == "" {
 		s.Realm = "http://" + s.Host + "/token"
