@@ -47,6 +47,9 @@ type Report struct {
 	// ExpectedAtSite lists what a differential bundle leaves to its base.
 	ExpectedAtSite *AtSite   `json:"expectedAtSite,omitempty"`
 	Manifest       *Manifest `json:"manifest,omitempty"`
+	// Approvals are the lines of the approvals file, as checked (verify
+	// --approvals).
+	Approvals []ApprovalStatus `json:"approvals,omitempty"`
 	// Notes are worth saying but not wrong: a renamed bundle or part.
 	Notes []string `json:"notes,omitempty"`
 	Error string   `json:"error,omitempty"`

@@ -62,6 +62,7 @@ func TestBadInputEveryCommand(t *testing.T) {
 		{"verify", "--key", pub}, {"inspect"}, {"diff", good}, {"join"}, {"install", "--key", pub, site[0], site[1]},
 		{"doctor", "--key", pub, site[0], site[1]}, {"push", "--key", pub, site[0], site[1]},
 		{"values", site[0], site[1]}, {"lint", site[0], site[1]}, {"restore-values"}, {"completion"},
+		{"approve", "--key", key, "--bundle-key", pub},
 	} {
 		add("missing argument", exitUsage, args[0], args...)
 	}
@@ -71,6 +72,7 @@ func TestBadInputEveryCommand(t *testing.T) {
 		{"doctor", good, "x", "--key", pub, site[0], site[1]}, {"push", good, "x", "--key", pub, site[0], site[1]},
 		{"values", good, "x", site[0], site[1]}, {"lint", good, "x", site[0], site[1]}, {"restore-values", file, "x"},
 		{"support", "x"}, {"keygen", "x"}, {"public-key", "x", "--key", key}, {"version", "x"}, {"completion", "bash", "x"},
+		{"approve", good, "x", "--key", key, "--bundle-key", pub},
 	} {
 		add("extra argument", exitUsage, args[0], args...)
 	}
@@ -80,6 +82,16 @@ func TestBadInputEveryCommand(t *testing.T) {
 	add("missing flag", exitUsage, `"chart"`, "build", "--key", key)
 	add("missing flag", exitUsage, `"key"`, "verify", good)
 	add("missing flag", exitUsage, `"key"`, "public-key")
+	add("missing flag", exitUsage, `"key"`, "approve", good, "--bundle-key", pub)
+	add("missing flag", exitUsage, `"bundle-key"`, "approve", good, "--key", key)
+	add("bad number", exitUsage, `--expires "x"`, "approve", good, "--key", key, "--bundle-key", pub, "--expires", "x")
+	add("bad value", exitUsage, `--not-before "monday"`, "approve", good, "--key", key, "--bundle-key", pub, "--not-before", "monday")
+	add("missing input", exitInput, none, "approve", none, "--key", key, "--bundle-key", pub, "-o", filepath.Join(dir, "a.jsonl"))
+	add("missing input", exitInput, none, "verify", good, "--key", pub, "--approvals-file", none)
+	add("missing key", exitKey, none, "approve", good, "--key", none, "--bundle-key", pub, "-o", filepath.Join(dir, "a.jsonl"))
+	add("missing key", exitKey, none, "approve", good, "--key", key, "--bundle-key", none, "-o", filepath.Join(dir, "a.jsonl"))
+	add("not a key", exitKey, file, "approve", good, "--key", file, "--bundle-key", pub, "-o", filepath.Join(dir, "a.jsonl"))
+	add("missing key", exitKey, none, "verify", good, "--key", pub, "--approver-key", none)
 	for _, c := range []string{"install", "doctor", "push"} {
 		add("missing flag", exitUsage, `"registry"`, c, good, "--key", pub)
 		add("bad registry", exitUsage, `site registry "a b"`, c, good, "--key", pub, "--registry", "a b")
@@ -156,6 +168,7 @@ func TestBadInputEveryCommand(t *testing.T) {
 		add("unwritable output", exitOutput, filepath.Dir(out), "support", "-o", out, cluster[0], cluster[1])
 		add("unwritable output", exitOutput, filepath.Dir(out), "keygen", "--output-prefix", out)
 		add("unwritable output", exitOutput, filepath.Dir(out), "public-key", "--key", key, "-o", out)
+		add("unwritable output", exitOutput, filepath.Dir(out), "approve", good, "--key", key, "--bundle-key", pub, "-o", out)
 	}
 	add("existing output", exitOutput, "--force", "build", "--chart", chart, "--key", key, "-o", file)
 	add("existing output", exitOutput, "directory", "build", "--chart", chart, "--key", key, "-o", dir)

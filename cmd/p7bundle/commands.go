@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,11 +10,13 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -171,6 +174,10 @@ func verifyCommand(env *environment) *cli.Command {
 			&cli.StringFlag{Name: "key", Required: true, Usage: "cosign public `KEY` (cosign.pub), or a KMS URI: " + kmsSchemes},
 			&cli.StringFlag{Name: "signature", Usage: "signature `FILE` (default BUNDLE.sig)"},
 			&cli.StringFlag{Name: "provenance", Usage: "signed provenance `FILE` (default BUNDLE" + bundle.ProvenanceSuffix + ", checked when present)"},
+			&cli.BoolFlag{Name: "approvals", Usage: "also list the approvals of the bundle (BUNDLE" + bundle.ApprovalSuffix + "), who approved it, for which sites, until when"},
+			&cli.StringSliceFlag{Name: "approver-key", Usage: "check approvals against public `KEY` (repeatable; implies --approvals): each must have a valid approval, or verify fails"},
+			&cli.StringFlag{Name: "site", Usage: "check approvals for site `NAME`"},
+			&cli.StringFlag{Name: "approvals-file", Usage: "read approvals from `FILE` (implies --approvals)"},
 			&cli.BoolFlag{Name: "json", Usage: "print a machine-readable report"},
 		},
 		Action: func(c *cli.Context) error {
@@ -182,7 +189,23 @@ func verifyCommand(env *environment) *cli.Command {
 			if err != nil {
 				return err
 			}
+			approvers, err := loadApprovers(c)
+			if err != nil {
+				return err
+			}
+			approvals := ""
+			if c.Bool("approvals") || c.IsSet("approver-key") || c.IsSet("approvals-file") {
+				if approvals = c.String("approvals-file"); approvals == "" {
+					approvals = bundle.ApprovalPath(path)
+				}
+				if _, err := os.Stat(approvals); err != nil {
+					return fmt.Errorf("%w: approvals %s: %w", errInput, approvals, err)
+				}
+			}
 			rep, verr := bundle.Verify(c.Context, path, bundle.VerifyOptions{Verifier: v, SigPath: c.String("signature"), ProvenancePath: c.String("provenance")})
+			if verr == nil && approvals != "" {
+				verr = checkApprovals(c, path, approvals, rep, approvers)
+			}
 			if c.Bool("json") {
 				if err := printJSON(env.stdout, rep); err != nil {
 					return err
@@ -203,6 +226,9 @@ func verifyCommand(env *environment) *cli.Command {
 				for _, n := range rep.Notes {
 					fmt.Fprintf(env.stdout, "  note: %s\n", n)
 				}
+			}
+			if !c.Bool("json") {
+				printApprovals(env.stdout, rep.Approvals)
 			}
 			if verr != nil {
 				return fmt.Errorf("verify: %w", verr)
@@ -613,4 +639,176 @@ func shortDigest(d string) string {
 		return d[:19]
 	}
 	return d
+}
+
+func approveCommand(env *environment) *cli.Command {
+	return &cli.Command{
+		Name:      "approve",
+		Usage:     "verify a bundle, then sign an approval of it for the sites named (the change approval install can require)",
+		ArgsUsage: "BUNDLE",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "key", Required: true, Usage: "the approver's cosign private `KEY` file (password from $" + envKeyPassword + " or prompt), or a KMS URI: " + kmsSchemes},
+			&cli.StringFlag{Name: "bundle-key", Required: true, Usage: "public `KEY` the bundle was signed with (cosign.pub), or a KMS URI: checked first"},
+			&cli.StringSliceFlag{Name: "site", Usage: "approve for site `NAME` only (repeatable; default every site)"},
+			&cli.StringFlag{Name: "expires", Value: "30d", Usage: "the approval lapses after `DURATION` (30d, 72h)"},
+			&cli.StringFlag{Name: "not-before", Usage: "the approval holds from `TIME` (RFC 3339; default now)"},
+			&cli.StringFlag{Name: "note", Usage: "`TEXT` to record: a change ticket, a review reference"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "approvals `FILE` to append to (default BUNDLE" + bundle.ApprovalSuffix + ")"},
+		},
+		Action: func(c *cli.Context) error {
+			path, err := oneArg(c)
+			if err != nil {
+				return err
+			}
+			notBefore := time.Now()
+			if s := c.String("not-before"); s != "" {
+				if notBefore, err = time.Parse(time.RFC3339, s); err != nil {
+					return usagef("--not-before %q: want RFC 3339, e.g. 2026-12-01T09:00:00Z", s)
+				}
+			}
+			lasts, err := parseDays(c.String("expires"))
+			if err != nil || lasts <= 0 {
+				return usagef("--expires %q: want a positive duration such as 30d or 72h", c.String("expires"))
+			}
+			out := c.String("output")
+			if out == "" {
+				out = bundle.ApprovalPath(path)
+			}
+			if err := atomicfile.Check(out, true); err != nil {
+				return err
+			}
+			v, err := bundle.LoadVerifier(c.Context, c.String("bundle-key"))
+			if err != nil {
+				return err
+			}
+			pw, err := signingKeyPassword(env, c.String("key"))
+			if err != nil {
+				return err
+			}
+			s, err := bundle.LoadSigner(c.Context, c.String("key"), pw)
+			if err != nil {
+				return err
+			}
+			// Only what verifies, provenance included, gets approved.
+			rep, err := bundle.Verify(c.Context, path, bundle.VerifyOptions{Verifier: v})
+			if err != nil {
+				return fmt.Errorf("approve: %w", err)
+			}
+			if !rep.ProvenanceVerified {
+				return fmt.Errorf("approve: %w: %s has no provenance beside it (%s): approve what its builder attested", bundle.ErrProvenance, path, bundle.ProvenancePath(path))
+			}
+			bom, err := inventory.CycloneDX(rep.Manifest, bundle.Name(path))
+			if err != nil {
+				return err
+			}
+			bomBytes, err := inventory.Encode(bom)
+			if err != nil {
+				return err
+			}
+			opts := bundle.ApproveOptions{Sites: c.StringSlice("site"), NotBefore: notBefore, NotAfter: notBefore.Add(lasts),
+				Note: c.String("note"), BOMDigest: digest.FromBytes(bomBytes).String(), Tool: bundle.Tool{Name: "p7bundle", Version: version.Version}}
+			if bundle.IsKMSKey(c.String("key")) {
+				opts.KMS = c.String("key")
+			}
+			line, err := bundle.Approve(c.Context, s, rep.Manifest, bundle.Name(path), rep.Digest, opts)
+			if err != nil {
+				return err
+			}
+			old, err := os.ReadFile(out)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("%w: %v", errOutput, err)
+			}
+			if len(old) > 0 && old[len(old)-1] != '\n' {
+				old = append(old, '\n')
+			}
+			if err := atomicfile.Write(out, append(old, line...), 0o644); err != nil {
+				return err
+			}
+			sites := "every site"
+			if len(opts.Sites) > 0 {
+				sites = strings.Join(opts.Sites, ", ")
+			}
+			id, _ := bundle.KeyID(s)
+			fmt.Fprintf(env.stdout, "Approved %s (%s)\n  for:      %s\n  valid:    %s to %s\n  approver: %s\n  written:  %s (line %d)\n",
+				path, rep.Digest, sites, notBefore.UTC().Format(time.RFC3339), notBefore.Add(lasts).UTC().Format(time.RFC3339),
+				id, out, bytes.Count(old, []byte("\n"))+1)
+			return nil
+		},
+	}
+}
+
+// parseDays is time.ParseDuration that also takes whole days ("30d").
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil {
+			return 0, err
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// loadApprovers loads verify's --approver-key keys, by the name given.
+func loadApprovers(c *cli.Context) (map[string]bundle.Verifier, error) {
+	keys := map[string]bundle.Verifier{}
+	for _, ref := range c.StringSlice("approver-key") {
+		v, err := bundle.LoadVerifier(c.Context, ref)
+		if err != nil {
+			return nil, err
+		}
+		keys[ref] = v
+	}
+	return keys, nil
+}
+
+// checkApprovals fills rep.Approvals; every approver key given must have
+// a valid approval of this bundle (for --site when given).
+func checkApprovals(c *cli.Context, path, file string, rep *bundle.Report, approvers map[string]bundle.Verifier) error {
+	md, err := rep.Manifest.Digest()
+	if err != nil {
+		return err
+	}
+	site := c.String("site")
+	statuses, err := bundle.CheckApprovals(c.Context, file, approvers, rep.Digest, md, site, time.Now())
+	if err != nil {
+		return err
+	}
+	rep.Approvals = statuses
+	for _, ref := range c.StringSlice("approver-key") {
+		if !slices.ContainsFunc(statuses, func(s bundle.ApprovalStatus) bool { return s.Valid && s.Key == ref }) {
+			forSite := ""
+			if site != "" {
+				forSite = " for site " + site
+			}
+			return fmt.Errorf("%w: none valid by %s of %s (%s)%s in %s", bundle.ErrApproval, ref, path, rep.Digest, forSite, file)
+		}
+	}
+	return nil
+}
+
+// printApprovals lists approvals as verify prints them.
+func printApprovals(w io.Writer, statuses []bundle.ApprovalStatus) {
+	for _, s := range statuses {
+		verdict := "valid"
+		if !s.Valid {
+			verdict = "NOT VALID: " + s.Problem
+		}
+		fmt.Fprintf(w, "  approval %d: %s\n", s.Line, verdict)
+		if a := s.Approval; a != nil {
+			sites := "every site"
+			if len(a.Sites) > 0 {
+				sites = strings.Join(a.Sites, ", ")
+			}
+			by := a.Approver
+			if s.Key != "" {
+				by = s.Key + " (" + a.Approver + ")"
+			}
+			fmt.Fprintf(w, "    by %s, for %s, %s to %s", by, sites, a.NotBefore, a.NotAfter)
+			if a.Note != "" {
+				fmt.Fprintf(w, ", note %q", a.Note)
+			}
+			fmt.Fprintln(w)
+		}
+	}
 }

@@ -14,6 +14,11 @@ Examples:
 Examples:
   p7bundle verify pseven-2023.09.25.tar.zst --key cosign.pub
   p7bundle verify pseven-2023.09.25.tar.zst.001 --key cosign.pub --json`,
+	"approve": `p7bundle approve BUNDLE --key APPROVER-KEY --bundle-key PUBLIC-KEY [flags]
+
+Examples:
+  p7bundle approve pseven-2023.10.30.tar.zst --key security.key --bundle-key cosign.pub --site plant-a --note CAB-1234
+  p7bundle approve pseven-2023.10.30.tar.zst --key hashivault://security --bundle-key cosign.pub --expires 7d`,
 	"inspect": `p7bundle inspect BUNDLE [--json | --manifest | --cyclonedx]
 
 Examples:

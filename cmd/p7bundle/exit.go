@@ -57,7 +57,7 @@ func exitCode(err error) int {
 	// it was asked to is an output error, whatever the cause.
 	case errors.Is(err, errOutput), errors.Is(err, installer.ErrOutput), errors.Is(err, builder.ErrOutput), errors.Is(err, atomicfile.ErrWrite):
 		return exitOutput
-	case errors.Is(err, bundle.ErrSignature), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrProvenance):
+	case errors.Is(err, bundle.ErrSignature), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrProvenance), errors.Is(err, bundle.ErrApproval):
 		return exitVerify
 	case errors.Is(err, bundle.ErrKey), errors.Is(err, bundle.ErrExists):
 		return exitKey

@@ -101,6 +101,7 @@ func newApp(env *environment) *cli.App {
 		Commands: []*cli.Command{
 			buildCommand(env),
 			verifyCommand(env),
+			approveCommand(env),
 			inspectCommand(env),
 			diffCommand(env),
 			joinCommand(env),

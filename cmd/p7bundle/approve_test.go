@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/p7bundle/p7bundle/bundle"
+)
+
+// The security team's approval: approve verifies first, appends one signed
+// line per approval, stock cosign verifies a line against the bundle, and
+// verify --approver-key fails (exit 5) unless that key approved exactly
+// this bundle for the site, now.
+func TestApprove(t *testing.T) {
+	s := startSite(t)
+	out := filepath.Join(s.dir, "pseven-2023.09.25.tar.zst")
+	if r := s.build(t, out); r.code != 0 {
+		t.Fatalf("build: %v", r)
+	}
+	for _, who := range []string{"security", "change", "impostor"} {
+		if r := p7(t, "", "keygen", "--output-prefix", filepath.Join(s.dir, who)); r.code != 0 {
+			t.Fatal(r)
+		}
+	}
+	key := func(who string) string { return filepath.Join(s.dir, who+".key") }
+	pub := func(who string) string { return filepath.Join(s.dir, who+".pub") }
+	approvals := bundle.ApprovalPath(out)
+	approve := func(who string, extra ...string) result {
+		return p7(t, "", append([]string{"approve", out, "--key", key(who), "--bundle-key", s.pub}, extra...)...)
+	}
+
+	r := approve("security", "--site", "plant-a", "--site", "plant-b", "--note", "CAB-1234", "--not-before", "2026-01-01T00:00:00Z", "--expires", "3650d")
+	if r.code != 0 || !strings.Contains(r.stdout, "Approved "+out) || !strings.Contains(r.stdout, "for:      plant-a, plant-b") || !strings.Contains(r.stdout, "(line 1)") {
+		t.Fatalf("approve: %v", r)
+	}
+	if r := approve("change", "--not-before", "2026-01-01T00:00:00Z", "--expires", "3650d"); r.code != 0 || !strings.Contains(r.stdout, "(line 2)") {
+		t.Fatalf("second approver: %v", r)
+	}
+	lines := bytes.Split(bytes.TrimSpace(mustReadFile(t, approvals)), []byte("\n"))
+	if len(lines) != 2 {
+		t.Fatalf("%s holds %d lines, want 2", approvals, len(lines))
+	}
+	// Reproducible but for the times the approver chose.
+	again := filepath.Join(s.dir, "again.jsonl")
+	if r := approve("security", "--site", "plant-b", "--site", "plant-a", "--note", "CAB-1234", "--not-before", "2026-01-01T00:00:00Z", "--expires", "3650d", "-o", again); r.code != 0 {
+		t.Fatal(r)
+	}
+	if got := bytes.TrimSpace(mustReadFile(t, again)); !bytes.Equal(got, lines[0]) {
+		t.Errorf("the same approval signed again differs:\n%s\n%s", got, lines[0])
+	}
+
+	// Stock cosign verifies an approval line against the bundle file.
+	cs := newCosign(t, t.TempDir())
+	line1 := filepath.Join(s.dir, "approval-1.json")
+	os.WriteFile(line1, lines[0], 0o644)
+	cs.must("verify-blob-attestation", "--key", pub("security"), "--type", bundle.ApprovalPredicateType, "--signature", line1, "--insecure-ignore-tlog", out)
+	if o, err := cs.run("verify-blob-attestation", "--key", pub("impostor"), "--type", bundle.ApprovalPredicateType, "--signature", line1, "--insecure-ignore-tlog", out); err == nil {
+		t.Errorf("cosign verified the approval with another key:\n%s", o)
+	}
+
+	verify := func(extra ...string) result {
+		return p7(t, "", append([]string{"verify", out, "--key", s.pub}, extra...)...)
+	}
+	r = verify("--approver-key", pub("security"), "--approver-key", pub("change"), "--site", "plant-a")
+	if r.code != 0 || strings.Count(r.stdout, ": valid\n") != 2 || !strings.Contains(r.stdout, `note "CAB-1234"`) {
+		t.Fatalf("verify with both approvers: %v", r)
+	}
+	t.Logf("verify --approver-key:\n%s", r.stdout)
+	r = verify("--approvals", "--json")
+	var rep bundle.Report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil || len(rep.Approvals) != 2 || rep.Approvals[0].Approval.Approver == "" ||
+		rep.Approvals[0].Valid || rep.Approvals[0].Problem != "not checked: no approver key given" {
+		t.Errorf("verify --approvals --json (no keys: listed, not checked): %v", r)
+	}
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"another site":        {[]string{"--approver-key", pub("security"), "--site", "plant-c"}, "approval: none valid by " + pub("security") + " of " + out},
+		"an approver missing": {[]string{"--approver-key", pub("impostor")}, "approval: none valid by " + pub("impostor")},
+		"not yet valid":       {[]string{"--approver-key", pub("security"), "--approvals-file", writeApproval(t, approve, "security", "--not-before", "2099-01-01T00:00:00Z")}, "approval: none valid by"},
+		"tampered approval":   {[]string{"--approver-key", pub("security"), "--approvals-file", tamperedCopy(t, approvals)}, "approval: none valid by"},
+		"expired":             {[]string{"--approver-key", pub("change"), "--approvals-file", writeApproval(t, approve, "change", "--not-before", "2026-01-01T00:00:00Z", "--expires", "1s")}, "approval: none valid by"},
+	} {
+		r := verify(tc.args...)
+		if r.code != exitVerify || !strings.Contains(lastLine(r.stderr), tc.want) {
+			t.Errorf("%s: %v\nwant exit %d and %q", name, r, exitVerify, tc.want)
+		}
+		t.Logf("%s: %s", name, lastLine(r.stderr))
+	}
+
+	if r := verify("--approver-key", pub("security"), "--approvals-file", filepath.Join(s.dir, "none.jsonl")); r.code != exitInput || !strings.Contains(lastLine(r.stderr), "none.jsonl") {
+		t.Errorf("missing approvals file: %v", r)
+	}
+
+	// Another bundle under the approved one's name does not pass.
+	otherOut := filepath.Join(s.dir, "other", filepath.Base(out))
+	os.MkdirAll(filepath.Dir(otherOut), 0o755)
+	if r := s.build(t, otherOut, "--exclude", s.up.Images[0].Ref); r.code != 0 {
+		t.Fatalf("build of another bundle: %v", r)
+	}
+	copyFile(t, approvals, bundle.ApprovalPath(otherOut))
+	r = p7(t, "", "verify", otherOut, "--key", s.pub, "--approver-key", pub("security"))
+	if r.code != exitVerify || !strings.Contains(r.stdout, "NOT VALID: it approves another bundle") {
+		t.Errorf("approvals of another bundle: %v", r)
+	}
+
+	// approve refuses what does not verify, and appends nothing.
+	tampered := filepath.Join(s.dir, "tampered.tar.zst")
+	copyFile(t, out, tampered)
+	copyFile(t, out+".sig", tampered+".sig")
+	copyFile(t, out+bundle.ProvenanceSuffix, tampered+bundle.ProvenanceSuffix)
+	flipByte(t, tampered, 4096)
+	r = p7(t, "", "approve", tampered, "--key", key("security"), "--bundle-key", s.pub)
+	if r.code != exitVerify || !strings.HasPrefix(lastLine(r.stderr), "p7bundle: approve:") {
+		t.Errorf("approve of a tampered bundle: %v", r)
+	}
+	os.Remove(out + bundle.ProvenanceSuffix)
+	r = approve("security")
+	if r.code != exitVerify || !strings.Contains(lastLine(r.stderr), "no provenance") {
+		t.Errorf("approve without provenance: %v", r)
+	}
+	if _, err := os.Stat(bundle.ApprovalPath(tampered)); !os.IsNotExist(err) {
+		t.Error("a refused approval wrote a file")
+	}
+	if n := len(bytes.Split(bytes.TrimSpace(mustReadFile(t, approvals)), []byte("\n"))); n != 2 {
+		t.Errorf("refused approvals appended: %d lines", n)
+	}
+	if r := approve("security", "--expires", "soon"); r.code != exitUsage || !strings.Contains(r.stderr, `--expires "soon"`) {
+		t.Errorf("bad --expires: %v", r)
+	}
+}
+
+// writeApproval approves into a file of its own and returns its path.
+func writeApproval(t *testing.T, approve func(string, ...string) result, who string, extra ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "approval.jsonl")
+	if r := approve(who, append(extra, "-o", path)...); r.code != 0 {
+		t.Fatalf("approve %v: %v", extra, r)
+	}
+	return path
+}
+
+// tamperedCopy changes the sites inside the first approval, keeping its
+// signature.
+func tamperedCopy(t *testing.T, path string) string {
+	t.Helper()
+	lines := bytes.SplitN(mustReadFile(t, path), []byte("\n"), 2)
+	out := filepath.Join(t.TempDir(), "tampered.jsonl")
+	var env map[string]any
+	if err := json.Unmarshal(lines[0], &env); err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := base64.StdEncoding.DecodeString(env["payload"].(string))
+	if !bytes.Contains(payload, []byte(`"plant-a"`)) {
+		t.Fatalf("approval names no plant-a: %s", payload)
+	}
+	env["payload"] = base64.StdEncoding.EncodeToString(bytes.Replace(payload, []byte(`"plant-a"`), []byte(`"plant-z"`), 1))
+	b, _ := json.Marshal(env)
+	os.WriteFile(out, append(b, '\n'), 0o644)
+	return out
+}
+
+// flipByte inverts one byte of the file at path.
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustReadFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
