@@ -41,7 +41,7 @@ func TestApprove(t *testing.T) {
 	if r := approve("change", "--not-before", "2026-01-01T00:00:00Z", "--expires", "3650d"); r.code != 0 || !strings.Contains(r.stdout, "(line 2)") {
 		t.Fatalf("second approver: %v", r)
 	}
-	lines := bytes.Split(bytes.TrimSpace(mustReadFile(t, approvals)), []byte("\n"))
+	lines := bytes.Split(bytes.TrimSpace(mustRead(t, approvals)), []byte("\n"))
 	if len(lines) != 2 {
 		t.Fatalf("%s holds %d lines, want 2", approvals, len(lines))
 	}
@@ -50,7 +50,7 @@ func TestApprove(t *testing.T) {
 	if r := approve("security", "--site", "plant-b", "--site", "plant-a", "--note", "CAB-1234", "--not-before", "2026-01-01T00:00:00Z", "--expires", "3650d", "-o", again); r.code != 0 {
 		t.Fatal(r)
 	}
-	if got := bytes.TrimSpace(mustReadFile(t, again)); !bytes.Equal(got, lines[0]) {
+	if got := bytes.TrimSpace(mustRead(t, again)); !bytes.Equal(got, lines[0]) {
 		t.Errorf("the same approval signed again differs:\n%s\n%s", got, lines[0])
 	}
 
@@ -128,7 +128,7 @@ func TestApprove(t *testing.T) {
 	if _, err := os.Stat(bundle.ApprovalPath(tampered)); !os.IsNotExist(err) {
 		t.Error("a refused approval wrote a file")
 	}
-	if n := len(bytes.Split(bytes.TrimSpace(mustReadFile(t, approvals)), []byte("\n"))); n != 2 {
+	if n := len(bytes.Split(bytes.TrimSpace(mustRead(t, approvals)), []byte("\n"))); n != 2 {
 		t.Errorf("refused approvals appended: %d lines", n)
 	}
 	if r := approve("security", "--expires", "soon"); r.code != exitUsage || !strings.Contains(r.stderr, `--expires "soon"`) {
@@ -150,7 +150,7 @@ func writeApproval(t *testing.T, approve func(string, ...string) result, who str
 // signature.
 func tamperedCopy(t *testing.T, path string) string {
 	t.Helper()
-	lines := bytes.SplitN(mustReadFile(t, path), []byte("\n"), 2)
+	lines := bytes.SplitN(mustRead(t, path), []byte("\n"), 2)
 	out := filepath.Join(t.TempDir(), "tampered.jsonl")
 	var env map[string]any
 	if err := json.Unmarshal(lines[0], &env); err != nil {
@@ -182,13 +182,4 @@ func flipByte(t *testing.T, path string, off int64) {
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func mustReadFile(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
