@@ -180,6 +180,9 @@ type ApprovalStatus struct {
 // against the bundle's file digest and manifest digest, the site (""
 // accepts any) and now, with every verifier given (by name). A line none
 // of them signed is reported, not an error: it may be another approver's.
+// An empty fileDigest skips the subject: where the file was not hashed
+// (install reads only what it uses), the table of contents digest, which
+// the bundle key signed and which names every blob, binds alone.
 func CheckApprovals(ctx context.Context, path string, verifiers map[string]Verifier, fileDigest, manifestDigest, site string, now time.Time) ([]ApprovalStatus, error) {
 	data, err := readLimited(path, maxApprovalBytes)
 	if err != nil {
@@ -258,7 +261,7 @@ func approvalProblem(a *Approval, subject, fileDigest, manifestDigest, site stri
 	if a.Verdict != VerdictApproved {
 		return fmt.Sprintf("verdict %q", a.Verdict)
 	}
-	if subject != fileDigest || a.Bundle.ManifestDigest != manifestDigest {
+	if (fileDigest != "" && subject != fileDigest) || a.Bundle.ManifestDigest != manifestDigest {
 		return fmt.Sprintf("it approves another bundle (%s %s, %s)", a.Bundle.Chart, a.Bundle.ChartVersion, subject)
 	}
 	nb, err1 := time.Parse(time.RFC3339, a.NotBefore)
@@ -275,4 +278,37 @@ func approvalProblem(a *Approval, subject, fileDigest, manifestDigest, site stri
 		return fmt.Sprintf("for sites %s, not %s", strings.Join(a.Sites, ", "), site)
 	}
 	return ""
+}
+
+// RequireApprovals checks that every key in required (by name) signed a
+// valid approval in statuses; the error names the first key without one,
+// what is wrong with its lines, the bundle and the site.
+func RequireApprovals(statuses []ApprovalStatus, required []string, bundleName, manifestDigest, site, path string) error {
+	for _, key := range required {
+		var problems []string
+		valid := false
+		for _, s := range statuses {
+			if s.Key != key {
+				continue
+			}
+			if s.Valid {
+				valid = true
+				break
+			}
+			problems = append(problems, fmt.Sprintf("line %d: %s", s.Line, s.Problem))
+		}
+		if valid {
+			continue
+		}
+		why := "no line signed by it"
+		if len(problems) > 0 {
+			why = strings.Join(problems, "; ")
+		}
+		forSite := ""
+		if site != "" {
+			forSite = " for site " + site
+		}
+		return fmt.Errorf("%w: %s has not approved %s (table of contents %s)%s: %s in %s", ErrApproval, key, bundleName, manifestDigest, forSite, why, path)
+	}
+	return nil
 }

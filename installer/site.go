@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -117,6 +119,13 @@ type Signature struct {
 	Key string
 	// InsecureSkipVerify uses the bundle unchecked, with a loud warning.
 	InsecureSkipVerify bool
+	// RequireApprovals are approver keys (files or KMS URIs) that must each
+	// have signed a valid approval of the bundle (p7bundle approve), for
+	// Site when the approval names sites, before it is used.
+	RequireApprovals []string
+	Site             string
+	// Approvals is the approvals file; default BUNDLE.approval.jsonl.
+	Approvals string
 }
 
 // open opens the bundle and checks its table of contents signature: the
@@ -135,12 +144,55 @@ func (s Signature) open(ctx context.Context, path string, log io.Writer) (*bundl
 	if err != nil {
 		return nil, err
 	}
+	approvers := map[string]bundle.Verifier{}
+	for _, ref := range s.RequireApprovals {
+		if approvers[ref], err = bundle.LoadVerifier(ctx, ref); err != nil {
+			return nil, err
+		}
+	}
 	a, err := bundle.OpenVerified(path, v)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(log, "signature of %s verified with %s\n", path, s.Key)
+	if len(approvers) > 0 {
+		if err := s.checkApprovals(ctx, path, a.Manifest(), approvers, log); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
 	return a, nil
+}
+
+// checkApprovals requires a valid approval by every RequireApprovals key,
+// matched by the signed table of contents' digest, and logs each one used.
+func (s Signature) checkApprovals(ctx context.Context, path string, m *bundle.Manifest, approvers map[string]bundle.Verifier, log io.Writer) error {
+	file := s.Approvals
+	if file == "" {
+		file = bundle.ApprovalPath(path)
+	}
+	md, err := m.Digest()
+	if err != nil {
+		return err
+	}
+	var statuses []bundle.ApprovalStatus
+	if _, err := os.Stat(file); err == nil || s.Approvals != "" {
+		if statuses, err = bundle.CheckApprovals(ctx, file, approvers, "", md, s.Site, time.Now()); err != nil {
+			return err
+		}
+	}
+	if err := bundle.RequireApprovals(statuses, s.RequireApprovals, filepath.Base(path), md, s.Site, file); err != nil {
+		return err
+	}
+	for _, ref := range s.RequireApprovals {
+		for _, st := range statuses {
+			if st.Valid && st.Key == ref {
+				fmt.Fprintf(log, "approval: %s line %d by %s (%s), valid until %s\n", file, st.Line, ref, st.Approval.Approver, st.Approval.NotAfter)
+				break
+			}
+		}
+	}
+	return nil
 }
 
 // optional checks the signature when a key is given (values, lint) and

@@ -183,3 +183,73 @@ func flipByte(t *testing.T, path string, off int64) {
 		t.Fatal(err)
 	}
 }
+
+// push --require-approval: nothing reaches the site registry unless every
+// required key approved exactly this bundle, for this site, now.
+func TestRequireApproval(t *testing.T) {
+	s := startSite(t)
+	out := filepath.Join(s.dir, "pseven-2023.09.25.tar.zst")
+	if r := s.build(t, out); r.code != 0 {
+		t.Fatalf("build: %v", r)
+	}
+	for _, who := range []string{"security", "change"} {
+		if r := p7(t, "", "keygen", "--output-prefix", filepath.Join(s.dir, who)); r.code != 0 {
+			t.Fatal(r)
+		}
+	}
+	key := func(who string) string { return filepath.Join(s.dir, who+".key") }
+	pub := func(who string) string { return filepath.Join(s.dir, who+".pub") }
+	approve := func(who string, extra ...string) {
+		t.Helper()
+		if r := p7(t, "", append([]string{"approve", out, "--key", key(who), "--bundle-key", s.pub}, extra...)...); r.code != 0 {
+			t.Fatalf("approve: %v", r)
+		}
+	}
+	reg := startSiteRegistry(t)
+	push := func(bundlePath string, extra ...string) result {
+		return p7(t, reg.Password+"\n", pushArgs(reg, bundlePath, s.pub, extra...)...)
+	}
+	refused := func(name, want string, bundlePath string, extra ...string) {
+		t.Helper()
+		r := push(bundlePath, extra...)
+		if r.code != exitVerify || !strings.Contains(lastLine(r.stderr), want) {
+			t.Errorf("%s: %v\nwant exit %d and %q", name, r, exitVerify, want)
+		}
+		if tags := allTags(t, reg); len(tags) != 0 {
+			t.Fatalf("%s: a refused push tagged %v", name, tags)
+		}
+		t.Logf("%s: %s", name, lastLine(r.stderr))
+	}
+	req := []string{"--require-approval", pub("security")}
+
+	refused("no approvals", pub("security")+" has not approved pseven-2023.09.25.tar.zst", out, req...)
+	approve("security", "--site", "plant-a", "--note", "CAB-7")
+	refused("another site", "line 1: for sites plant-a, not plant-b", out, append(req, "--site", "plant-b")...)
+	expired := filepath.Join(s.dir, "expired.jsonl")
+	approve("security", "--not-before", "2026-01-01T00:00:00Z", "--expires", "1h", "-o", expired)
+	refused("expired", "line 1: expired at 2026-01-01T01:00:00Z", out, append(req, "--approvals", expired)...)
+	refused("tampered", "no line signed by it", out, append(req, "--approvals", tamperedCopy(t, bundle.ApprovalPath(out)))...)
+	refused("a second approver missing", pub("change")+" has not approved", out, append(req, "--require-approval", pub("change"), "--site", "plant-a")...)
+
+	// Another bundle under this one's name, with this one's approvals.
+	other := filepath.Join(s.dir, "other", filepath.Base(out))
+	os.MkdirAll(filepath.Dir(other), 0o755)
+	if r := s.build(t, other, "--exclude", s.up.Images[0].Ref); r.code != 0 {
+		t.Fatalf("build of another bundle: %v", r)
+	}
+	copyFile(t, bundle.ApprovalPath(out), bundle.ApprovalPath(other))
+	refused("another bundle", "line 1: it approves another bundle", other, append(req, "--site", "plant-a")...)
+
+	if r := push(out, append(req, "--insecure-skip-verify")...); r.code != exitUsage || !strings.Contains(r.stderr, "contradict") {
+		t.Errorf("--require-approval with --insecure-skip-verify: %v", r)
+	}
+	approve("change")
+	r := push(out, append(req, "--require-approval", pub("change"), "--site", "plant-a")...)
+	if r.code != 0 || !strings.Contains(r.stderr, "approval: "+bundle.ApprovalPath(out)+" line 1 by "+pub("security")) ||
+		!strings.Contains(r.stderr, "line 2 by "+pub("change")) {
+		t.Fatalf("push with both approvals: %v", r)
+	}
+	if tags := allTags(t, reg); len(tags) == 0 {
+		t.Error("the approved push tagged nothing")
+	}
+}

@@ -97,6 +97,9 @@ func TestBadInputEveryCommand(t *testing.T) {
 		add("bad registry", exitUsage, `site registry "a b"`, c, good, "--key", pub, "--registry", "a b")
 		add("conflicting flags", exitUsage, "contradict", c, good, "--key", pub, site[0], site[1], "--insecure-skip-verify")
 		add("missing input", exitInput, none, c, good, "--key", pub, site[0], site[1], "--ca-file", none)
+		add("missing input", exitInput, none, c, good, "--key", pub, site[0], site[1], "--approvals", none)
+		add("missing key", exitKey, none, c, good, "--key", pub, site[0], site[1], "--require-approval", none)
+		add("conflicting flags", exitUsage, "contradict", c, good, "--require-approval", pub, site[0], site[1], "--insecure-skip-verify")
 	}
 	for _, c := range []string{"install", "push"} {
 		add("bad number", exitUsage, `"x" for flag -jobs`, c, good, "--key", pub, site[0], site[1], "--jobs", "x")

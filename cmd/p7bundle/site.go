@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
 	"github.com/p7bundle/p7bundle/internal/humanize"
 	"github.com/p7bundle/p7bundle/manifests"
@@ -69,9 +70,18 @@ func siteRegistry(c *cli.Context, env *environment) (installer.SiteRegistry, err
 // signature binds the verify flag group: a key and skipping its check
 // contradict each other.
 func signature(c *cli.Context) (installer.Signature, error) {
-	s := installer.Signature{Key: c.String("key"), InsecureSkipVerify: c.Bool("insecure-skip-verify")}
+	s := installer.Signature{Key: c.String("key"), InsecureSkipVerify: c.Bool("insecure-skip-verify"),
+		RequireApprovals: c.StringSlice("require-approval"), Site: c.String("site"), Approvals: c.String("approvals")}
 	if s.Key != "" && s.InsecureSkipVerify {
 		return s, usagef("--key and --insecure-skip-verify contradict each other: give one")
+	}
+	if len(s.RequireApprovals) > 0 && s.InsecureSkipVerify {
+		return s, usagef("--require-approval and --insecure-skip-verify contradict each other: approvals bind the signed table of contents")
+	}
+	if s.Approvals != "" {
+		if _, err := os.Stat(s.Approvals); err != nil {
+			return s, fmt.Errorf("%w: approvals %s: %w", errInput, s.Approvals, err)
+		}
 	}
 	return s, nil
 }
@@ -109,6 +119,9 @@ func verifyFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "key", Usage: "cosign public `KEY` (or KMS URI) the bundle's table of contents must be signed with"},
 		&cli.BoolFlag{Name: "insecure-skip-verify", Usage: "DANGEROUS: push without checking the signature"},
+		&cli.StringSliceFlag{Name: "require-approval", Usage: "refuse the bundle unless approver `KEY` (public key file or KMS URI) approved it with p7bundle approve (repeatable: each must)"},
+		&cli.StringFlag{Name: "site", Usage: "this site's `NAME`, for approvals that name sites"},
+		&cli.StringFlag{Name: "approvals", Usage: "approvals `FILE` (default BUNDLE" + bundle.ApprovalSuffix + ")"},
 	}
 }
 
