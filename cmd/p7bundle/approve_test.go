@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -243,7 +244,46 @@ func TestRequireApproval(t *testing.T) {
 	if r := push(out, append(req, "--insecure-skip-verify")...); r.code != exitUsage || !strings.Contains(r.stderr, "contradict") {
 		t.Errorf("--require-approval with --insecure-skip-verify: %v", r)
 	}
+	// A site policy requires what the flags leave out, and forbids.
+	writePolicy := func(mode os.FileMode, body string) string {
+		path := filepath.Join(t.TempDir(), "policy.yaml")
+		os.WriteFile(path, []byte(body), mode)
+		os.Chmod(path, mode)
+		return path
+	}
+	strict := fmt.Sprintf("site: plant-b\nsigningKeys: [%s]\napprovalKeys: [%s]\nallowedRegistries: [%q]\n", s.pub, pub("security"), reg.Host)
+	policyPush := func(policyPath string, extra ...string) result {
+		args := []string{"push", out, "--policy", policyPath, "--registry", reg.Host, "--ca-file", reg.CAFile,
+			"--registry-username", reg.Username, "--registry-password-stdin"}
+		return p7(t, reg.Password+"\n", append(args, extra...)...)
+	}
+	for name, tc := range map[string]struct {
+		policy string
+		extra  []string
+		code   int
+		want   string
+	}{
+		"policy writable by others":      {writePolicy(0o666, strict), nil, exitInput, "group or others may write it (mode 0666)"},
+		"policy: approval for plant-a":   {writePolicy(0o600, strict), nil, exitVerify, "for site plant-b: line 1: for sites plant-a, not plant-b"},
+		"policy: --insecure-skip-verify": {writePolicy(0o600, strict), []string{"--insecure-skip-verify"}, exitInput, "--insecure-skip-verify is not allowed at this site"},
+		"policy: another signing key":    {writePolicy(0o600, strict), []string{"--key", pub("change")}, exitInput, "is not one of its signing keys"},
+		"policy: another site flag":      {writePolicy(0o600, strict), []string{"--site", "plant-a"}, exitInput, "--site plant-a, but this site is plant-b"},
+		"policy: registry not allowed":   {writePolicy(0o600, strings.Replace(strict, reg.Host, "registry.corp:5000", 1)), nil, exitInput, "--registry " + reg.Host + " is not one of its registries"},
+	} {
+		r := policyPush(tc.policy, tc.extra...)
+		if r.code != tc.code || !strings.Contains(lastLine(r.stderr), tc.want) {
+			t.Errorf("%s: %v\nwant exit %d and %q", name, r, tc.code, tc.want)
+		}
+		if tags := allTags(t, reg); len(tags) != 0 {
+			t.Fatalf("%s: a refused push tagged %v", name, tags)
+		}
+		t.Logf("%s: %s", name, lastLine(r.stderr))
+	}
+
 	approve("change")
+	if r := policyPush(writePolicy(0o600, strings.Replace(strict, "plant-b", "plant-a", 1))); r.code != 0 || !strings.Contains(r.stderr, "line 1 by "+pub("security")) {
+		t.Fatalf("push under a policy the bundle meets: %v", r)
+	}
 	r := push(out, append(req, "--require-approval", pub("change"), "--site", "plant-a")...)
 	if r.code != 0 || !strings.Contains(r.stderr, "approval: "+bundle.ApprovalPath(out)+" line 1 by "+pub("security")) ||
 		!strings.Contains(r.stderr, "line 2 by "+pub("change")) {

@@ -98,6 +98,7 @@ func TestBadInputEveryCommand(t *testing.T) {
 		add("conflicting flags", exitUsage, "contradict", c, good, "--key", pub, site[0], site[1], "--insecure-skip-verify")
 		add("missing input", exitInput, none, c, good, "--key", pub, site[0], site[1], "--ca-file", none)
 		add("missing input", exitInput, none, c, good, "--key", pub, site[0], site[1], "--approvals", none)
+		add("missing input", exitInput, none, c, good, "--key", pub, site[0], site[1], "--policy", none)
 		add("missing key", exitKey, none, c, good, "--key", pub, site[0], site[1], "--require-approval", none)
 		add("conflicting flags", exitUsage, "contradict", c, good, "--require-approval", pub, site[0], site[1], "--insecure-skip-verify")
 	}

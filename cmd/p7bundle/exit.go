@@ -12,6 +12,7 @@ import (
 	"github.com/p7bundle/p7bundle/installer"
 	"github.com/p7bundle/p7bundle/internal/atomicfile"
 	"github.com/p7bundle/p7bundle/internal/egress"
+	"github.com/p7bundle/p7bundle/internal/policy"
 	"github.com/p7bundle/p7bundle/manifests"
 	"github.com/p7bundle/p7bundle/mirror"
 )
@@ -70,7 +71,8 @@ func exitCode(err error) int {
 		errors.Is(err, manifests.ErrNoImages), errors.Is(err, manifests.ErrChartTooLarge),
 		errors.Is(err, manifests.ErrInvalidReference), errors.Is(err, manifests.ErrUnmatchedExclude),
 		errors.Is(err, manifests.ErrInvalidValues), errors.Is(err, errInput), errors.Is(err, bundle.ErrBase),
-		errors.Is(err, mirror.ErrCAFile), errors.Is(err, bundle.ErrNotFile), errors.Is(err, bundle.ErrNotBundle):
+		errors.Is(err, mirror.ErrCAFile), errors.Is(err, bundle.ErrNotFile), errors.Is(err, bundle.ErrNotBundle),
+		errors.Is(err, policy.ErrPolicy):
 		return exitInput
 	case errors.Is(err, os.ErrNotExist):
 		return exitInput

@@ -13,6 +13,7 @@ import (
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
 	"github.com/p7bundle/p7bundle/internal/humanize"
+	"github.com/p7bundle/p7bundle/internal/policy"
 	"github.com/p7bundle/p7bundle/manifests"
 )
 
@@ -78,6 +79,19 @@ func signature(c *cli.Context) (installer.Signature, error) {
 	if len(s.RequireApprovals) > 0 && s.InsecureSkipVerify {
 		return s, usagef("--require-approval and --insecure-skip-verify contradict each other: approvals bind the signed table of contents")
 	}
+	// The site policy, when there is one, adds to the flags and forbids.
+	if path := c.String("policy"); c.IsSet("policy") || fileExists(path) {
+		p, err := policy.Load(path)
+		if err != nil {
+			return s, err
+		}
+		f, err := p.Apply(policy.Flags{Key: s.Key, RequireApprovals: s.RequireApprovals, Site: s.Site, Registry: c.String("registry"),
+			InsecureSkipVerify: s.InsecureSkipVerify, SkipDoctor: hasFlag(c, "skip-doctor") && c.Bool("skip-doctor")})
+		if err != nil {
+			return s, err
+		}
+		s.Key, s.RequireApprovals, s.Site = f.Key, f.RequireApprovals, f.Site
+	}
 	if s.Approvals != "" {
 		if _, err := os.Stat(s.Approvals); err != nil {
 			return s, fmt.Errorf("%w: approvals %s: %w", errInput, s.Approvals, err)
@@ -122,7 +136,16 @@ func verifyFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "require-approval", Usage: "refuse the bundle unless approver `KEY` (public key file or KMS URI) approved it with p7bundle approve (repeatable: each must)"},
 		&cli.StringFlag{Name: "site", Usage: "this site's `NAME`, for approvals that name sites"},
 		&cli.StringFlag{Name: "approvals", Usage: "approvals `FILE` (default BUNDLE" + bundle.ApprovalSuffix + ")"},
+		&cli.StringFlag{Name: "policy", Value: defaultPolicy, Usage: "site policy `FILE`, applied when present: the keys that must sign and approve, the site, the registries allowed, whether --insecure-skip-verify and --skip-doctor may be used"},
 	}
+}
+
+// defaultPolicy is the site policy applied whenever it exists.
+const defaultPolicy = "/etc/p7bundle/policy.yaml"
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func pushCommand(env *environment) *cli.Command {
