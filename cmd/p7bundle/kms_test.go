@@ -26,13 +26,18 @@ func TestKMSKeyInVault(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { v.Close() })
-	if err := v.CreateKey(ctx, "p7bundle", "ecdsa-p256"); err != nil {
-		t.Fatal(err)
+	for _, k := range []string{"p7bundle", "security"} {
+		if err := v.CreateKey(ctx, k, "ecdsa-p256"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := v.WritePolicy(ctx, "bundle-signer", `
 path "transit/sign/p7bundle/*" { capabilities = ["update"] }
 path "transit/sign/p7bundle" { capabilities = ["update"] }
 path "transit/keys/p7bundle" { capabilities = ["read"] }
+path "transit/sign/security/*" { capabilities = ["update"] }
+path "transit/sign/security" { capabilities = ["update"] }
+path "transit/keys/security" { capabilities = ["read"] }
 `); err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +84,31 @@ path "transit/keys/p7bundle" { capabilities = ["read"] }
 	if r := p7(t, reg.Password+"\n", pushArgs(reg, out, kmsKey)...); r.code != 0 {
 		t.Fatalf("push --key %s: %v", kmsKey, r)
 	}
+	// The security team's approval, signed in Vault as well: checked with
+	// the KMS key and its exported public key, by p7bundle and stock cosign.
+	const approverKMS = "hashivault://security"
+	if r := p7(t, "", "approve", out, "--key", approverKMS, "--bundle-key", pub, "--site", "plant-a"); r.code != 0 {
+		t.Fatalf("approve --key %s: %v", approverKMS, r)
+	}
+	approverPub := filepath.Join(s.dir, "security-vault.pub")
+	if r := p7(t, "", "public-key", "--key", approverKMS, "-o", approverPub); r.code != 0 {
+		t.Fatalf("public-key: %v", r)
+	}
+	for _, key := range []string{approverKMS, approverPub} {
+		if r := p7(t, "", "verify", out, "--key", pub, "--approver-key", key, "--site", "plant-a"); r.code != 0 || !strings.Contains(r.stdout, "approval 1: valid") {
+			t.Fatalf("verify --approver-key %s: %v", key, r)
+		}
+	}
+	if r := p7(t, "", "verify", out, "--key", pub, "--approvals", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"approverKMS": "`+approverKMS+`"`) {
+		t.Fatalf("the approval does not name its KMS key: %v", r)
+	}
+	line := filepath.Join(s.dir, "vault-approval.json")
+	os.WriteFile(line, bytes.TrimSpace(mustRead(t, bundle.ApprovalPath(out))), 0o644)
+	cs.must("verify-blob-attestation", "--key", approverPub, "--type", bundle.ApprovalPredicateType, "--signature", line, "--insecure-ignore-tlog", out)
+	if r := p7(t, reg.Password+"\n", pushArgs(reg, out, kmsKey, "--require-approval", approverKMS, "--site", "plant-a")...); r.code != 0 {
+		t.Fatalf("push --require-approval %s: %v", approverKMS, r)
+	}
+
 	// The bundle is not signed by the file key.
 	if r := p7(t, "", "verify", out, "--key", s.pub); r.code != exitVerify {
 		t.Fatalf("verify with another key: %v", r)
