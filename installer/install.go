@@ -101,8 +101,10 @@ type Report struct {
 	ValuesDiff []string              `json:"valuesDiff,omitempty"`
 	Repointed  []manifests.Repointed `json:"repointed,omitempty"`
 	Doctor     *DoctorReport         `json:"doctor,omitempty"`
-	Preflight  *Preflight            `json:"-"`
-	Images     []mirror.PushedImage  `json:"-"`
+	// Approvals are those --require-approval was met with.
+	Approvals []Approved           `json:"approvals,omitempty"`
+	Preflight *Preflight           `json:"-"`
+	Images    []mirror.PushedImage `json:"-"`
 }
 
 // Run installs or upgrades the release and reports where it answers.
@@ -117,7 +119,7 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Log, format+"\n", args...) }
 	// First, before trusting anything in the bundle: its signed table of
 	// contents. The chart and every blob are checked against it as read.
-	archive, err := o.Signature.open(ctx, o.Bundle, o.Log)
+	archive, approved, err := o.Signature.openApproved(ctx, o.Bundle, o.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +144,10 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 		logf(format, args...)
 		debug(format, args...)
 	}
-	rep := &Report{Release: o.Release, Namespace: o.Namespace, ValuesFile: o.ValuesOut, LogFile: o.LogFile}
+	rep := &Report{Release: o.Release, Namespace: o.Namespace, ValuesFile: o.ValuesOut, LogFile: o.LogFile, Approvals: approved}
+	for _, a := range approved {
+		debug("approval: %s line %d (%s) by %s (%s), valid until %s, note %q", a.File, a.Line, a.Digest, a.Key, a.Approver, a.NotAfter, a.Note)
+	}
 
 	cluster, client, err := o.connect(stepWriter(step))
 	if err != nil {

@@ -13,7 +13,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/opencontainers/go-digest"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chartutil"
 	kubefake "helm.sh/helm/v3/pkg/kube/fake"
@@ -512,5 +514,79 @@ func TestPreflightKubernetesVersions(t *testing.T) {
 		} else if !slices.Equal(pf.Warnings, []string{tc.warning}) || doctor.Status != probe.Warn || doctor.Detail != tc.warning {
 			t.Errorf("%s: warnings %q, doctor %+v; want %q", tc.server, pf.Warnings, doctor, tc.warning)
 		}
+	}
+}
+
+// An install under --require-approval records the approval it was met
+// with in its report and log; without one nothing is pushed or installed.
+func TestInstallRecordsApprovals(t *testing.T) {
+	s := newFakeSite(t)
+	path, _ := testBundle(t)
+	m, err := bundle.ReadManifest(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileDigest, err := digest.FromReader(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := t.TempDir()
+	key, approverPub, err := bundle.GenerateKeyPair(filepath.Join(keys, "security"), []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherPub, err := bundle.GenerateKeyPair(filepath.Join(keys, "other"), []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := bundle.LoadSigner(context.Background(), key, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	line, err := bundle.Approve(context.Background(), signer, m, filepath.Base(path), fileDigest.String(),
+		bundle.ApproveOptions{Sites: []string{"plant-a"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), Note: "CAB-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	approvals := filepath.Join(keys, "approvals.jsonl")
+	os.WriteFile(approvals, line, 0o644)
+	given := s.secretsFile(t)
+	writeSecrets(t, given, "secrets:\n  dbPassword: approved\n")
+
+	_, err, _ = s.install(t, func(in *Install) {
+		in.Signature.RequireApprovals, in.Signature.Approvals, in.Signature.Site = []string{approverPub, otherPub}, approvals, "plant-a"
+	})
+	if !errors.Is(err, bundle.ErrApproval) || !strings.Contains(err.Error(), otherPub+" has not approved") {
+		t.Fatalf("install without the second approval: %v", err)
+	}
+	if s.tags(t) != 0 || len(s.history(t)) != 0 {
+		t.Fatalf("a refused install pushed %d tags, made %d releases", s.tags(t), len(s.history(t)))
+	}
+
+	rep, err, log := s.install(t, func(in *Install) {
+		in.Signature.RequireApprovals, in.Signature.Approvals, in.Signature.Site = []string{approverPub}, approvals, "plant-a"
+		in.SecretsFile = given
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Approved{Key: approverPub, Approver: "", File: approvals, Line: 1, Digest: digest.FromBytes(bytes.TrimSpace(line)).String(), Note: "CAB-9"}
+	if len(rep.Approvals) != 1 {
+		t.Fatalf("report approvals: %+v", rep.Approvals)
+	}
+	got := rep.Approvals[0]
+	want.Approver, want.NotAfter = got.Approver, got.NotAfter
+	if got != want || !strings.HasPrefix(got.Approver, "sha256:") {
+		t.Errorf("report approval %+v, want %+v", got, want)
+	}
+	logFile := string(mustReadFile(t, filepath.Join(s.dir, "install.log")))
+	if !strings.Contains(log, "approval: "+approvals+" line 1 by "+approverPub) || !strings.Contains(logFile, want.Digest) {
+		t.Errorf("the approval is not in the output and the log file:\n%s\n---\n%s", log, logFile)
 	}
 }

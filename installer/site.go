@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/internal/egress"
@@ -133,66 +136,94 @@ type Signature struct {
 // entry is checked against it as it is read. With InsecureSkipVerify it
 // warns and opens the bundle unchecked.
 func (s Signature) open(ctx context.Context, path string, log io.Writer) (*bundle.Archive, error) {
+	a, _, err := s.openApproved(ctx, path, log)
+	return a, err
+}
+
+// Approved is an approval the bundle was used under: who, which line.
+type Approved struct {
+	// Key is the --require-approval key; Approver its sha256 identity.
+	Key      string `json:"key"`
+	Approver string `json:"approver"`
+	File     string `json:"file"`
+	Line     int    `json:"line"`
+	// Digest is the sha256 of the signed line, to find it again.
+	Digest   string `json:"digest"`
+	NotAfter string `json:"notAfter"`
+	Note     string `json:"note,omitempty"`
+}
+
+// openApproved is open, also returning the approvals RequireApprovals
+// were met with.
+func (s Signature) openApproved(ctx context.Context, path string, log io.Writer) (*bundle.Archive, []Approved, error) {
 	if s.InsecureSkipVerify {
 		fmt.Fprintf(log, "WARNING: --insecure-skip-verify: the signature of %s is NOT checked; anyone who could change the file chooses what runs at this site\n", path)
-		return bundle.Open(path)
+		a, err := bundle.Open(path)
+		return a, nil, err
 	}
 	if s.Key == "" {
-		return nil, fmt.Errorf("%w: no --key: refusing to use an unverified bundle (--insecure-skip-verify overrides)", bundle.ErrKey)
+		return nil, nil, fmt.Errorf("%w: no --key: refusing to use an unverified bundle (--insecure-skip-verify overrides)", bundle.ErrKey)
 	}
 	v, err := bundle.LoadVerifier(ctx, s.Key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	approvers := map[string]bundle.Verifier{}
 	for _, ref := range s.RequireApprovals {
 		if approvers[ref], err = bundle.LoadVerifier(ctx, ref); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	a, err := bundle.OpenVerified(path, v)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fmt.Fprintf(log, "signature of %s verified with %s\n", path, s.Key)
+	var approved []Approved
 	if len(approvers) > 0 {
-		if err := s.checkApprovals(ctx, path, a.Manifest(), approvers, log); err != nil {
+		if approved, err = s.checkApprovals(ctx, path, a.Manifest(), approvers, log); err != nil {
 			a.Close()
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return a, nil
+	return a, approved, nil
 }
 
 // checkApprovals requires a valid approval by every RequireApprovals key,
 // matched by the signed table of contents' digest, and logs each one used.
-func (s Signature) checkApprovals(ctx context.Context, path string, m *bundle.Manifest, approvers map[string]bundle.Verifier, log io.Writer) error {
+func (s Signature) checkApprovals(ctx context.Context, path string, m *bundle.Manifest, approvers map[string]bundle.Verifier, log io.Writer) ([]Approved, error) {
 	file := s.Approvals
 	if file == "" {
 		file = bundle.ApprovalPath(path)
 	}
 	md, err := m.Digest()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var statuses []bundle.ApprovalStatus
-	if _, err := os.Stat(file); err == nil || s.Approvals != "" {
+	var lines [][]byte
+	if data, err := os.ReadFile(file); err == nil || s.Approvals != "" {
 		if statuses, err = bundle.CheckApprovals(ctx, file, approvers, "", md, s.Site, time.Now()); err != nil {
-			return err
+			return nil, err
 		}
+		lines = bytes.Split(data, []byte("\n"))
 	}
 	if err := bundle.RequireApprovals(statuses, s.RequireApprovals, filepath.Base(path), md, s.Site, file); err != nil {
-		return err
+		return nil, err
 	}
+	var approved []Approved
 	for _, ref := range s.RequireApprovals {
 		for _, st := range statuses {
 			if st.Valid && st.Key == ref {
-				fmt.Fprintf(log, "approval: %s line %d by %s (%s), valid until %s\n", file, st.Line, ref, st.Approval.Approver, st.Approval.NotAfter)
+				a := Approved{Key: ref, Approver: st.Approval.Approver, File: file, Line: st.Line,
+					Digest: digest.FromBytes(bytes.TrimSpace(lines[st.Line-1])).String(), NotAfter: st.Approval.NotAfter, Note: st.Approval.Note}
+				approved = append(approved, a)
+				fmt.Fprintf(log, "approval: %s line %d by %s (%s), valid until %s\n", file, st.Line, ref, a.Approver, a.NotAfter)
 				break
 			}
 		}
 	}
-	return nil
+	return approved, nil
 }
 
 // optional checks the signature when a key is given (values, lint) and
