@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -90,16 +88,11 @@ type ApproveOptions struct {
 
 // KeyID identifies a public key: sha256:<hex> of its DER encoding.
 func KeyID(s Signer) (string, error) {
-	pub, err := s.PublicKey()
+	sum, err := publicKeyDigest(s)
 	if err != nil {
 		return "", fmt.Errorf("%w: public key: %v", ErrKey, err)
 	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", fmt.Errorf("%w: public key: %v", ErrKey, err)
-	}
-	sum := sha256.Sum256(der)
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
+	return "sha256:" + hex.EncodeToString(sum), nil
 }
 
 // Approve signs an approval of the bundle with manifest m, file name name
@@ -141,23 +134,7 @@ func Approve(ctx context.Context, s Signer, m *Manifest, name, fileDigest string
 			Tool: o.Tool,
 		},
 	}
-	payload, err := json.Marshal(st)
-	if err != nil {
-		return nil, err
-	}
-	es, err := dsse.NewEnvelopeSigner(dsseSigner{s})
-	if err != nil {
-		return nil, err
-	}
-	env, err := es.SignPayload(ctx, InTotoPayloadType, payload)
-	if err != nil {
-		return nil, fmt.Errorf("signing approval: %w", err)
-	}
-	line, err := json.Marshal(env)
-	if err != nil {
-		return nil, err
-	}
-	return append(line, '\n'), nil
+	return signStatement(ctx, s, "approval", st)
 }
 
 // ApprovalStatus is one line of an approvals file as checked.
@@ -167,6 +144,8 @@ type ApprovalStatus struct {
 	Approval *Approval `json:"approval,omitempty"`
 	// Subject is the digest of the bundle file it approves.
 	Subject string `json:"subject,omitempty"`
+	// Digest is the sha256 of the line, to name it in records.
+	Digest string `json:"digest"`
 	// Key is the verifier (its name as given) whose key signed the line;
 	// empty when none of those given did.
 	Key string `json:"key,omitempty"`
@@ -201,7 +180,7 @@ func CheckApprovals(ctx context.Context, path string, verifiers map[string]Verif
 		if len(line) == 0 {
 			continue
 		}
-		st := ApprovalStatus{Line: n}
+		st := ApprovalStatus{Line: n, Digest: digest.FromBytes(line).String()}
 		st.Approval, st.Subject, st.Key, st.Problem = checkApproval(ctx, line, names, verifiers)
 		if st.Problem == "" {
 			st.Problem = approvalProblem(st.Approval, st.Subject, fileDigest, manifestDigest, site, now)

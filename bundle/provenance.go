@@ -175,6 +175,12 @@ func (d dsseVerifier) Public() crypto.PublicKey { return nil }
 // line of JSON, what `cosign attest-blob` writes and
 // `cosign verify-blob-attestation --signature` reads.
 func SignProvenance(ctx context.Context, s Signer, st *in_toto.ProvenanceStatementSLSA1) ([]byte, error) {
+	return signStatement(ctx, s, "provenance", st)
+}
+
+// signStatement wraps an in-toto statement in a DSSE envelope signed by s:
+// one line of JSON.
+func signStatement(ctx context.Context, s Signer, what string, st any) ([]byte, error) {
 	payload, err := json.Marshal(st)
 	if err != nil {
 		return nil, err
@@ -185,7 +191,7 @@ func SignProvenance(ctx context.Context, s Signer, st *in_toto.ProvenanceStateme
 	}
 	env, err := es.SignPayload(ctx, InTotoPayloadType, payload)
 	if err != nil {
-		return nil, fmt.Errorf("signing provenance: %w", err)
+		return nil, fmt.Errorf("signing %s: %w", what, err)
 	}
 	line, err := json.Marshal(env)
 	if err != nil {

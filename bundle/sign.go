@@ -66,16 +66,25 @@ func (s cosignSigner) PublicKey() (crypto.PublicKey, error) { return s.sv.Public
 // publicKeyHint identifies the key in a Sigstore bundle: base64 of the
 // SHA-256 of its DER public key, as cosign writes it.
 func publicKeyHint(s Signer) (string, error) {
-	pub, err := s.PublicKey()
+	sum, err := publicKeyDigest(s)
 	if err != nil {
 		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(sum), nil
+}
+
+// publicKeyDigest is the SHA-256 of the signer's DER public key.
+func publicKeyDigest(s Signer) ([]byte, error) {
+	pub, err := s.PublicKey()
+	if err != nil {
+		return nil, err
 	}
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	sum := sha256.Sum256(der)
-	return base64.StdEncoding.EncodeToString(sum[:]), nil
+	return sum[:], nil
 }
 
 // SigstoreBundle renders a Sigstore bundle (v0.3, message signature, key

@@ -1,7 +1,6 @@
 package installer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/opencontainers/go-digest"
 
 	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/internal/egress"
@@ -194,19 +191,17 @@ func (s Signature) openApproved(ctx context.Context, path string, log io.Writer)
 func (s Signature) checkApprovals(ctx context.Context, path string, m *bundle.Manifest, approvers map[string]bundle.Verifier, log io.Writer) ([]Approved, error) {
 	file := s.Approvals
 	if file == "" {
-		file = bundle.ApprovalPath(path)
+		file = bundle.ApprovalPath(bundle.Name(path))
 	}
 	md, err := m.Digest()
 	if err != nil {
 		return nil, err
 	}
 	var statuses []bundle.ApprovalStatus
-	var lines [][]byte
-	if data, err := os.ReadFile(file); err == nil || s.Approvals != "" {
+	if _, err := os.Stat(file); err == nil || s.Approvals != "" {
 		if statuses, err = bundle.CheckApprovals(ctx, file, approvers, "", md, s.Site, time.Now()); err != nil {
 			return nil, err
 		}
-		lines = bytes.Split(data, []byte("\n"))
 	}
 	if err := bundle.RequireApprovals(statuses, s.RequireApprovals, filepath.Base(path), md, s.Site, file); err != nil {
 		return nil, err
@@ -216,7 +211,7 @@ func (s Signature) checkApprovals(ctx context.Context, path string, m *bundle.Ma
 		for _, st := range statuses {
 			if st.Valid && st.Key == ref {
 				a := Approved{Key: ref, Approver: st.Approval.Approver, File: file, Line: st.Line,
-					Digest: digest.FromBytes(bytes.TrimSpace(lines[st.Line-1])).String(), NotAfter: st.Approval.NotAfter, Note: st.Approval.Note}
+					Digest: st.Digest, NotAfter: st.Approval.NotAfter, Note: st.Approval.Note}
 				approved = append(approved, a)
 				fmt.Fprintf(log, "approval: %s line %d by %s (%s), valid until %s\n", file, st.Line, ref, a.Approver, a.NotAfter)
 				break

@@ -292,4 +292,22 @@ func TestRequireApproval(t *testing.T) {
 	if tags := allTags(t, reg); len(tags) == 0 {
 		t.Error("the approved push tagged nothing")
 	}
+
+	// A split set: approved through its first part, the approvals sit
+	// beside the joined name, as the provenance does, and install from
+	// parts.json finds them.
+	split := filepath.Join(s.dir, "split", "pseven-2023.09.25.tar.zst")
+	os.MkdirAll(filepath.Dir(split), 0o755)
+	if r := s.build(t, split, "--split-size", "8Mi"); r.code != 0 {
+		t.Fatalf("split build: %v", r)
+	}
+	if r := p7(t, "", "approve", split+".001", "--key", key("security"), "--bundle-key", s.pub); r.code != 0 {
+		t.Fatalf("approve of a split set: %v", r)
+	}
+	if _, err := os.Stat(bundle.ApprovalPath(split)); err != nil {
+		t.Fatalf("approvals of a split set: %v", err)
+	}
+	if r := push(split+".parts.json", req...); r.code != 0 {
+		t.Fatalf("push of the approved split set: %v", r)
+	}
 }

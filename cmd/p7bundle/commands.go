@@ -196,7 +196,7 @@ func verifyCommand(env *environment) *cli.Command {
 			approvals := ""
 			if c.Bool("approvals") || c.IsSet("approver-key") || c.IsSet("approvals-file") {
 				if approvals = c.String("approvals-file"); approvals == "" {
-					approvals = bundle.ApprovalPath(path)
+					approvals = bundle.ApprovalPath(bundle.Name(path))
 				}
 				if _, err := os.Stat(approvals); err != nil {
 					return fmt.Errorf("%w: approvals %s: %w", errInput, approvals, err)
@@ -670,9 +670,11 @@ func approveCommand(env *environment) *cli.Command {
 			if err != nil || lasts <= 0 {
 				return usagef("--expires %q: want a positive duration such as 30d or 72h", c.String("expires"))
 			}
+			// Beside the bundle as provenance is: a split set's sidecars
+			// take the joined file's name.
 			out := c.String("output")
 			if out == "" {
-				out = bundle.ApprovalPath(path)
+				out = bundle.ApprovalPath(bundle.Name(path))
 			}
 			if err := atomicfile.Check(out, true); err != nil {
 				return err
@@ -695,7 +697,7 @@ func approveCommand(env *environment) *cli.Command {
 				return fmt.Errorf("approve: %w", err)
 			}
 			if !rep.ProvenanceVerified {
-				return fmt.Errorf("approve: %w: %s has no provenance beside it (%s): approve what its builder attested", bundle.ErrProvenance, path, bundle.ProvenancePath(path))
+				return fmt.Errorf("approve: %w: %s has no provenance beside it (%s): approve what its builder attested", bundle.ErrProvenance, path, bundle.ProvenancePath(bundle.Name(path)))
 			}
 			bom, err := inventory.CycloneDX(rep.Manifest, bundle.Name(path))
 			if err != nil {
