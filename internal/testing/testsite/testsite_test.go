@@ -287,16 +287,22 @@ func hostMounts(prefixes ...string) []string {
 }
 
 // siteProcs is every process of the site: those it started, those in its
-// namespaces, and the containers in the pod cgroups.
+// namespaces, and, for a full site, the containers in the pod cgroups.
 func siteProcs(s *Site) []procRecord {
 	s.mu.Lock()
 	procs := slices.Clone(s.st.Procs)
 	ids := []string{s.st.NetNSID, s.st.MntNSID}
+	full := s.st.Full
 	s.mu.Unlock()
 	for _, r := range sweep(ids...) {
 		if !slices.ContainsFunc(procs, func(p procRecord) bool { return p.PID == r.PID }) {
 			procs = append(procs, r)
 		}
+	}
+	// The pod cgroups belong to the one full site that may run at a time
+	// (fullLock); a control-plane-only site running beside it owns none.
+	if !full {
+		return procs
 	}
 	for _, tree := range kubepodsTrees() {
 		for _, d := range cgroupDirs(tree) {
