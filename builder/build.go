@@ -1,6 +1,7 @@
 // Package builder is the build phase: one action, Build, composes chart
 // discovery (manifests), image pulls (mirror) and the bundle writer (bundle)
-// into `p7bundle build`. It never talks to a cluster or a site registry.
+// into `p7bundle build`; Approve (approve.go) is the security team's review
+// of what Build wrote. Neither talks to a cluster or a site registry.
 // The progress line (progress.go) is its own: one line per image, and on a
 // terminal a live total redrawn at most five times a second, with no
 // dependency that would pull in a terminal UI library.

@@ -3,6 +3,8 @@ package installer
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -17,6 +19,9 @@ type helmRun struct {
 	timeout            time.Duration
 	wait               bool
 	step               func(format string, args ...any)
+	// approved goes into the revision's description, so helm history,
+	// the backups and support show who approved what ran.
+	approved []Approved
 }
 
 // apply runs step for state; a pending last revision (allowed only with
@@ -36,6 +41,7 @@ func (h *helmRun) apply(ctx context.Context, state *ReleaseState, step Step, ch 
 		h.step("upgrading release %s (revision %d, chart %s) to chart %s", h.release, state.Current.Version, state.Current.Chart.Metadata.Version, ch.Metadata.Version)
 		up := action.NewUpgrade(h.cfg)
 		up.Namespace, up.Timeout, up.Wait, up.WaitForJobs = h.namespace, h.timeout, h.wait, h.wait
+		up.Description = approvalDescription("Upgrade complete", h.approved)
 		return up.RunWithContext(ctx, h.release, ch, vals)
 	case StepCleanInstall:
 		h.step("release %s: no revision was ever deployed (last: revision %d, %s): uninstalling the failed installation before installing (the guide's clean environment)",
@@ -49,6 +55,7 @@ func (h *helmRun) apply(ctx context.Context, state *ReleaseState, step Step, ch 
 	h.step("installing release %s (chart %s %s) into %s", h.release, ch.Metadata.Name, ch.Metadata.Version, h.namespace)
 	in := action.NewInstall(h.cfg)
 	in.ReleaseName, in.Namespace, in.Timeout, in.Wait, in.WaitForJobs = h.release, h.namespace, h.timeout, h.wait, h.wait
+	in.Description = approvalDescription("Install complete", h.approved)
 	// An uninstalled release whose history was kept reuses its name.
 	in.Replace = last != nil
 	return in.RunWithContext(ctx, ch, vals)
@@ -69,4 +76,19 @@ func (h *helmRun) rollback(state *ReleaseState) error {
 		h.step("WARNING: marking the interrupted revision %d failed: %v", last.Version, err)
 	}
 	return nil
+}
+
+// approvalDescription is Helm's own description of a deployed revision
+// plus each approval it ran under: the approver's key identity and the
+// signed line (file, number, sha256), enough to find and re-verify it.
+// Empty without approvals, so Helm's default stays.
+func approvalDescription(done string, approved []Approved) string {
+	if len(approved) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, a := range approved {
+		parts = append(parts, fmt.Sprintf("%s (%s line %d, %s)", a.Approver, filepath.Base(a.File), a.Line, a.Digest))
+	}
+	return done + "; approved by " + strings.Join(parts, ", ")
 }

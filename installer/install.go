@@ -310,7 +310,7 @@ func (i *Install) Run(ctx context.Context) (*Report, error) {
 	}
 
 	rep.Action = string(helmStep)
-	h := &helmRun{cfg: cfg, namespace: o.Namespace, release: o.Release, timeout: o.Timeout, wait: !o.NoWait, step: step}
+	h := &helmRun{cfg: cfg, namespace: o.Namespace, release: o.Release, timeout: o.Timeout, wait: !o.NoWait, step: step, approved: approved}
 	rel, err := h.apply(ctx, state, helmStep, p.Chart.Chart, vals)
 	if err != nil {
 		for _, f := range cluster.failingPods(context.WithoutCancel(ctx), o.Namespace) {

@@ -589,4 +589,22 @@ func TestInstallRecordsApprovals(t *testing.T) {
 	if !strings.Contains(log, "approval: "+approvals+" line 1 by "+approverPub) || !strings.Contains(logFile, want.Digest) {
 		t.Errorf("the approval is not in the output and the log file:\n%s\n---\n%s", log, logFile)
 	}
+	// The revision says who approved it (helm history shows it), and the
+	// backup an upgrade takes of it keeps that.
+	described := fmt.Sprintf("Install complete; approved by %s (approvals.jsonl line 1, %s)", got.Approver, want.Digest)
+	if h := s.history(t); len(h) != 1 || h[0].Info.Description != described {
+		t.Fatalf("revision description: %q, want %q", h[0].Info.Description, described)
+	}
+	rep, err, log = s.install(t, func(in *Install) {
+		in.Signature.RequireApprovals, in.Signature.Approvals, in.Signature.Site = []string{approverPub}, approvals, "plant-a"
+	})
+	if err != nil {
+		t.Fatalf("upgrade: %v\n%s", err, log)
+	}
+	if h := s.history(t); len(h) != 2 || h[1].Info.Description != strings.Replace(described, "Install", "Upgrade", 1) {
+		t.Errorf("upgraded revision description: %q", h[len(h)-1].Info.Description)
+	}
+	if hist := readBackup(t, rep.Backup)[backupHistory]; !strings.Contains(hist, described) {
+		t.Errorf("backup %s history does not name the approval:\n%s", rep.Backup, hist)
+	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -670,70 +668,18 @@ func approveCommand(env *environment) *cli.Command {
 			if err != nil || lasts <= 0 {
 				return usagef("--expires %q: want a positive duration such as 30d or 72h", c.String("expires"))
 			}
-			// Beside the bundle as provenance is: a split set's sidecars
-			// take the joined file's name.
-			out := c.String("output")
-			if out == "" {
-				out = bundle.ApprovalPath(bundle.Name(path))
-			}
-			if err := atomicfile.Check(out, true); err != nil {
-				return err
-			}
-			v, err := bundle.LoadVerifier(c.Context, c.String("bundle-key"))
+			pw := func() ([]byte, error) { return signingKeyPassword(env, c.String("key")) }
+			a, err := (&builder.Approve{Bundle: path, BundleKey: c.String("bundle-key"), Key: c.String("key"), KeyPassword: pw,
+				Sites: c.StringSlice("site"), NotBefore: notBefore, Lasts: lasts, Note: c.String("note"), Output: c.String("output")}).Run(c.Context)
 			if err != nil {
-				return err
-			}
-			pw, err := signingKeyPassword(env, c.String("key"))
-			if err != nil {
-				return err
-			}
-			s, err := bundle.LoadSigner(c.Context, c.String("key"), pw)
-			if err != nil {
-				return err
-			}
-			// Only what verifies, provenance included, gets approved.
-			rep, err := bundle.Verify(c.Context, path, bundle.VerifyOptions{Verifier: v})
-			if err != nil {
-				return fmt.Errorf("approve: %w", err)
-			}
-			if !rep.ProvenanceVerified {
-				return fmt.Errorf("approve: %w: %s has no provenance beside it (%s): approve what its builder attested", bundle.ErrProvenance, path, bundle.ProvenancePath(bundle.Name(path)))
-			}
-			bom, err := inventory.CycloneDX(rep.Manifest, bundle.Name(path))
-			if err != nil {
-				return err
-			}
-			bomBytes, err := inventory.Encode(bom)
-			if err != nil {
-				return err
-			}
-			opts := bundle.ApproveOptions{Sites: c.StringSlice("site"), NotBefore: notBefore, NotAfter: notBefore.Add(lasts),
-				Note: c.String("note"), BOMDigest: digest.FromBytes(bomBytes).String(), Tool: bundle.Tool{Name: "p7bundle", Version: version.Version}}
-			if bundle.IsKMSKey(c.String("key")) {
-				opts.KMS = c.String("key")
-			}
-			line, err := bundle.Approve(c.Context, s, rep.Manifest, bundle.Name(path), rep.Digest, opts)
-			if err != nil {
-				return err
-			}
-			old, err := os.ReadFile(out)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("%w: %v", errOutput, err)
-			}
-			if len(old) > 0 && old[len(old)-1] != '\n' {
-				old = append(old, '\n')
-			}
-			if err := atomicfile.Write(out, append(old, line...), 0o644); err != nil {
 				return err
 			}
 			sites := "every site"
-			if len(opts.Sites) > 0 {
-				sites = strings.Join(opts.Sites, ", ")
+			if len(a.Sites) > 0 {
+				sites = strings.Join(a.Sites, ", ")
 			}
-			id, _ := bundle.KeyID(s)
 			fmt.Fprintf(env.stdout, "Approved %s (%s)\n  for:      %s\n  valid:    %s to %s\n  approver: %s\n  written:  %s (line %d)\n",
-				path, rep.Digest, sites, notBefore.UTC().Format(time.RFC3339), notBefore.Add(lasts).UTC().Format(time.RFC3339),
-				id, out, bytes.Count(old, []byte("\n"))+1)
+				path, a.Digest, sites, a.NotBefore.UTC().Format(time.RFC3339), a.NotAfter.UTC().Format(time.RFC3339), a.Approver, a.Output, a.Line)
 			return nil
 		},
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/p7bundle/p7bundle/bundle"
 	"github.com/p7bundle/p7bundle/installer"
 	"github.com/p7bundle/p7bundle/internal/testing/testenv"
 	"github.com/p7bundle/p7bundle/internal/testing/testsite"
@@ -131,6 +132,16 @@ func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
 		t.Fatalf("build v2: %v", r)
 	}
 	m2 := manifestOf(t, v2)
+	// The security team approves this month's bundle for the site; the
+	// upgrade requires it and records who approved what ran.
+	security := filepath.Join(s.dir, "security")
+	if r := p7(t, "", "keygen", "--output-prefix", security); r.code != 0 {
+		t.Fatal(r)
+	}
+	if r := p7(t, "", "approve", v2, "--key", security+".key", "--bundle-key", s.pub, "--site", "plant-a", "--note", "CAB-2023-10"); r.code != 0 {
+		t.Fatalf("approve v2: %v", r)
+	}
+	approver := approverOf(t, v2, security+".pub")
 	for _, version := range testsite.K8sVersions {
 		t.Run("kubernetes "+version, func(t *testing.T) {
 			site := startTestSiteWith(t, testsite.Options{K8sVersion: version})
@@ -161,9 +172,13 @@ func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
 			uids := deploymentUIDs(t, site)
 			secretsBefore := mustRead(t, filepath.Join(work, "pseven-secrets.yaml"))
 
-			// Month 2, no -f: values carried over, new images running, backup taken.
+			// Month 2, no -f: values carried over, new images running, backup
+			// taken; only with the security team's approval for this site.
+			if r := install(v2, "--require-approval", security+".pub", "--site", "plant-b"); r.code != exitVerify || !strings.Contains(r.stderr, "plant-b") {
+				t.Fatalf("upgrade with an approval for another site: %v", r)
+			}
 			started := time.Now()
-			r = install(v2, "--json")
+			r = install(v2, "--json", "--require-approval", security+".pub", "--site", "plant-a")
 			upgradeTime := time.Since(started)
 			if r.code != 0 {
 				t.Fatalf("v2 upgrade: %v", r)
@@ -213,6 +228,10 @@ func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
 				v2digests[siteRef(site.Registry, img.Ref)] = img.Digest.String()
 			}
 			waitPodsFrom(t, site, v2digests, started.Add(upgradeTime))
+			approvedBy := "Upgrade complete; approved by " + approver + " (pseven-2023.10.30.tar.zst.approval.jsonl line 1, sha256:"
+			if d := releaseDescription(t, site, 2); !strings.HasPrefix(d, approvedBy) {
+				t.Errorf("revision 2 description %q, want %q…", d, approvedBy)
+			}
 			if got := deploymentUIDs(t, site); !equalMaps(got, uids) {
 				t.Errorf("Deployments were recreated: %v -> %v", uids, got)
 			}
@@ -229,6 +248,18 @@ func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
 			r = install(v2, "--json")
 			if r.code != 0 || report(r).Revision != 4 || !strings.Contains(r.stderr, "retrying as an upgrade (nothing is uninstalled)") {
 				t.Fatalf("retry: %v", r)
+			}
+			// The retry's backup is of revision 2: it keeps who approved it.
+			if entries, err := installer.ReadBackup(filepath.Join(work, report(r).Backup)); err != nil || !bytes.Contains(entries["history.json"], []byte(approvedBy)) {
+				t.Errorf("the backup of revision 2 does not name its approval (%v):\n%s", err, entries["history.json"])
+			}
+			// And so does what an admin sends the vendor.
+			supportOut := filepath.Join(work, "support-r4.tar.zst")
+			if r := siteRun(t, site, work, "", "support", "-n", "pseven-ns", "--release", "pseven-rl", "-o", supportOut, "--kubeconfig", site.Kubeconfig); r.code != 0 {
+				t.Fatalf("support: %v", r)
+			}
+			if entries, err := installer.ReadBackup(supportOut); err != nil || !bytes.Contains(entries["support/history.json"], []byte(approvedBy)) {
+				t.Errorf("the support archive does not name the approval (%v):\n%s", err, entries["support/history.json"])
 			}
 			if strings.Contains(r.stderr, "uninstalling") {
 				t.Errorf("the retry uninstalled:\n%s", r.stderr)
@@ -297,6 +328,9 @@ func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
 			if out := helm("history", "pseven-rl"); strings.Count(out, "\n") != 8 || !strings.Contains(out, "pseven-2023.10.30") {
 				t.Errorf("helm history:\n%s", out)
 			}
+			if out := helm("history", "pseven-rl", "-o", "json"); !strings.Contains(out, approvedBy) {
+				t.Errorf("helm history does not show the approval:\n%s", out)
+			}
 			if out := helm("get", "values", "pseven-rl"); !strings.Contains(out, "db.acme.internal") || !strings.Contains(out, "pseven-app:6.48.5000") {
 				t.Errorf("helm get values lacks the carried and the bundle's values:\n%s", out)
 			}
@@ -316,6 +350,45 @@ func TestMonthlyUpgradeInAirGappedSite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// releaseDescription is Helm's description of a revision, from its
+// release Secret as stock helm reads it.
+func releaseDescription(t *testing.T, site *testsite.Site, revision int) string {
+	t.Helper()
+	out, err := stockHelm(t, site, "history", "pseven-rl", "-n", "pseven-ns", "-o", "json")
+	if err != nil {
+		t.Fatalf("helm history: %v\n%s", err, out)
+	}
+	var h []struct {
+		Revision    int    `json:"revision"`
+		Description string `json:"description"`
+	}
+	if err := json.Unmarshal([]byte(out), &h); err != nil {
+		t.Fatalf("helm history: %v\n%s", err, out)
+	}
+	for _, r := range h {
+		if r.Revision == revision {
+			return r.Description
+		}
+	}
+	t.Fatalf("no revision %d in %s", revision, out)
+	return ""
+}
+
+// approverOf is the key identity in the bundle's first approval line,
+// signed by pub.
+func approverOf(t *testing.T, bundlePath, pub string) string {
+	t.Helper()
+	v, err := bundle.LoadVerifier(context.Background(), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := bundle.CheckApprovals(context.Background(), bundle.ApprovalPath(bundlePath), map[string]bundle.Verifier{pub: v}, "", "", "", time.Now())
+	if err != nil || len(st) == 0 || st[0].Approval == nil {
+		t.Fatalf("approvals of %s: %v %+v", bundlePath, err, st)
+	}
+	return st[0].Approval.Approver
 }
 
 func equalMaps(a, b map[string]string) bool {
