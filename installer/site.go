@@ -52,6 +52,18 @@ type SiteRegistry struct {
 	StrictEgress bool
 }
 
+// sitePrefix is the repository path given as Prefix: DefaultPrefix for
+// "", none for "/".
+func sitePrefix(p string) string {
+	switch p {
+	case "":
+		return DefaultPrefix
+	case "/":
+		return ""
+	}
+	return strings.Trim(p, "/")
+}
+
 // resolved returns s with Host bare and Prefix final ("" = root).
 func (s SiteRegistry) resolved() (SiteRegistry, error) {
 	host := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(s.Host, "https://"), "http://"), "/")
@@ -59,14 +71,7 @@ func (s SiteRegistry) resolved() (SiteRegistry, error) {
 		return s, fmt.Errorf("%w: site registry %q: want HOST[:PORT]", ErrOptions, s.Host)
 	}
 	s.Host = host
-	switch s.Prefix {
-	case "":
-		s.Prefix = DefaultPrefix
-	case "/":
-		s.Prefix = ""
-	default:
-		s.Prefix = strings.Trim(s.Prefix, "/")
-	}
+	s.Prefix = sitePrefix(s.Prefix)
 	if s.Password != "" && s.Username == "" {
 		return s, fmt.Errorf("%w: site registry %s: a password without a username", ErrOptions, host)
 	}

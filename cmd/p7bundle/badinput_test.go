@@ -117,6 +117,15 @@ func TestBadInputEveryCommand(t *testing.T) {
 	add("bad number", exitUsage, `"x" for flag -tail`, "support", "--tail", "x")
 	add("bad value", exitUsage, `"tcsh"`, "completion", "tcsh")
 	add("conflicting flags", exitUsage, "give one", "inspect", good, "--json", "--manifest")
+	add("missing argument", exitUsage, "serve", "serve", "--key", pub)
+	add("missing flag", exitUsage, `"key"`, "serve", good)
+	add("conflicting flags", exitUsage, "--tls-cert and --tls-key", "serve", good, "--key", pub, "--tls-cert", file)
+	add("missing input", exitInput, none, "serve", none, "--key", pub, "--addr", "127.0.0.1:0")
+	add("missing input", exitInput, none, "serve", good, "--key", pub, "--addr", "127.0.0.1:0", "--htpasswd", none)
+	add("missing input", exitInput, none, "serve", good, "--key", pub, "--addr", "127.0.0.1:0", "--tls-cert", none, "--tls-key", none)
+	add("not a bundle", exitInput, file, "serve", file, "--key", pub, "--addr", "127.0.0.1:0")
+	add("missing key", exitKey, none, "serve", good, "--key", none, "--addr", "127.0.0.1:0")
+	add("not a key", exitKey, file, "serve", good, "--key", file, "--addr", "127.0.0.1:0")
 	add("stdout as file", exitUsage, "-o -", "values", good, site[0], site[1], "-o", "-")
 
 	// Inputs that are missing or are not what they should be.

@@ -56,7 +56,8 @@ func exitCode(err error) int {
 		return exitRegistry
 	// Before the checks for missing files: an output that cannot go where
 	// it was asked to is an output error, whatever the cause.
-	case errors.Is(err, errOutput), errors.Is(err, installer.ErrOutput), errors.Is(err, builder.ErrOutput), errors.Is(err, atomicfile.ErrWrite):
+	case errors.Is(err, errOutput), errors.Is(err, installer.ErrOutput), errors.Is(err, builder.ErrOutput), errors.Is(err, atomicfile.ErrWrite),
+		errors.Is(err, installer.ErrListen):
 		return exitOutput
 	case errors.Is(err, bundle.ErrSignature), errors.Is(err, bundle.ErrCorrupt), errors.Is(err, bundle.ErrUnsupported), errors.Is(err, bundle.ErrProvenance), errors.Is(err, bundle.ErrApproval):
 		return exitVerify
@@ -72,7 +73,7 @@ func exitCode(err error) int {
 		errors.Is(err, manifests.ErrInvalidReference), errors.Is(err, manifests.ErrUnmatchedExclude),
 		errors.Is(err, manifests.ErrInvalidValues), errors.Is(err, errInput), errors.Is(err, bundle.ErrBase),
 		errors.Is(err, mirror.ErrCAFile), errors.Is(err, bundle.ErrNotFile), errors.Is(err, bundle.ErrNotBundle),
-		errors.Is(err, policy.ErrPolicy):
+		errors.Is(err, policy.ErrPolicy), errors.Is(err, installer.ErrInput):
 		return exitInput
 	case errors.Is(err, os.ErrNotExist):
 		return exitInput

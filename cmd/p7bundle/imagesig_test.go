@@ -185,6 +185,24 @@ func TestVendorImageSignatures(t *testing.T) {
 	if verified != len(s.up.Images) {
 		t.Fatalf("cosign verified %d images at the site, want %d", verified, len(s.up.Images))
 	}
+	// And straight from the bundle, through serve: the .sig tags and the
+	// referrers API (the OCI 1.1 signature) as a registry serves them.
+	srv := startServe(t, out, "--key", s.pub, "--addr", "127.0.0.1:0")
+	for _, img := range m.Images {
+		if img.Signs != "" || img.Ref == m.Probe {
+			continue
+		}
+		path := strings.TrimPrefix(strings.SplitN(strings.SplitN(img.Ref, "@", 2)[0], ":", 2)[0], manifests.DefaultSourceRegistry+"/")
+		at := fmt.Sprintf("%s/pseven/%s@%s", srv.addr, path, img.Digest)
+		args := []string{"verify", "--insecure-ignore-tlog", "--allow-http-registry"}
+		if img.Ref == referrerSigned {
+			args = append(args, "--experimental-oci11")
+		}
+		cs.must(append(args, "--key", vendorPub, at)...)
+		if out, err := cs.run(append(args, "--key", impostorPub, at)...); err == nil {
+			t.Fatalf("cosign verify with another key passed for %s (served):\n%s", at, out)
+		}
+	}
 
 	// The OCI 1.1 signature, at both ends: listed by the referrers API
 	// where the registry serves it (go-containerregistry's, in make test),

@@ -108,6 +108,7 @@ func newApp(env *environment) *cli.App {
 			installCommand(env),
 			doctorCommand(env),
 			pushCommand(env),
+			serveCommand(env),
 			valuesCommand(env),
 			lintCommand(env),
 			restoreValuesCommand(env),

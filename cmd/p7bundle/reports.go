@@ -24,6 +24,8 @@ var jsonReports = []struct {
 	{"values", valuesReport{}},
 	{"lint", installer.LintResult{}},
 	{"support", installer.SupportReport{}},
+	// serve --json: one access log line per request.
+	{"serve", mirror.AccessEntry{}},
 	{"version", versionReport{}},
 }
 
