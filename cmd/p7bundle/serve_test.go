@@ -254,8 +254,21 @@ func TestServe(t *testing.T) {
 			t.Errorf("copied %s: digest %s, bundle %s", dst, got, digestOf[img.ref])
 		}
 	}
-	if skopeoCopy := filepath.Join(s.dir, "skopeo-oci"); true {
-		tool("skopeo", "copy", "--src-tls-verify=false", "docker://"+img.ref, "oci:"+skopeoCopy+":x")
+	tool("skopeo", "copy", "--src-tls-verify=false", "docker://"+img.ref, "oci:"+filepath.Join(s.dir, "skopeo-oci")+":x")
+
+	// A pull-through cache of serve (the Harbor/Nexus proxy-cache pattern):
+	// every image pulls through it with the bundle's digest.
+	proxy, err := testregistry.Start(context.Background(), testregistry.Options{ProxyRemoteURL: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Stop() })
+	for _, img := range images {
+		via := proxy.Host + "/" + img.repo + ":" + img.tag
+		if got := tool(crane, "digest", "--insecure", via); got != digestOf[img.ref].String() {
+			t.Errorf("through the proxy cache %s: digest %s, bundle %s", via, got, digestOf[img.ref])
+		}
+		tool(crane, "pull", "--insecure", via, filepath.Join(s.dir, "via-proxy.tar"))
 	}
 
 	// The access log: a JSON line per request.

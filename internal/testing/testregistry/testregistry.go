@@ -60,6 +60,10 @@ type Options struct {
 	TokenOneRepository bool
 	// TokenRealmHost: see TokenOptions.RealmHost.
 	TokenRealmHost string
+	// ProxyRemoteURL makes the registry a pull-through cache of that
+	// upstream (distribution's proxy.remoteurl), as Harbor's and Nexus's
+	// proxy-cache projects are.
+	ProxyRemoteURL string
 }
 
 // Registry is a running docker-registry process.
@@ -168,7 +172,11 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 			r.Host = fmt.Sprintf("127.0.0.1:%d", port)
 		}
 		cfg := filepath.Join(r.Dir, "config.yml")
-		if err := os.WriteFile(cfg, []byte(Config(r.Dir, r.Host, htpasswd, certFile, keyFile)+authConfig), 0o600); err != nil {
+		proxy := ""
+		if opts.ProxyRemoteURL != "" {
+			proxy = fmt.Sprintf("proxy:\n  remoteurl: %q\n", opts.ProxyRemoteURL)
+		}
+		if err := os.WriteFile(cfg, []byte(Config(r.Dir, r.Host, htpasswd, certFile, keyFile)+authConfig+proxy), 0o600); err != nil {
 			return fail(err)
 		}
 		if lastErr = r.launch(ctx, bin, cfg); lastErr == nil {
