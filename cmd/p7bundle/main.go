@@ -109,6 +109,7 @@ func newApp(env *environment) *cli.App {
 			doctorCommand(env),
 			pushCommand(env),
 			serveCommand(env),
+			exportCommand(env),
 			valuesCommand(env),
 			lintCommand(env),
 			restoreValuesCommand(env),

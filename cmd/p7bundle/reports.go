@@ -26,6 +26,7 @@ var jsonReports = []struct {
 	{"support", installer.SupportReport{}},
 	// serve --json: one access log line per request.
 	{"serve", mirror.AccessEntry{}},
+	{"export", installer.Exported{}},
 	{"version", versionReport{}},
 }
 
