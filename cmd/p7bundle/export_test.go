@@ -63,7 +63,9 @@ func TestExport(t *testing.T) {
 		t.Fatalf("export --docker-archive: %v", r)
 	}
 	raw := tool("skopeo", "inspect", "--raw", "docker-archive:"+tarFile+":"+img.Ref)
-	var dm struct{ Config struct{ Digest digest.Digest } }
+	var dm struct {
+		Config struct{ Digest digest.Digest }
+	}
 	json.Unmarshal(raw, &dm)
 	cfg := tool("skopeo", "inspect", "--config", "--raw", "docker-archive:"+tarFile+":"+img.Ref)
 	if want := configDigest(t, out, img); dm.Config.Digest != want || digest.FromBytes(cfg) != want {
