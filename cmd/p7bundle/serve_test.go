@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,8 +30,8 @@ import (
 type served struct {
 	cmd    *exec.Cmd
 	addr   string
-	stderr *strings.Builder
-	stdout *strings.Builder
+	stderr *syncBuffer
+	stdout *syncBuffer
 	done   chan error
 }
 
@@ -49,10 +50,17 @@ func tryServe(t *testing.T, args ...string) (*served, error) {
 	t.Helper()
 	self, _ := os.Executable()
 	cmd := exec.Command(self, append([]string{"serve"}, args...)...)
-	cmd.Env = append(os.Environ(), asCLI+"=1")
+	cmd.Env = os.Environ()
+	return runServe(t, cmd)
+}
+
+// runServe starts cmd, a serve command line, and waits for its address.
+func runServe(t *testing.T, cmd *exec.Cmd) (*served, error) {
+	t.Helper()
+	cmd.Env = append(cmd.Env, asCLI+"=1")
 	errPipe, _ := cmd.StderrPipe()
-	s := &served{cmd: cmd, stderr: &strings.Builder{}, stdout: &strings.Builder{}, done: make(chan error, 1)}
-	cmd.Stdout = &lockedBuilder{b: s.stdout}
+	s := &served{cmd: cmd, stderr: &syncBuffer{}, stdout: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout = s.stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +69,7 @@ func tryServe(t *testing.T, args ...string) (*served, error) {
 		sc := bufio.NewScanner(errPipe)
 		re := regexp.MustCompile(`at https?://(\S+)/v2/`)
 		for sc.Scan() {
-			s.stderr.WriteString(sc.Text() + "\n")
+			s.stderr.Write([]byte(sc.Text() + "\n"))
 			if m := re.FindStringSubmatch(sc.Text()); m != nil {
 				addrc <- m[1]
 			}
@@ -82,9 +90,23 @@ func tryServe(t *testing.T, args ...string) (*served, error) {
 	}
 }
 
-type lockedBuilder struct{ b *strings.Builder }
+// syncBuffer is written by the process's copier while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
 
-func (l *lockedBuilder) Write(p []byte) (int, error) { return l.b.Write(p) }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 func httpGet(t *testing.T, method, url string, header ...string) (*http.Response, []byte) {
 	t.Helper()
@@ -411,4 +433,71 @@ func blobOf(m *bundle.Manifest, d digest.Digest) bundle.Blob {
 		}
 	}
 	return bundle.Blob{}
+}
+
+// A node pulls a pod's image straight from serve, with no registry in
+// between: containerd (plain HTTP, per its hosts.toml) resolves and pulls
+// the bundle's digest.
+func TestServeToNode(t *testing.T) {
+	s := startSite(t)
+	out := filepath.Join(s.dir, "pseven-2023.09.25.tar.zst")
+	if r := s.build(t, out); r.code != 0 {
+		t.Fatalf("build: %v", r)
+	}
+	m := manifestOf(t, out)
+	site := startTestSite(t)
+	addr := site.NodeIP + ":5050"
+	self, _ := os.Executable()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := runServe(t, site.Command(ctx, self, "serve", out, "--key", s.pub, "--addr", addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(srv.stderr.String(), "WARNING: serving PLAIN HTTP") {
+		t.Errorf("no plain HTTP warning for %s:\n%s", addr, srv.stderr)
+	}
+	hosts := filepath.Join(site.Dir, "containerd", "certs.d", addr, "hosts.toml")
+	os.MkdirAll(filepath.Dir(hosts), 0o755)
+	os.WriteFile(hosts, []byte(fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", addr, addr)), 0o644)
+
+	var app bundle.Image
+	for _, img := range m.ContainerImages() {
+		if strings.Contains(img.Ref, "/pseven-app:") {
+			app = img
+		}
+	}
+	tg, err := mirror.TargetFor(app.Ref, "pseven")
+	if err != nil || app.Ref == "" {
+		t.Fatalf("no pseven-app image in %s: %v", out, err)
+	}
+	image := addr + "/" + tg.Repository + ":" + tg.Tag
+	pod := filepath.Join(s.dir, "pod.yaml")
+	os.WriteFile(pod, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: from-serve, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: app, image: %s, imagePullPolicy: Always}
+`, image)), 0o644)
+	kubectl := func(args ...string) string {
+		t.Helper()
+		b, err := site.Kubectl(ctx, args...)
+		if err != nil {
+			t.Fatalf("kubectl %v: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	kubectl("apply", "-f", pod)
+	if _, err := site.Kubectl(ctx, "wait", "--for=condition=Ready", "pod/from-serve", "--timeout=120s"); err != nil {
+		b, _ := site.Kubectl(ctx, "describe", "pod", "from-serve")
+		t.Fatalf("pod from serve not ready: %v\n%s\nserve:\n%s", err, b, srv.stdout)
+	}
+	if id := kubectl("get", "pod", "from-serve", "-o", "jsonpath={.status.containerStatuses[0].imageID}"); !strings.HasSuffix(id, "@"+app.Digest.String()) {
+		t.Errorf("pod runs %s, bundle digest %s", id, app.Digest)
+	}
+	if !strings.Contains(srv.stdout.String(), "GET /v2/"+tg.Repository+"/manifests/") {
+		t.Errorf("serve's access log has no manifest GET:\n%s", srv.stdout)
+	}
 }
