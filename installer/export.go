@@ -79,6 +79,9 @@ func (o *Export) Run(ctx context.Context) (*Exported, error) {
 		}
 		archives = append(archives, a)
 	}
+	if b := archives[0].Manifest().Base; b != nil && e.Base == "" {
+		return nil, fmt.Errorf("%w: %s is differential over %s (it leaves out %d blobs): pass --base %s", bundle.ErrBase, e.Bundle, b.Name, omitted(archives[0].Manifest()), b.Name)
+	}
 	images, err := selectImages(archives[0].Manifest(), e.Images)
 	if err != nil {
 		return nil, err
@@ -134,4 +137,14 @@ func selectImages(m *bundle.Manifest, refs []string) ([]bundle.Image, error) {
 		}
 	}
 	return out, nil
+}
+
+func omitted(m *bundle.Manifest) int {
+	n := 0
+	for _, b := range m.Blobs {
+		if b.Omitted {
+			n++
+		}
+	}
+	return n
 }

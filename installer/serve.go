@@ -110,6 +110,11 @@ func (o *Serve) Run(ctx context.Context) error {
 		}
 		archives = append(archives, a)
 	}
+	for _, a := range archives {
+		if b := a.Manifest().Base; b != nil && !servesBase(archives, b.ManifestDigest) {
+			fmt.Fprintf(s.Log, "WARNING: %s is differential over %s: the %d blobs it leaves out are served only when that bundle is served too\n", a.Path(), b.Name, omitted(a.Manifest()))
+		}
+	}
 	srv, err := mirror.NewServer(archives, prefix)
 	if err != nil {
 		return err
@@ -198,4 +203,14 @@ func readHtpasswd(path string) (map[string][]byte, error) {
 		return nil, fmt.Errorf("%w: --htpasswd %s holds no user", ErrInput, path)
 	}
 	return users, nil
+}
+
+// servesBase says whether the bundle with manifest digest md is served.
+func servesBase(archives []*bundle.Archive, md string) bool {
+	for _, a := range archives {
+		if d, err := a.Manifest().Digest(); err == nil && d == md {
+			return true
+		}
+	}
+	return false
 }

@@ -501,3 +501,47 @@ spec:
 		t.Errorf("serve's access log has no manifest GET:\n%s", srv.stdout)
 	}
 }
+
+// This month's differential bundle served beside last month's: every
+// image of both pulls whole (the blobs the delta leaves out come from its
+// base), and both months' tags are listed. Alone, the delta says what it
+// lacks; export needs --base.
+func TestServeDelta(t *testing.T) {
+	s := startSite(t)
+	v1, v2chart := monthPair(t, s)
+	v2 := filepath.Join(s.dir, "pseven-2023.10.30.tar.zst")
+	if r := p7(t, s.up.Password+"\n", append(s.buildArgs(v2), "--chart", v2chart, "--base", v1)...); r.code != 0 {
+		t.Fatalf("build v2: %v", r)
+	}
+	m1, m2 := manifestOf(t, v1), manifestOf(t, v2)
+	if m2.Base == nil {
+		t.Fatal("v2 is not differential")
+	}
+	crane, err := testenv.Tool("crane")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServe(t, v1, v2, "--key", s.pub, "--addr", "127.0.0.1:0")
+	for _, m := range []*bundle.Manifest{m1, m2} {
+		for _, img := range m.ContainerImages() {
+			tg, _ := mirror.TargetFor(img.Ref, "pseven")
+			ref := srv.addr + "/" + tg.Repository + ":" + tg.Tag
+			if out, err := exec.Command(crane, "pull", "--insecure", "--format", "oci", ref, filepath.Join(s.dir, "pulled-"+tg.Tag)).CombinedOutput(); err != nil {
+				t.Errorf("crane pull %s (served from v1 + v2): %v\n%s", ref, err, out)
+			}
+			if out, _ := exec.Command(crane, "digest", "--insecure", ref).Output(); strings.TrimSpace(string(out)) != img.Digest.String() {
+				t.Errorf("%s: digest %s, bundle %s", ref, out, img.Digest)
+			}
+		}
+	}
+	alone := startServe(t, v2, "--key", s.pub, "--addr", "127.0.0.1:0")
+	if !strings.Contains(alone.stderr.String(), "is differential over pseven-2023.09.25.tar.zst") {
+		t.Errorf("serving a delta alone: no warning:\n%s", alone.stderr)
+	}
+	if r := p7(t, "", "export", v2, "--key", s.pub, "--oci-layout", filepath.Join(s.dir, "l2")); r.code != exitInput || !strings.Contains(r.stderr, "pass --base") {
+		t.Errorf("export of a delta without --base: %v", r)
+	}
+	if r := p7(t, "", "export", v2, "--key", s.pub, "--base", v1, "--oci-layout", filepath.Join(s.dir, "l2")); r.code != 0 {
+		t.Errorf("export of a delta with --base: %v", r)
+	}
+}
