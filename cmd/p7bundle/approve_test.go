@@ -59,7 +59,12 @@ func TestApprove(t *testing.T) {
 	cs := newCosign(t, t.TempDir())
 	line1 := filepath.Join(s.dir, "approval-1.json")
 	os.WriteFile(line1, lines[0], 0o644)
-	cs.must("verify-blob-attestation", "--key", pub("security"), "--type", bundle.ApprovalPredicateType, "--signature", line1, "--insecure-ignore-tlog", out)
+	args := []string{"verify-blob-attestation", "--key", pub("security"), "--type", bundle.ApprovalPredicateType, "--signature", line1, "--insecure-ignore-tlog", out}
+	o, err := cs.run(args...)
+	if err != nil {
+		t.Fatalf("cosign %v: %v\n%s", args, err, o)
+	}
+	t.Logf("cosign %s:\n%s", strings.Join(args, " "), o)
 	if o, err := cs.run("verify-blob-attestation", "--key", pub("impostor"), "--type", bundle.ApprovalPredicateType, "--signature", line1, "--insecure-ignore-tlog", out); err == nil {
 		t.Errorf("cosign verified the approval with another key:\n%s", o)
 	}
