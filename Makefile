@@ -159,7 +159,7 @@ clean:
 # workload; writes bench/results/latest.{md,json}. See bench/README.md.
 BENCH_SIZE ?= 2G
 BENCH_DEB_PACKAGES := docker-registry zstd openssl time
-.PHONY: bench bench-smoke bench-profile bench-deps
+.PHONY: bench bench-smoke bench-serve bench-profile bench-deps
 
 bench: bench-deps build
 	$(GO) run ./bench/cmd/p7bench --bin bin/p7bundle --size $(BENCH_SIZE) --out bench/results
@@ -167,6 +167,11 @@ bench: bench-deps build
 # One round at 64M (CI runs the same harness at 32M through TestSmoke in `make test`).
 bench-smoke: bench-deps build
 	$(GO) run ./bench/cmd/p7bench --bin bin/p7bundle --size 64M --rss-size 128M --runs 1 --out .cache/bench/smoke
+
+# serve vs docker-registry serving the same blobs (bench/results/serve.md).
+SERVE_BENCH_SIZE ?= 2G
+bench-serve: bench-deps build
+	$(GO) run ./bench/cmd/p7serve --bin bin/p7bundle --size $(SERVE_BENCH_SIZE) --out bench/results/serve.md
 
 bench-profile: bench-deps probe
 	$(GO) run ./bench/cmd/p7prof --size $(BENCH_SIZE) --out .cache/bench/profile

@@ -53,12 +53,12 @@ func main() {
 	if cfg.Workloads, err = parseWorkloads(*workloads); err != nil {
 		fatal(fmt.Errorf("-workloads: %w", err))
 	}
-	if cfg.Size, err = parseSize(*size); err != nil || cfg.Size <= 0 {
+	if cfg.Size, err = workload.ParseSize(*size); err != nil || cfg.Size <= 0 {
 		fatal(fmt.Errorf("-size %q: want e.g. 64M, 2G", *size))
 	}
 	cfg.RSSSize = 4 * cfg.Size
 	if *rssSize != "" {
-		if cfg.RSSSize, err = parseSize(*rssSize); err != nil {
+		if cfg.RSSSize, err = workload.ParseSize(*rssSize); err != nil {
 			fatal(fmt.Errorf("-rss-size %q: want e.g. 8G, or 0", *rssSize))
 		}
 	}
@@ -127,31 +127,4 @@ func atoi(s string) int {
 		fatal(fmt.Errorf("%q is not a number", s))
 	}
 	return n
-}
-
-// parseSize reads 64M, 2G, 1.5G, 512K or plain bytes (binary units).
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(strings.ToUpper(s))
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I")
-	mult := int64(1)
-	if s != "" {
-		switch s[len(s)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			s = s[:len(s)-1]
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return int64(f * float64(mult)), nil
 }

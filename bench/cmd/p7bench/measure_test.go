@@ -4,6 +4,8 @@ import (
 	"context"
 	"os/exec"
 	"testing"
+
+	"github.com/p7bundle/p7bundle/bench/internal/workload"
 )
 
 // Peak RSS comes from /usr/bin/time -v when it is installed and from wait4's
@@ -28,8 +30,8 @@ func TestRunMeasuresPeakRSS(t *testing.T) {
 
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{"64M": 64 << 20, "2G": 2 << 30, "1.5G": 3 << 29, "8g": 8 << 30, "512KiB": 512 << 10, "1000": 1000} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		if got, err := workload.ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 }

@@ -34,7 +34,7 @@ func main() {
 	seed := flag.Uint64("seed", 1, "workload seed")
 	kind := flag.String("workload", "raw", "raw (uncompressed tar layers) or gzip (gzip layers, as docker push stores them)")
 	flag.Parse()
-	n, err := parseSize(*size)
+	n, err := workload.ParseSize(*size)
 	if err != nil {
 		fatal(err)
 	}
@@ -249,19 +249,4 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
-}
-
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	switch {
-	case strings.HasSuffix(s, "G"):
-		mult, s = 1<<30, strings.TrimSuffix(s, "G")
-	case strings.HasSuffix(s, "M"):
-		mult, s = 1<<20, strings.TrimSuffix(s, "M")
-	}
-	var f float64
-	if _, err := fmt.Sscanf(s, "%g", &f); err != nil {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return int64(f * float64(mult)), nil
 }
