@@ -53,6 +53,18 @@ Examples:
   p7bundle push pseven-2023.09.25.tar.zst --key cosign.pub --registry registry.corp:5000 --registry-password-stdin --registry-username admin
   p7bundle push pseven-2023.10.30-delta.tar.zst --key cosign.pub --registry harbor.corp --base pseven-2023.09.25.tar.zst
   p7bundle push pseven-2023.09.25.tar.zst --key cosign.pub --registry registry.corp --strict-egress --allow-endpoint minio.corp:9000`,
+	"serve": `p7bundle serve BUNDLE... --key PUBLIC-KEY [flags]
+
+Examples:
+  p7bundle serve pseven-2023.09.25.tar.zst --key cosign.pub
+  p7bundle serve pseven-2023.09.25.tar.zst pseven-2023.10.30.tar.zst --key cosign.pub --addr 0.0.0.0:5000 --tls-cert tls.crt --tls-key tls.key --htpasswd htpasswd
+  crane ls 127.0.0.1:5000/pseven/pseven-app`,
+	"export": `p7bundle export BUNDLE --key PUBLIC-KEY (--oci-layout DIR | --docker-archive -o FILE --image REF...) [flags]
+
+Examples:
+  p7bundle export pseven-2023.09.25.tar.zst --key cosign.pub --oci-layout pseven-layout
+  p7bundle export pseven-2023.09.25.tar.zst --key cosign.pub --docker-archive -o app.tar --image pseven-app:6.47.4712
+  p7bundle export pseven-2023.10.30.tar.zst --key cosign.pub --base pseven-2023.09.25.tar.zst --oci-layout pseven-layout`,
 	"values": `p7bundle values BUNDLE --registry HOST[:PORT] [-f FILE]... [--set KEY=VALUE]... [-o FILE]
 
 Examples:
