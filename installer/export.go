@@ -80,7 +80,8 @@ func (o *Export) Run(ctx context.Context) (*Exported, error) {
 		archives = append(archives, a)
 	}
 	if b := archives[0].Manifest().Base; b != nil && e.Base == "" {
-		return nil, fmt.Errorf("%w: %s is differential over %s (it leaves out %d blobs): pass --base %s", bundle.ErrBase, e.Bundle, b.Name, omitted(archives[0].Manifest()), b.Name)
+		n, _ := archives[0].Manifest().OmittedBytes()
+		return nil, fmt.Errorf("%w: %s is differential over %s (it leaves out %d blobs): pass --base %s", bundle.ErrBase, e.Bundle, b.Name, n, b.Name)
 	}
 	images, err := selectImages(archives[0].Manifest(), e.Images)
 	if err != nil {
@@ -137,14 +138,4 @@ func selectImages(m *bundle.Manifest, refs []string) ([]bundle.Image, error) {
 		}
 	}
 	return out, nil
-}
-
-func omitted(m *bundle.Manifest) int {
-	n := 0
-	for _, b := range m.Blobs {
-		if b.Omitted {
-			n++
-		}
-	}
-	return n
 }

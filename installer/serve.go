@@ -112,7 +112,8 @@ func (o *Serve) Run(ctx context.Context) error {
 	}
 	for _, a := range archives {
 		if b := a.Manifest().Base; b != nil && !servesBase(archives, b.ManifestDigest) {
-			fmt.Fprintf(s.Log, "WARNING: %s is differential over %s: the %d blobs it leaves out are served only when that bundle is served too\n", a.Path(), b.Name, omitted(a.Manifest()))
+			n, _ := a.Manifest().OmittedBytes()
+			fmt.Fprintf(s.Log, "WARNING: %s is differential over %s: the %d blobs it leaves out are served only when that bundle is served too\n", a.Path(), b.Name, n)
 		}
 	}
 	srv, err := mirror.NewServer(archives, prefix)

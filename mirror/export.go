@@ -21,16 +21,11 @@ import (
 
 // rootDescriptor is an image's manifest or index as a descriptor.
 func (s *ArchiveStore) rootDescriptor(img bundle.Image) (ocispec.Descriptor, error) {
-	a := s.carriers[img.Digest]
-	if a == nil {
+	desc, ok := s.Descriptor(img.Digest)
+	if !ok {
 		return ocispec.Descriptor{}, fmt.Errorf("image %s: manifest %s is not carried (a differential bundle's base?)", img.Ref, img.Digest)
 	}
-	for _, b := range a.Manifest().Blobs {
-		if b.Digest == img.Digest {
-			return ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}, nil
-		}
-	}
-	return ocispec.Descriptor{}, fmt.Errorf("image %s: manifest %s is not in the table of contents", img.Ref, img.Digest)
+	return desc, nil
 }
 
 // ExportOCILayout copies images into the OCI image layout at dir (created

@@ -23,7 +23,7 @@ import (
 // every blob read through the seek table and checked as it streams.
 type Server struct {
 	repos     map[string]*servedRepo
-	blobs     map[digest.Digest]servedBlob
+	blobs     *ArchiveStore
 	referrers map[digest.Digest][]ocispec.Descriptor
 	// Authorize checks Basic credentials; nil serves everyone.
 	Authorize func(user, password string) bool
@@ -38,12 +38,6 @@ type servedRepo struct {
 	// content is every manifest and blob the repository's images name:
 	// a repository answers for its own content only, as a registry does.
 	content map[digest.Digest]bool
-}
-
-type servedBlob struct {
-	a         *bundle.Archive
-	mediaType string
-	size      int64
 }
 
 // AccessEntry is one request, as the access log writes it.
@@ -64,14 +58,9 @@ type AccessEntry struct {
 // differential bundle leaves to its base is served only when the base is
 // among archives.
 func NewServer(archives []*bundle.Archive, prefix string) (*Server, error) {
-	s := &Server{repos: map[string]*servedRepo{}, blobs: map[digest.Digest]servedBlob{}, referrers: map[digest.Digest][]ocispec.Descriptor{}}
+	s := &Server{repos: map[string]*servedRepo{}, blobs: NewArchiveStore(archives...), referrers: map[digest.Digest][]ocispec.Descriptor{}}
 	for _, a := range archives {
 		m := a.Manifest()
-		for _, b := range m.Blobs {
-			if !b.Omitted {
-				s.blobs[b.Digest] = servedBlob{a: a, mediaType: b.MediaType, size: b.Size}
-			}
-		}
 		for _, img := range m.Images {
 			t, err := TargetFor(img.Ref, prefix)
 			if err != nil {
@@ -103,7 +92,8 @@ func NewServer(archives []*bundle.Archive, prefix string) (*Server, error) {
 			if json.Unmarshal(data, &doc) != nil || doc.Subject == nil {
 				continue
 			}
-			desc := ocispec.Descriptor{MediaType: s.blobs[d].mediaType, Digest: d, Size: int64(len(data)), ArtifactType: doc.ArtifactType, Annotations: doc.Annotations}
+			desc, _ := s.blobs.Descriptor(d)
+			desc.ArtifactType, desc.Annotations = doc.ArtifactType, doc.Annotations
 			if desc.ArtifactType == "" && doc.Config != nil {
 				desc.ArtifactType = doc.Config.MediaType
 			}
@@ -241,12 +231,12 @@ func (s *Server) serveManifest(w http.ResponseWriter, req *http.Request, name st
 			return
 		}
 	}
-	b, ok := s.blobs[d]
-	if !ok || !repo.content[d] || !(bundle.IsManifest(b.mediaType) || bundle.IsIndex(b.mediaType)) {
+	b, ok := s.blobs.Descriptor(d)
+	if !ok || !repo.content[d] || !(bundle.IsManifest(b.MediaType) || bundle.IsIndex(b.MediaType)) {
 		ociError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "manifest "+ref+" is not in "+name)
 		return
 	}
-	s.stream(w, req, d, b, b.mediaType)
+	s.stream(w, req, b, b.MediaType)
 }
 
 func (s *Server) serveBlob(w http.ResponseWriter, req *http.Request, name string, repo *servedRepo, ref string) {
@@ -255,12 +245,12 @@ func (s *Server) serveBlob(w http.ResponseWriter, req *http.Request, name string
 		ociError(w, http.StatusBadRequest, "DIGEST_INVALID", ref+" is not a digest")
 		return
 	}
-	b, ok := s.blobs[d]
+	b, ok := s.blobs.Descriptor(d)
 	if !ok || !repo.content[d] {
 		ociError(w, http.StatusNotFound, "BLOB_UNKNOWN", "blob "+ref+" is not in "+name)
 		return
 	}
-	s.stream(w, req, d, b, "application/octet-stream")
+	s.stream(w, req, b, "application/octet-stream")
 }
 
 func (s *Server) serveReferrers(w http.ResponseWriter, req *http.Request, repo *servedRepo, ref string) {
@@ -287,29 +277,30 @@ func (s *Server) serveReferrers(w http.ResponseWriter, req *http.Request, repo *
 // checked as it goes. The last bytes are held back until the whole blob
 // has matched its digest: on a mismatch the connection is cut, so no
 // client ever receives a complete response of unverified bytes.
-func (s *Server) stream(w http.ResponseWriter, req *http.Request, d digest.Digest, b servedBlob, contentType string) {
+func (s *Server) stream(w http.ResponseWriter, req *http.Request, b ocispec.Descriptor, contentType string) {
+	d := b.Digest
 	h := w.Header()
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Content-Type", contentType)
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Etag", `"`+d.String()+`"`)
-	from, to, partial, err := byteRange(req.Header.Get("Range"), b.size)
+	from, to, partial, err := byteRange(req.Header.Get("Range"), b.Size)
 	if err != nil {
-		h.Set("Content-Range", "bytes */"+strconv.FormatInt(b.size, 10))
+		h.Set("Content-Range", "bytes */"+strconv.FormatInt(b.Size, 10))
 		ociError(w, http.StatusRequestedRangeNotSatisfiable, "RANGE_INVALID", err.Error())
 		return
 	}
 	h.Set("Content-Length", strconv.FormatInt(to-from, 10))
 	status := http.StatusOK
 	if partial {
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to-1, b.size))
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to-1, b.Size))
 		status = http.StatusPartialContent
 	}
 	if req.Method == http.MethodHead {
 		w.WriteHeader(status)
 		return
 	}
-	r, err := b.a.Blob(d)
+	r, err := s.blobs.Fetch(req.Context(), b)
 	if err != nil {
 		s.report("%s: %v", d, err)
 		ociError(w, http.StatusInternalServerError, "BLOB_UNKNOWN", "blob "+d.String()+" cannot be read from its bundle")

@@ -17,7 +17,13 @@ import (
 // the blob through the seek table and fails its last Read unless the
 // bytes match the signed table of contents. Open the archive verified.
 type ArchiveStore struct {
-	carriers map[digest.Digest]*bundle.Archive
+	carried map[digest.Digest]carriedBlob
+}
+
+// carriedBlob is a blob's descriptor and the archive holding it.
+type carriedBlob struct {
+	a    *bundle.Archive
+	desc ocispec.Descriptor
 }
 
 var _ content.ReadOnlyStorage = (*ArchiveStore)(nil)
@@ -25,19 +31,26 @@ var _ content.ReadOnlyStorage = (*ArchiveStore)(nil)
 // NewArchiveStore serves the blobs of archives; a blob a differential
 // bundle leaves to its base is found when the base is among them.
 func NewArchiveStore(archives ...*bundle.Archive) *ArchiveStore {
-	s := &ArchiveStore{carriers: map[digest.Digest]*bundle.Archive{}}
+	s := &ArchiveStore{carried: map[digest.Digest]carriedBlob{}}
 	for _, a := range archives {
 		for _, b := range a.Manifest().Blobs {
 			if !b.Omitted {
-				s.carriers[b.Digest] = a
+				s.carried[b.Digest] = carriedBlob{a, ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}}
 			}
 		}
 	}
 	return s
 }
 
+// Descriptor is a carried blob's media type and size, as the signed table
+// of contents gives them.
+func (s *ArchiveStore) Descriptor(d digest.Digest) (ocispec.Descriptor, bool) {
+	c, ok := s.carried[d]
+	return c.desc, ok
+}
+
 func (s *ArchiveStore) carrier(desc ocispec.Descriptor) *bundle.Archive {
-	return s.carriers[desc.Digest]
+	return s.carried[desc.Digest].a
 }
 
 // Fetch opens a blob; reading it to the end verifies it.
