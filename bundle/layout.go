@@ -26,7 +26,7 @@ type span struct {
 	headerLen int64
 	size      int64 // data bytes
 	end       int64 // start of the next entry
-	fast      bool  // already-compressed content: fastest zstd level
+	raw       bool  // already-compressed content: stored, not entropy-coded
 	blob      int   // index into Manifest.Blobs, -1 for other entries
 }
 
@@ -34,8 +34,8 @@ func (s span) data() int64 { return s.start + s.headerLen }
 
 // cut is the end of one frame in the tar stream.
 type cut struct {
-	end  int64
-	fast bool
+	end int64
+	raw bool
 }
 
 // layout is where every byte of a bundle's tar stream goes. It follows
@@ -68,12 +68,12 @@ func planLayout(m *Manifest, manifestSize, sigSize int64, mtime time.Time) (*lay
 	}
 	l := &layout{blobs: map[digest.Digest]int{}, mtime: mtime}
 	var off int64
-	add := func(name string, size int64, fast bool, blob int) error {
+	add := func(name string, size int64, raw bool, blob int) error {
 		h, err := headerBytes(name, size, mtime)
 		if err != nil {
 			return err
 		}
-		s := span{name: name, start: off, headerLen: int64(len(h)), size: size, fast: fast, blob: blob}
+		s := span{name: name, start: off, headerLen: int64(len(h)), size: size, raw: raw, blob: blob}
 		s.end = s.data() + (size+511)/512*512
 		off = s.end
 		l.spans = append(l.spans, s)
@@ -114,7 +114,7 @@ func (l *layout) cuts() []cut {
 	var out []cut
 	for _, s := range l.spans {
 		for off := s.start; off < s.end; off += FrameSize {
-			out = append(out, cut{end: min(off+FrameSize, s.end), fast: s.fast})
+			out = append(out, cut{end: min(off+FrameSize, s.end), raw: s.raw})
 		}
 	}
 	return append(out, cut{end: l.total})
@@ -142,8 +142,7 @@ func canonicalHeader(name string, size int64, mtime time.Time) *tar.Header {
 }
 
 // compressedMediaType reports layers that are already compressed (gzip or
-// zstd): recompressing them gains little, so their frames take the
-// fastest level.
+// zstd): recompressing them gains nothing, so their frames are raw.
 func compressedMediaType(mt string) bool {
 	return strings.HasSuffix(mt, "+gzip") || strings.HasSuffix(mt, "+zstd") ||
 		strings.HasSuffix(mt, ".tar.gzip") || strings.HasSuffix(mt, ".tar.zstd")

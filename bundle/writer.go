@@ -33,7 +33,7 @@ type WriteOptions struct {
 	// ModTime stamps every entry; zero means the Unix epoch.
 	ModTime time.Time
 	// Level is the zstd level of frames that are not already-compressed
-	// layers (default zstd.SpeedDefault).
+	// layers (default zstd.SpeedDefault); those are stored as raw blocks.
 	Level zstd.EncoderLevel
 	// Concurrency is how many frames are compressed at once (0 = GOMAXPROCS);
 	// it does not change the output.
@@ -295,7 +295,7 @@ func (c *chunker) Write(p []byte) (int, error) {
 		p = p[n:]
 		written += n
 		if c.pos == c.cuts[0].end {
-			if err := c.enc.encode(c.buf, c.cuts[0].fast); err != nil {
+			if err := c.enc.encode(c.buf, c.cuts[0].raw); err != nil {
 				return written, err
 			}
 			c.buf, c.cuts = nil, c.cuts[1:]
@@ -330,7 +330,7 @@ type frameEncoder struct {
 
 type frameJob struct {
 	in, out []byte
-	fast    bool
+	raw     bool
 	err     error
 	done    chan struct{}
 }
@@ -351,23 +351,25 @@ func (e *frameEncoder) buffer() []byte { return e.pool.Get().([]byte)[:0] }
 
 func (e *frameEncoder) compress() {
 	defer e.wg.Done()
-	var normal, fast *zstd.Encoder
-	newEnc := func(l zstd.EncoderLevel) (*zstd.Encoder, error) {
-		return zstd.NewWriter(nil, zstd.WithEncoderLevel(l), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(FrameSize))
-	}
+	var enc *zstd.Encoder
 	for j := range e.work {
-		enc := &normal
-		level := e.level
-		if j.fast {
-			enc, level = &fast, zstd.SpeedFastest
+		out := e.outs.Get().([]byte)[:0]
+		if j.raw {
+			j.out = appendRawFrame(out, j.in)
+			close(j.done)
+			continue
 		}
-		if *enc == nil {
-			if *enc, j.err = newEnc(level); j.err != nil {
+		if enc == nil {
+			enc, j.err = zstd.NewWriter(nil, zstd.WithEncoderLevel(e.level), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(FrameSize))
+			if j.err != nil {
 				close(j.done)
 				continue
 			}
 		}
-		j.out = (*enc).EncodeAll(j.in, e.outs.Get().([]byte)[:0])
+		j.out = enc.EncodeAll(j.in, out)
+		if len(j.out) > rawFrameSize(len(j.in)) {
+			j.out = appendRawFrame(j.out[:0], j.in)
+		}
 		close(j.done)
 	}
 }
@@ -396,14 +398,14 @@ func (e *frameEncoder) write() {
 	e.written <- err
 }
 
-func (e *frameEncoder) encode(in []byte, fast bool) error {
+func (e *frameEncoder) encode(in []byte, raw bool) error {
 	e.mu.Lock()
 	err := e.err
 	e.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	j := &frameJob{in: in, fast: fast, done: make(chan struct{})}
+	j := &frameJob{in: in, raw: raw, done: make(chan struct{})}
 	e.order <- j
 	e.work <- j
 	return nil

@@ -36,6 +36,10 @@ type Config struct {
 	Work      string // scratch dir (default a temp dir, removed at the end)
 	Keep      bool   // keep Work
 	Log       io.Writer
+	// WAN is the WAN-shaped build scenario, run on the gzip workload.
+	WAN WAN
+	// Hauler is a Hauler v2 binary to measure beside p7bundle ("" skips it).
+	Hauler string
 }
 
 const keyPassword = "p7bench-throwaway"
@@ -50,8 +54,9 @@ type Bench struct {
 	regs  []*testregistry.Registry
 	start time.Time
 	// The workload being measured; measurement IDs are "<wl>/<step>".
-	wl  workload.Kind
-	cur *WorkloadResult
+	wl     workload.Kind
+	cur    *WorkloadResult
+	hauler *hauler // nil without Config.Hauler
 }
 
 // Run measures everything and writes the results.
@@ -72,6 +77,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if err := b.findTools(); err != nil {
 		return nil, err
+	}
+	if cfg.Hauler != "" {
+		p, err := exec.LookPath(cfg.Hauler)
+		if err == nil {
+			p, err = filepath.Abs(p)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("HAULER=%s: %w", cfg.Hauler, err)
+		}
+		b.hauler = &hauler{bin: p}
 	}
 	if b.cfg.Work == "" {
 		if b.cfg.Work, err = os.MkdirTemp("", "p7bench-"); err != nil {
@@ -121,6 +136,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if b.cfg.RSSSize > 0 {
 			if err := b.secondSize(ctx); err != nil {
 				return nil, fmt.Errorf("%s workload: %w", k, err)
+			}
+		}
+		// Registries store gzip layers: that is what a WAN build pulls.
+		if b.cfg.WAN.Size > 0 && k == workload.Gzip {
+			if err := b.wan(ctx); err != nil {
+				return nil, fmt.Errorf("%s workload: WAN build: %w", k, err)
 			}
 		}
 		os.RemoveAll(b.dir())
@@ -344,7 +365,12 @@ func (b *Bench) mainSize(ctx context.Context) error {
 			b.composite("build.script", pull, comp, sum)
 			return nil
 		}
-		if err := alternate(p7First, buildP7, buildScript); err != nil {
+		builds := []func() error{buildP7, buildScript}
+		haulDir := filepath.Join(rd, "hauler")
+		if h := b.hauler; h != nil {
+			builds = append(builds, func() error { return h.build(ctx, b, "build.hauler", w, src.Host, haulDir, nil) })
+		}
+		if err := rotate(round, builds); err != nil {
 			return err
 		}
 		// The floor: zstd over the same bytes, already on disk as one tar.
@@ -372,9 +398,26 @@ func (b *Bench) mainSize(ctx context.Context) error {
 		installP7 := func() error { return b.installP7(ctx, rd, bundle, w, true) }
 		extracted := filepath.Join(rd, "extracted")
 		installScript := func() error { return b.installScript(ctx, rd, bundle, extracted, w) }
-		if err := alternate(p7First, installP7, installScript); err != nil {
+		installs := []func() error{installP7, installScript}
+		if h := b.hauler; h != nil {
+			installs = append(installs, func() error {
+				reg, err := b.startRegistry(ctx, filepath.Join(rd, "site-hauler"))
+				if err != nil {
+					return err
+				}
+				defer b.stopRegistry(reg)
+				if err := h.install(ctx, b, haulDir, reg.Host); err != nil {
+					return err
+				}
+				// Hauler's copy drops the source host and, as docker does, puts
+				// one-component names under library/.
+				return checkSiteAt(ctx, reg, w, "library/", "hauler store copy")
+			})
+		}
+		if err := rotate(round, installs); err != nil {
 			return err
 		}
+		os.RemoveAll(haulDir)
 		if err := b.ceiling(ctx, rd, extracted, w); err != nil {
 			return err
 		}
@@ -533,13 +576,18 @@ func (b *Bench) installP7(ctx context.Context, rd, bundle string, w *workload.Wo
 
 // checkSite insists every image arrived with its tag.
 func (b *Bench) checkSite(ctx context.Context, reg *testregistry.Registry, w *workload.Workload, who string) error {
+	return checkSiteAt(ctx, reg, w, "pseven/", who)
+}
+
+// checkSiteAt checks every image of w is in reg under prefix, with its one tag.
+func checkSiteAt(ctx context.Context, reg *testregistry.Registry, w *workload.Workload, prefix, who string) error {
 	for _, img := range w.Images {
-		tags, err := reg.Tags(ctx, "pseven/"+img.Name)
+		tags, err := reg.Tags(ctx, prefix+img.Name)
 		if err != nil {
 			return fmt.Errorf("after %s: %w", who, err)
 		}
 		if len(tags) != 1 || tags[0] != workload.AppVersion {
-			return fmt.Errorf("after %s: pseven/%s has tags %v, want [%s]", who, img.Name, tags, workload.AppVersion)
+			return fmt.Errorf("after %s: %s%s has tags %v, want [%s]", who, prefix, img.Name, tags, workload.AppVersion)
 		}
 	}
 	return nil

@@ -39,6 +39,10 @@ func main() {
 	out := flag.String("out", "bench/results", "directory for latest.md and latest.json")
 	work := flag.String("work", env("BENCH_WORK", ""), "scratch directory (default: a temporary one) ($BENCH_WORK)")
 	keep := flag.Bool("keep", false, "keep the scratch directory")
+	hauler := flag.String("hauler", env("HAULER", ""), "a Hauler v2 binary to measure beside p7bundle (store sync + save, load + copy) ($HAULER)")
+	wanSize := flag.String("wan-size", env("BENCH_WAN_SIZE", "600M"), "gzip workload for the WAN-shaped build; 0 skips it (needs root, iproute2, tbf) ($BENCH_WAN_SIZE)")
+	wanRate := flag.String("wan-rate", env("BENCH_WAN_RATE", "200mbit"), "the WAN link's rate ($BENCH_WAN_RATE)")
+	wanRTT := flag.Duration("wan-rtt", mustDuration(env("BENCH_WAN_RTT", "30ms")), "the WAN's round trip, added to every request ($BENCH_WAN_RTT)")
 	render := flag.String("render", "", "only rewrite latest.md from this latest.json (after a change to the report layout)")
 	flag.Parse()
 	if *render != "" {
@@ -48,8 +52,15 @@ func main() {
 		return
 	}
 
-	cfg := Config{Runs: *runs, Seed: *seed, Bin: *bin, Tools: *tools, Out: *out, Work: *work, Keep: *keep, Log: os.Stderr}
+	cfg := Config{Runs: *runs, Seed: *seed, Bin: *bin, Tools: *tools, Out: *out, Work: *work, Keep: *keep, Log: os.Stderr,
+		Hauler: *hauler, WAN: WAN{RTT: *wanRTT}}
 	var err error
+	if cfg.WAN.Size, err = workload.ParseSize(*wanSize); err != nil {
+		fatal(fmt.Errorf("-wan-size %q: want e.g. 600M, or 0", *wanSize))
+	}
+	if cfg.WAN.RateBit, err = ParseRate(*wanRate); err != nil {
+		fatal(fmt.Errorf("-wan-rate: %w", err))
+	}
 	if cfg.Workloads, err = parseWorkloads(*workloads); err != nil {
 		fatal(fmt.Errorf("-workloads: %w", err))
 	}
@@ -119,6 +130,14 @@ func rerender(path string) error {
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "p7bench:", err)
 	os.Exit(1)
+}
+
+func mustDuration(s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		fatal(fmt.Errorf("%q is not a duration (e.g. 30ms)", s))
+	}
+	return d
 }
 
 func atoi(s string) int {

@@ -55,6 +55,18 @@ type WorkloadResult struct {
 	Second         *WorkloadSummary `json:"second,omitempty"`
 	Monthly        *MonthlySummary  `json:"monthly,omitempty"`
 	Split          *SplitSummary    `json:"split,omitempty"`
+	WAN            *WANSummary      `json:"wan,omitempty"`
+}
+
+// WANSummary is the WAN-shaped build: the link and its transfer floor.
+type WANSummary struct {
+	Bytes        int64   `json:"bytes"` // the workload's blobs, as stored
+	RateBit      int64   `json:"rateBitPerSecond"`
+	RTTms        int64   `json:"rttMs"`
+	FloorSeconds float64 `json:"floorSeconds"` // Bytes over the rate
+	// P7Bytes went through the link in p7bundle's last build (manifests,
+	// signature lookups and the probe included).
+	P7Bytes int64 `json:"p7bundleBytes"`
 }
 
 // SplitSummary is the split + join check: the bundle built with
@@ -312,6 +324,8 @@ const (
 	goalReinstall = 0.02 // × the first install
 	goalVerify    = 1.50 // × openssl dgst -sha256
 	goalDelta     = 0.15 // × the full bundle's install over the same site
+	goalHauler    = 1.00 // × hauler store sync + store save
+	goalWAN       = 1.10 // × the link's transfer floor
 	rssLimitKiB   = 256 << 10
 )
 
@@ -370,6 +384,17 @@ func (r *Result) finishWorkload(wl *WorkloadResult) {
 		ratioTarget("differential install", fmt.Sprintf("≤ %.2f× the full bundle's install over the same site", goalDelta),
 			pair("monthly install: differential vs full bundle", "monthly.install.delta", "monthly.install.full", goalDelta, false))
 		pair("monthly build: differential vs full bundle", "monthly.build.delta", "monthly.build.full", 0, true)
+	}
+
+	ratioTarget("build vs Hauler", fmt.Sprintf("≤ %.2f× hauler store sync + store save", goalHauler),
+		pair("build vs Hauler", "build.p7bundle", "build.hauler", goalHauler, false))
+	pair("install vs Hauler", "install.p7bundle", "install.hauler", 0, true)
+	if wan := wl.WAN; wan != nil {
+		ratioTarget("WAN build", fmt.Sprintf("≤ %.2f× the transfer floor: %s at %s, %d ms round trip", goalWAN,
+			human(wan.Bytes), rateLabel(wan.RateBit), wan.RTTms),
+			pair("WAN build vs transfer floor", "wan.build.p7bundle", "wan.floor.transfer", goalWAN, false))
+		pair("WAN build vs script", "wan.build.p7bundle", "wan.build.script", 0, true)
+		pair("WAN build vs Hauler", "wan.build.p7bundle", "wan.build.hauler", 0, true)
 	}
 
 	var rssParts []string
@@ -470,6 +495,20 @@ var labels = map[string]string{
 	"second.build.p7bundle":   "p7bundle build",
 	"second.install.p7bundle": "p7bundle push (empty registry)",
 	"second.verify.p7bundle":  "p7bundle verify",
+	"build.hauler":            "Hauler: store sync + store save",
+	"build.hauler.sync":       "  hauler store sync",
+	"build.hauler.save":       "  hauler store save",
+	"install.hauler":          "Hauler: store load + store copy",
+	"install.hauler.load":     "  hauler store load",
+	"install.hauler.copy":     "  hauler store copy",
+	"wan.build.p7bundle":      "WAN: p7bundle build",
+	"wan.build.script":        "WAN: crane pull + tar | zstd + sha256sum",
+	"wan.build.script.pull":   "  crane pull over the link",
+	"wan.build.script.pack":   "  tar | zstd -T0 -3 + sha256sum",
+	"wan.build.hauler":        "WAN: hauler store sync + store save",
+	"wan.build.hauler.sync":   "  hauler store sync over the link",
+	"wan.build.hauler.save":   "  hauler store save",
+	"wan.floor.transfer":      "floor: the workload's bytes at the link's rate",
 }
 
 // describe says how a workload's layers are stored.
@@ -1031,6 +1070,9 @@ func (b *Bench) toolVersions(ctx context.Context) map[string]string {
 	ver("tar", "tar", "--version")
 	ver("sha256sum", "sha256sum", "--version")
 	ver("docker-registry", b.tools["docker-registry"], "--version")
+	if b.hauler != nil {
+		ver("hauler", b.hauler.bin, "version") // GitVersion: v2.0.3
+	}
 	if b.tools["time"] != "" {
 		out["peak RSS from"] = b.tools["time"] + " -v"
 	} else {

@@ -45,8 +45,9 @@ func TestSmoke(t *testing.T) {
 	defer cancel()
 	out := t.TempDir()
 	res, err := Run(ctx, Config{Size: 32 << 20, RSSSize: 48 << 20, Runs: 1, Seed: 1, Bin: bin, Tools: tools,
-		Workloads: []workload.Kind{workload.Raw, workload.Gzip},
-		Out:       out, Work: filepath.Join(t.TempDir(), "work"), Log: logWriter{t}})
+		Workloads: []workload.Kind{workload.Raw, workload.Gzip}, WAN: WAN{Size: 16 << 20, RateBit: 1e9, RTT: 5 * time.Millisecond},
+		Hauler: os.Getenv("HAULER"), // a local peer binary, when there is one
+		Out:    out, Work: filepath.Join(t.TempDir(), "work"), Log: logWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +85,23 @@ func TestSmoke(t *testing.T) {
 				n++
 			}
 		}
-		if n != 10 {
-			t.Errorf("%s: %d targets, want 10 (build, install, install vs ceiling, re-install, verify, 2 monthly, peak RSS, extra disk, split + join)", wl.Name, n)
+		want := 10 // build, install, install vs ceiling, re-install, verify, 2 monthly, peak RSS, extra disk, split + join
+		if wl.Name == string(workload.Gzip) {
+			want++ // the WAN build
+			for _, step := range []string{"wan.build.p7bundle", "wan.build.script", "wan.floor.transfer"} {
+				if m := res.get(wl.Name + "/" + step); m == nil || len(m.Samples) != 1 || m.Samples[0].Wall <= 0 {
+					t.Errorf("measurement %s/%s missing or empty: %+v", wl.Name, step, m)
+				}
+			}
+			if wan := wl.WAN; wan == nil || wan.P7Bytes < wan.Bytes || wan.FloorSeconds <= 0 {
+				t.Errorf("WAN summary %+v: p7bundle's build must pull at least the workload's bytes through the link", wan)
+			}
+		}
+		if os.Getenv("HAULER") != "" {
+			want++ // build vs Hauler
+		}
+		if n != want {
+			t.Errorf("%s: %d targets, want %d", wl.Name, n, want)
 		}
 	}
 	// The same layer content (configs and manifests differ a little: media types).
@@ -104,7 +120,7 @@ func TestSmoke(t *testing.T) {
 	for _, want := range []string{"## Targets", "| target | goal | raw | gzip |", "| build |", "| install |", "| install vs ingest ceiling |",
 		"| re-install |", "| verify |", "| peak RSS |", "| extra disk during install |", "| split + join |",
 		"| differential bundle size |", "| differential install |", "raw, monthly scenario", "gzip, monthly scenario", "gzip, split",
-		"## Every measurement: gzip workload"} {
+		"## Every measurement: gzip workload", "| WAN build |"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("latest.md lacks %q", want)
 		}

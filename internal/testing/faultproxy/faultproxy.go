@@ -28,8 +28,11 @@ type Options struct {
 	Seed int64
 	// Transport reaches the target (TLS settings); default http.DefaultTransport.
 	Transport http.RoundTripper
-	// Delay slows every request down, so a test can interrupt a transfer.
+	// Delay slows every request down, so a test can interrupt a transfer
+	// (or a benchmark can add a WAN's round trip).
 	Delay time.Duration
+	// Listen is the address to listen on; default a free loopback port.
+	Listen string
 	// Answer, when it returns true, has answered the request itself: a
 	// registry's own behaviour (Harbor's missing project, a 202 mount)
 	// in front of a real one.
@@ -41,7 +44,8 @@ type Options struct {
 
 // Proxy is a running fault-injecting proxy on loopback.
 type Proxy struct {
-	// Host is "127.0.0.1:PORT", to use as a registry address (plain HTTP).
+	// Host is "127.0.0.1:PORT" (or Listen's address), to use as a registry
+	// address (plain HTTP).
 	Host string
 
 	Requests, Status5xx, Status429, Resets atomic.Int64
@@ -58,13 +62,17 @@ type Proxy struct {
 	rp     *httputil.ReverseProxy
 }
 
-// Start listens on a free loopback port.
+// Start listens on opts.Listen, by default a free loopback port.
 func Start(opts Options) (*Proxy, error) {
 	u, err := url.Parse(opts.Target)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	listen := opts.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,98 @@
+package bundle
+
+import (
+	"bytes"
+	"math/rand"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// TestRawFramesDecodeEverywhere: raw frames of every block boundary decode
+// to their input with klauspost's decoder (as push and serve read them)
+// and with the stock zstd CLI, checksum checked by both.
+func TestRawFramesDecodeEverywhere(t *testing.T) {
+	rng := rand.New(rand.NewSource(5))
+	dec, _ := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(FrameSize), zstd.WithDecoderMaxWindow(FrameSize))
+	defer dec.Close()
+	var stream, want []byte
+	for _, n := range []int{0, 1, rawBlockMax - 1, rawBlockMax, rawBlockMax + 1, 3*rawBlockMax + 17, FrameSize} {
+		in := make([]byte, n)
+		rng.Read(in)
+		f := appendRawFrame(nil, in)
+		if len(f) != rawFrameSize(n) {
+			t.Errorf("%d bytes: frame of %d, rawFrameSize says %d", n, len(f), rawFrameSize(n))
+		}
+		got, err := dec.DecodeAll(f, nil)
+		if err != nil || !bytes.Equal(got, in) {
+			t.Errorf("%d bytes: klauspost decodes %d bytes, %v", n, len(got), err)
+		}
+		bad := append([]byte(nil), f...)
+		bad[len(bad)-1] ^= 1
+		if _, err := dec.DecodeAll(bad, nil); err == nil {
+			t.Errorf("%d bytes: a wrong checksum decodes", n)
+		}
+		stream, want = append(stream, f...), append(want, in...)
+	}
+	if _, err := exec.LookPath("zstd"); err != nil {
+		t.Fatalf("zstd CLI (Debian package zstd, `make test-deps`): %v", err)
+	}
+	cmd := exec.Command("zstd", "-d", "-c", "--no-progress")
+	cmd.Stdin = bytes.NewReader(stream)
+	got, err := cmd.Output()
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("zstd -d: %d bytes of %d (%v)", len(got), len(want), err)
+	}
+}
+
+// TestCompressedLayersAreStoredRaw: every frame of a gzip layer is a raw
+// frame (the layer's bytes plus framing), other entries are compressed,
+// the stock zstd CLI decodes the whole bundle to the same tar, and the
+// bundle is the same at any concurrency.
+func TestCompressedLayersAreStoredRaw(t *testing.T) {
+	dir := t.TempDir()
+	layer := make([]byte, 2*FrameSize+4321)
+	rand.New(rand.NewSource(6)).Read(layer)
+	var sums []string
+	var data []byte
+	for _, conc := range []int{1, 3} {
+		f := newFixture(t)
+		f.addImage(t, "pseven-big", ocispec.MediaTypeImageLayerGzip, layer)
+		p := filepath.Join(dir, "b.tar.zst")
+		sums = append(sums, f.write(t, p, nil, conc).Digest)
+		data = mustRead(t, p)
+	}
+	if sums[0] != sums[1] {
+		t.Fatalf("concurrency changed the bundle: %v", sums)
+	}
+	frames, err := readSeekTable(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, compressed := 0, 0
+	for _, fr := range frames {
+		fd := data[fr.cOff : fr.cOff+fr.cSize]
+		if fd[4] == rawFrameDescriptor && int(fr.cSize) == rawFrameSize(int(fr.dSize)) {
+			raw++
+			continue
+		}
+		compressed++
+	}
+	// The big layer spans 3 frames; the shared base and the own layers
+	// are gzip-typed too, the chart is a .tgz.
+	if raw < 3+3+1 || compressed < 3 {
+		t.Errorf("%d raw and %d compressed frames of %d", raw, compressed, len(frames))
+	}
+	cmd := exec.Command("zstd", "-d", "-c", "--no-progress")
+	cmd.Stdin = bytes.NewReader(data)
+	got, err := cmd.Output()
+	if err != nil || !bytes.Equal(got, decompress(t, data)) {
+		t.Fatalf("zstd -d of the bundle: %d bytes (%v)", len(got), err)
+	}
+	if !bytes.Contains(got, layer) {
+		t.Error("the decoded tar does not hold the layer")
+	}
+}
