@@ -36,6 +36,9 @@ import (
 // DefaultJobs is how many images Build pulls at once when Jobs is zero.
 const DefaultJobs = 4
 
+// metadataJobs × Jobs manifests and signature lookups run at once.
+const metadataJobs = 4
+
 // Build is `p7bundle build`: it pulls every image the chart names and
 // writes one signed, reproducible bundle. Zero fields mean the defaults.
 type Build struct {
@@ -53,7 +56,7 @@ type Build struct {
 	SourceRegistry string // default registry.pseven.io
 	Registry       mirror.RegistryOptions
 	Platforms      []string // default linux/amd64
-	Jobs           int      // images pulled at once; default DefaultJobs
+	Jobs           int      // images pulled at once (manifests 4× as many); default DefaultJobs
 	CacheDir       string   // empty: a temporary cache removed afterwards
 	Images         []string
 	Exclude        []string
@@ -106,7 +109,8 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
-	// Key first: a wrong password must fail before gigabytes are pulled.
+	// Key first: a wrong password must fail before any request reaches the
+	// registry (a manifest GET counts against pull rate limits).
 	signer := opts.Signer
 	if signer == nil {
 		s, err := bundle.LoadSigner(ctx, opts.KeyPath, opts.KeyPassword)
@@ -190,11 +194,13 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 	progress := newProgress(log, opts.TTY, len(refs))
 	// Manifests and configs first: the bundle manifest, which leads the
 	// archive, needs every digest. Layers follow while the archive is written.
-	pulled, err := client.Pull(ctx, cache, refs, mirror.PullOptions{Platforms: platforms, Jobs: opts.Jobs, Progress: progress, MetadataOnly: true})
+	// Manifests are small: over a WAN each costs a round trip, not bandwidth.
+	metaJobs := metadataJobs * opts.Jobs
+	pulled, err := client.Pull(ctx, cache, refs, mirror.PullOptions{Platforms: platforms, Jobs: metaJobs, Progress: progress, MetadataOnly: true})
 	if err != nil {
 		return nil, err
 	}
-	signed, err := imageSignatures(ctx, client, pulled, imagesKey, opts.Jobs)
+	signed, err := imageSignatures(ctx, client, pulled, imagesKey, metaJobs)
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +210,7 @@ func (b *Build) Run(ctx context.Context) (*Result, error) {
 			sigRefs = append(sigRefs, ref)
 		}
 		slices.Sort(sigRefs)
-		sigs, err := client.Pull(ctx, cache, sigRefs, mirror.PullOptions{Jobs: opts.Jobs, MetadataOnly: true, Artifacts: true})
+		sigs, err := client.Pull(ctx, cache, sigRefs, mirror.PullOptions{Jobs: metaJobs, MetadataOnly: true, Artifacts: true})
 		if err != nil {
 			return nil, err
 		}
@@ -441,13 +447,21 @@ func imageSignatures(ctx context.Context, client *mirror.Client, pulled []*mirro
 }
 
 func signatureRefs(ctx context.Context, client *mirror.Client, name string, d digest.Digest) ([]string, error) {
+	// Both at once: over a WAN each lookup is a round trip or two.
+	var refs []string
+	var rerr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		refs, rerr = client.SignatureReferrers(ctx, name, d)
+	}()
 	tagged, err := client.SignatureRef(ctx, name, d)
+	<-done
 	if err != nil {
 		return nil, err
 	}
-	refs, err := client.SignatureReferrers(ctx, name, d)
-	if err != nil {
-		return nil, err
+	if rerr != nil {
+		return nil, rerr
 	}
 	if tagged != "" {
 		refs = append([]string{tagged}, refs...)

@@ -198,7 +198,8 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 	if err != nil {
 		return nil, err
 	}
-	desc, err := resolve(ctx, repo, tagOrDigest)
+	memo := newMetadataMemo(repo)
+	desc, err := memo.resolve(ctx, repo, tagOrDigest)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +221,7 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 
 	switch {
 	case bundle.IsIndex(desc.MediaType):
-		idx, err := fetchJSON[ocispec.Index](ctx, repo, desc, "index")
+		idx, err := fetchJSON[ocispec.Index](ctx, memo, desc, "index")
 		if err != nil {
 			return nil, err
 		}
@@ -240,7 +241,7 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 		}
 		p.SourceDigest = desc.Digest.String()
 		for _, m := range kept {
-			if err := oras.CopyGraph(ctx, repo, cache.storage, m, copyOpts); err != nil {
+			if err := oras.CopyGraph(ctx, memo, cache.storage, m, copyOpts); err != nil {
 				return nil, err
 			}
 			p.Platforms = append(p.Platforms, PlatformString(*m.Platform))
@@ -262,12 +263,12 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 			}
 		}
 	case opts.Artifacts && bundle.IsManifest(desc.MediaType):
-		if err := oras.CopyGraph(ctx, repo, cache.storage, desc, copyOpts); err != nil {
+		if err := oras.CopyGraph(ctx, memo, cache.storage, desc, copyOpts); err != nil {
 			return nil, err
 		}
 		p.Root = ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
 	case bundle.IsManifest(desc.MediaType):
-		plat, err := manifestPlatform(ctx, repo, desc)
+		plat, err := manifestPlatform(ctx, memo, desc)
 		if err != nil {
 			return nil, err
 		}
@@ -278,7 +279,7 @@ func (c *Client) pullOne(ctx context.Context, cache *Cache, refStr string, opts 
 			}
 			return nil, fmt.Errorf("%w: wanted %s, image is %s", ErrPlatform, platformList(opts.Platforms), is)
 		}
-		if err := oras.CopyGraph(ctx, repo, cache.storage, desc, copyOpts); err != nil {
+		if err := oras.CopyGraph(ctx, memo, cache.storage, desc, copyOpts); err != nil {
 			return nil, err
 		}
 		p.Root = ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}

@@ -53,7 +53,7 @@ func buildCommand(env *environment) *cli.Command {
 			&cli.StringFlag{Name: "username", Usage: "registry `USER` (default: docker config credentials)"},
 			&cli.BoolFlag{Name: "password-stdin", Usage: "read the registry password from stdin (or set $" + envSourcePassword + ")"},
 			&cli.StringSliceFlag{Name: "platform", Usage: "keep `OS/ARCH[/VARIANT]` from multi-platform images (default linux/amd64)"},
-			&cli.IntFlag{Name: "jobs", Value: builder.DefaultJobs, Usage: "images pulled in parallel"},
+			&cli.IntFlag{Name: "jobs", Value: builder.DefaultJobs, Usage: "images pulled in parallel (their manifests and signatures 4× as many)"},
 			&cli.StringFlag{Name: "cache-dir", Usage: "keep fetched blobs in `DIR`, so a rerun fetches only what is missing"},
 			&cli.StringSliceFlag{Name: "image", Usage: "also bundle `REF`"},
 			&cli.StringSliceFlag{Name: "exclude", Usage: "leave out `REF`"},
