@@ -705,9 +705,9 @@ func (r *Result) markdown() string {
 			continue
 		}
 		p("\n## WAN-shaped build: %s workload at %s over %s, %d ms round trip\n\n", wl.Name, human(wan.Bytes), rateLabel(wan.RateBit), wan.RTTms)
-		p("The builds run in their own network namespace and reach the source registry through a veth pair shaped by `tc tbf` " +
-			"in both directions and the fault proxy, which adds the round trip to every request (this kernel has no netem). " +
-			"The floor is the workload's bytes at the link's rate; tbf also counts TCP/IP and Ethernet headers (~4.5 %% of a full " +
+		p("The builds run in their own network namespace and reach the source registry through a veth pair shaped by `tc tbf` "+
+			"in both directions and the fault proxy, which adds the round trip to every request (this kernel has no netem). "+
+			"The floor is the workload's bytes at the link's rate; tbf also counts TCP/IP and Ethernet headers (~4.5 %% of a full "+
 			"segment), so no client reaches it. p7bundle's last build moved %s through the link (manifests, signature lookups and all).\n\n", human(wan.P7Bytes))
 		p("| step | median s | min–max s | CV | throughput | peak RSS | CPU user+sys s | registry CPU s | other load / kernel threads (cores) |\n|---|---|---|---|---|---|---|---|---|\n")
 		for _, m := range r.Measurements {
