@@ -158,7 +158,7 @@ clean:
 # Benchmark (issue 6): p7bundle against crane/tar/zstd/oras/openssl/cosign on a generated
 # workload; writes bench/results/latest.{md,json}. See bench/README.md.
 BENCH_SIZE ?= 2G
-BENCH_DEB_PACKAGES := docker-registry zstd openssl time
+BENCH_DEB_PACKAGES := docker-registry zstd openssl time iproute2
 .PHONY: bench bench-smoke bench-serve bench-profile bench-deps
 
 bench: bench-deps build
