@@ -404,8 +404,9 @@ func allZero(b []byte) bool {
 type section struct {
 	a        *Archive
 	off, end int64
-	buf      []byte // decoded frame starting at bufOff
+	data     []byte // the frame starting at bufOff: in buf, or in cbuf for a raw frame
 	bufOff   int64
+	buf      []byte // decoded frames
 	cbuf     []byte
 }
 
@@ -417,14 +418,14 @@ func (s *section) Read(p []byte) (int, error) {
 	if s.off >= s.end {
 		return 0, io.EOF
 	}
-	if s.bufOff < 0 || s.off < s.bufOff || s.off >= s.bufOff+int64(len(s.buf)) {
+	if s.bufOff < 0 || s.off < s.bufOff || s.off >= s.bufOff+int64(len(s.data)) {
 		if err := s.load(); err != nil {
 			return 0, err
 		}
 	}
 	from := s.off - s.bufOff
-	to := min(int64(len(s.buf)), s.end-s.bufOff)
-	n := copy(p, s.buf[from:to])
+	to := min(int64(len(s.data)), s.end-s.bufOff)
+	n := copy(p, s.data[from:to])
 	s.off += int64(n)
 	return n, nil
 }
@@ -438,6 +439,7 @@ func (s *section) load() error {
 		return fmt.Errorf("%w: offset %d is past the last frame", ErrCorrupt, s.off)
 	}
 	f := fs[i]
+	s.data, s.bufOff = nil, -1
 	if int64(cap(s.cbuf)) < f.cSize {
 		s.putCompressed()
 		if f.cSize <= smallFrame {
@@ -449,6 +451,14 @@ func (s *section) load() error {
 	s.cbuf = s.cbuf[:f.cSize]
 	if _, err := s.a.ra.ReadAt(s.cbuf, f.cOff); err != nil {
 		return fmt.Errorf("reading frame %d of bundle %s: %w", i, s.a.Path(), err)
+	}
+	// Already-compressed layers are stored raw: their bytes are read in place.
+	if content, ok, err := rawFrameContent(s.cbuf, f.dSize); ok {
+		if err != nil {
+			return fmt.Errorf("%w: frame %d: %v", ErrCorrupt, i, err)
+		}
+		s.data, s.bufOff = content, f.dOff
+		return nil
 	}
 	if int64(cap(s.buf)) < f.dSize {
 		s.putBuf()
@@ -465,7 +475,8 @@ func (s *section) load() error {
 	if int64(len(out)) != f.dSize {
 		return fmt.Errorf("%w: frame %d decodes to %d bytes, the seek table says %d", ErrCorrupt, i, len(out), f.dSize)
 	}
-	s.buf, s.bufOff = out, f.dOff
+	s.buf = out
+	s.data, s.bufOff = out, f.dOff
 	return nil
 }
 
@@ -478,14 +489,14 @@ func (s *section) putCompressed() {
 	if cap(s.cbuf) == maxFrameCompressed {
 		s.a.cbufs.Put(s.cbuf[:0])
 	}
-	s.cbuf = nil
+	s.cbuf, s.data, s.bufOff = nil, nil, -1
 }
 
 func (s *section) putBuf() {
 	if cap(s.buf) == FrameSize {
 		s.a.bufs.Put(s.buf[:0])
 	}
-	s.buf, s.bufOff = nil, -1
+	s.buf, s.data, s.bufOff = nil, nil, -1
 }
 
 // checkChildren insists that every descriptor a manifest or index names

@@ -2,9 +2,11 @@ package bundle
 
 import (
 	"bytes"
+	"io"
 	"math/rand"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -94,5 +96,88 @@ func TestCompressedLayersAreStoredRaw(t *testing.T) {
 	}
 	if !bytes.Contains(got, layer) {
 		t.Error("the decoded tar does not hold the layer")
+	}
+}
+
+// TestRawFrameContentReadsInPlace: a raw frame's content comes out of the
+// frame's own buffer, equal to what the decoder makes of it; a compressed
+// frame, even one with the same header byte, goes to the decoder; a raw
+// frame with a wrong checksum is corrupt; nothing malformed gets through.
+func TestRawFrameContentReadsInPlace(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	dec, _ := zstd.NewReader(nil)
+	defer dec.Close()
+	for _, n := range []int{0, 1, rawBlockMax, rawBlockMax + 1, FrameSize} {
+		in := make([]byte, n)
+		rng.Read(in)
+		frame := appendRawFrame(nil, in)
+		want, _ := dec.DecodeAll(frame, nil)
+		got, ok, err := rawFrameContent(append([]byte(nil), frame...), int64(n))
+		if !ok || err != nil || !bytes.Equal(got, want) || !bytes.Equal(got, in) {
+			t.Errorf("%d bytes: ok %v, %v, equal %v", n, ok, err, bytes.Equal(got, in))
+		}
+		if n == 0 {
+			continue
+		}
+		bad := append([]byte(nil), frame...)
+		bad[len(bad)-5] ^= 4 // the last content byte
+		if _, ok, err := rawFrameContent(bad, int64(n)); !ok || err == nil {
+			t.Errorf("%d bytes, a byte flipped: ok %v, %v", n, ok, err)
+		}
+		if _, ok, _ := rawFrameContent(append([]byte(nil), frame...), int64(n+1)); ok {
+			t.Errorf("%d bytes: taken as raw with the wrong content size", n)
+		}
+		if _, ok, _ := rawFrameContent(append([]byte(nil), frame[:len(frame)-1]...), int64(n)); ok {
+			t.Errorf("%d bytes: a truncated frame taken as raw", n)
+		}
+	}
+	// Compressible input: klauspost writes the same header byte (4-byte
+	// content size, single segment, checksum) but compressed blocks.
+	text := bytes.Repeat([]byte("pseven enterprise "), FrameSize/18)
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(FrameSize))
+	frame := enc.EncodeAll(text, nil)
+	if frame[4] != rawFrameDescriptor {
+		t.Logf("klauspost's header byte is %#x here", frame[4])
+	}
+	if _, ok, err := rawFrameContent(frame, int64(len(text))); ok {
+		t.Errorf("a compressed frame taken as raw (%v)", err)
+	}
+}
+
+// TestRawLayerReadNeedsOneFrameBuffer: reading a gzip layer of several
+// frames takes the compressed-frame buffer only, not a second 4 MiB one
+// to decode into (serve and push read 8 and more blobs at once).
+func TestRawLayerReadNeedsOneFrameBuffer(t *testing.T) {
+	f := newFixture(t)
+	layer := make([]byte, 3*FrameSize)
+	rand.New(rand.NewSource(8)).Read(layer)
+	f.addImage(t, "pseven-big", ocispec.MediaTypeImageLayerGzip, layer)
+	out := filepath.Join(t.TempDir(), "b.tar.zst")
+	f.write(t, out, nil, 0)
+	a, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	d := f.manifest.Blobs[0].Digest
+	for _, b := range f.manifest.Blobs {
+		if b.Size == int64(len(layer)) {
+			d = b.Digest
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	r, err := a.Blob(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, r)
+	r.Close()
+	runtime.ReadMemStats(&after)
+	if err != nil || n != int64(len(layer)) {
+		t.Fatalf("read %d bytes: %v", n, err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > FrameSize+FrameSize/2 {
+		t.Errorf("reading a raw-framed layer allocated %d bytes, want one frame buffer (%d)", got, maxFrameCompressed)
 	}
 }
