@@ -324,10 +324,13 @@ func (s *Server) report(format string, args ...any) {
 // the entry reader checks the digest), and only then writes the last
 // chunk of the range.
 func copyVerified(w io.Writer, r io.Reader, from, to int64) error {
-	buf := make([]byte, 256<<10)
+	// Two buffers: one is read into while the other holds the pending chunk.
+	bufs := [2][]byte{make([]byte, 256<<10), make([]byte, 256<<10)}
+	next := 0
 	var pending []byte
 	var off int64
 	for {
+		buf := bufs[next]
 		n, err := r.Read(buf)
 		chunk := buf[:n]
 		// The part of this chunk inside the range.
@@ -339,7 +342,8 @@ func copyVerified(w io.Writer, r io.Reader, from, to int64) error {
 					return werr
 				}
 			}
-			pending = append(pending[:0], chunk[lo:hi]...)
+			pending = chunk[lo:hi]
+			next ^= 1
 		}
 		if err == io.EOF {
 			break
