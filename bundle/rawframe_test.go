@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -146,7 +147,9 @@ func TestRawFrameContentReadsInPlace(t *testing.T) {
 
 // TestRawLayerReadNeedsOneFrameBuffer: reading a gzip layer of several
 // frames takes the compressed-frame buffer only, not a second 4 MiB one
-// to decode into (serve and push read 8 and more blobs at once).
+// to decode into (serve and push read 8 and more blobs at once). Each try
+// opens the bundle afresh (its buffer pools are its own); the least of
+// five counts, as under -race sync.Pool drops a quarter of what is put back.
 func TestRawLayerReadNeedsOneFrameBuffer(t *testing.T) {
 	f := newFixture(t)
 	layer := make([]byte, 3*FrameSize)
@@ -154,30 +157,30 @@ func TestRawLayerReadNeedsOneFrameBuffer(t *testing.T) {
 	f.addImage(t, "pseven-big", ocispec.MediaTypeImageLayerGzip, layer)
 	out := filepath.Join(t.TempDir(), "b.tar.zst")
 	f.write(t, out, nil, 0)
-	a, err := Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	d := f.manifest.Blobs[0].Digest
-	for _, b := range f.manifest.Blobs {
-		if b.Size == int64(len(layer)) {
-			d = b.Digest
+	d := digest.FromBytes(layer)
+	least := uint64(1 << 62)
+	for range 5 {
+		a, err := Open(out)
+		if err != nil {
+			t.Fatal(err)
 		}
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		r, err := a.Blob(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, r)
+		r.Close()
+		runtime.ReadMemStats(&after)
+		a.Close()
+		if err != nil || n != int64(len(layer)) {
+			t.Fatalf("read %d bytes: %v", n, err)
+		}
+		least = min(least, after.TotalAlloc-before.TotalAlloc)
 	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	r, err := a.Blob(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := io.Copy(io.Discard, r)
-	r.Close()
-	runtime.ReadMemStats(&after)
-	if err != nil || n != int64(len(layer)) {
-		t.Fatalf("read %d bytes: %v", n, err)
-	}
-	if got := after.TotalAlloc - before.TotalAlloc; got > FrameSize+FrameSize/2 {
-		t.Errorf("reading a raw-framed layer allocated %d bytes, want one frame buffer (%d)", got, maxFrameCompressed)
+	if least > FrameSize+FrameSize/2 {
+		t.Errorf("reading a raw-framed layer allocated %d bytes, want one frame buffer (%d)", least, maxFrameCompressed)
 	}
 }
