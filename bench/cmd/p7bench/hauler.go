@@ -16,7 +16,7 @@ import (
 // directory, as ours do.
 type hauler struct{ bin string }
 
-// haulerCmd is one hauler invocation on store; args follow the subcommand.
+// cmd is one hauler invocation on store; args follow the subcommand.
 func (h *hauler) cmd(dir, store string, args ...string) cmdSpec {
 	return cmdSpec{Dir: dir, Env: []string{"HAULER_TEMP_DIR=" + filepath.Join(dir, "tmp")},
 		Argv: append([]string{h.bin, "store", "--store", store, "--retries", "1"}, args...)}

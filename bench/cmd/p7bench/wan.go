@@ -55,7 +55,7 @@ const (
 	wanNSIP   = "10.213.77.2"
 )
 
-func sh(ctx context.Context, args ...string) error {
+func runLinkCmd(ctx context.Context, args ...string) error {
 	if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
@@ -83,7 +83,7 @@ func newWANLink(ctx context.Context, rateBit int64) (*wanLink, error) {
 		{"ip", "netns", "exec", l.ns, "tc", "qdisc", "add", "dev", nsDev, "root", "tbf", "rate", rate, "burst", burst, "latency", "50ms"},
 	}
 	for _, s := range steps {
-		if err := sh(ctx, s...); err != nil {
+		if err := runLinkCmd(ctx, s...); err != nil {
 			l.close()
 			return nil, fmt.Errorf("WAN link (needs root, iproute2 and the tbf qdisc): %w", err)
 		}
