@@ -230,7 +230,8 @@ func TestRegistryDelegations(t *testing.T) {
 
 	t.Run("token auth: build pulls from a token-auth source registry", func(t *testing.T) {
 		// The vendor's registry as a token-auth one, tokens living 1-2 s, and
-		// 60 ms a request, one image at a time: the build outlives many tokens.
+		// 150 ms a request, --jobs 1 (manifests 4 at a time): the build
+		// outlives many tokens.
 		up, err := testenv.StartUpstreamWith(context.Background(), testenv.FixtureChart(), testregistry.Options{
 			Username: "customer-1234", Password: "vend0r-t0ken", TLS: true, Token: true, TokenTTL: -58 * time.Second,
 			TokenRealmHost: "localhost", Dir: filepath.Join(t.TempDir(), "upstream"),
@@ -239,7 +240,7 @@ func TestRegistryDelegations(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { up.Stop() })
-		slow, err := faultproxy.Start(faultproxy.Options{Target: up.URL(), Transport: up.HTTPClient().Transport, Delay: 60 * time.Millisecond})
+		slow, err := faultproxy.Start(faultproxy.Options{Target: up.URL(), Transport: up.HTTPClient().Transport, Delay: 150 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
