@@ -15,6 +15,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
@@ -96,33 +98,41 @@ func (t Target) Ref(registryHost, dgst string) string {
 
 type pusher struct {
 	c       *Client
+	a       *bundle.Archive
 	opts    PushOptions
 	m       *bundle.Manifest
-	targets map[string]Target // by image ref
-	home    map[string]string // blob digest -> repository its bytes go to
-	mu      sync.Mutex
-	have    map[string]map[string]bool // repository -> blobs known present
-	meta    map[string][]byte          // manifests and indexes, pushed after sealing
-	current map[string]bool            // image ref -> already tagged with its digest
-	res     PushResult
-	read    atomic.Int64
-	retried atomic.Int64
-	pushed  atomic.Int64
-	skipped atomic.Int64
-	bytes   atomic.Int64
-	mounted atomic.Int64
-	logMu   sync.Mutex
+	blobs   map[string]bundle.Blob // by digest
+	targets map[string]Target      // by image ref
+	home    map[string]string      // blob digest -> repository its bytes go to
+	// slots bounds the uploads running at once across every image's copy.
+	slots *semaphore.Weighted
+	mu    sync.Mutex
+	// have records, per repository, blobs known present (true) or known
+	// missing when the plan asked (false); a digest not there is unknown.
+	have     map[string]map[string]bool
+	landings map[string]*landing
+	meta     map[string][]byte // manifests and indexes, pushed after sealing
+	current  map[string]bool   // image ref -> already tagged with its digest
+	res      PushResult
+	read     atomic.Int64
+	retried  atomic.Int64
+	pushed   atomic.Int64
+	skipped  atomic.Int64
+	bytes    atomic.Int64
+	mounted  atomic.Int64
+	logMu    sync.Mutex
 	// refusedOnce logs the first mount the registry refused.
 	refusedOnce sync.Once
 }
 
-// PushBundle uploads the blobs of a (verified) bundle archive the site
-// registry lacks, Jobs at a time, each read through the seek table and
-// checked against the signed manifest while it streams; then, once every
-// blob read is verified, it pushes the manifests and tags them. Blobs the
-// registry has are not read, blobs shared between images are mounted
-// across repositories, and a rerun after an interruption uploads only
-// what is missing.
+// PushBundle copies the images of a (verified) bundle archive into the
+// site registry, one oras graph copy per image: blobs the registry has
+// are not read, a blob shared between images is uploaded once into its
+// home repository (the first image's) and mounted into the others, each
+// upload streams through the seek table checked against the signed table
+// of contents and is tried again after a transient failure. Tags come
+// last, once every graph has landed and every read matched; a rerun after
+// an interruption uploads only what is missing.
 func (c *Client) PushBundle(ctx context.Context, a *bundle.Archive, opts PushOptions) (*PushResult, error) {
 	if opts.Jobs <= 0 {
 		opts.Jobs = 8
@@ -133,18 +143,22 @@ func (c *Client) PushBundle(ctx context.Context, a *bundle.Archive, opts PushOpt
 			return nil, fmt.Errorf("%w: bundle has no image %v", ErrNotFound, opts.Only)
 		}
 	}
-	p := &pusher{c: c, opts: opts, m: m, targets: map[string]Target{}, home: map[string]string{},
-		have: map[string]map[string]bool{}, meta: map[string][]byte{}}
+	p := &pusher{c: c, a: a, opts: opts, m: m, blobs: map[string]bundle.Blob{}, targets: map[string]Target{},
+		home: map[string]string{}, slots: semaphore.NewWeighted(int64(opts.Jobs)),
+		have: map[string]map[string]bool{}, landings: map[string]*landing{}, meta: map[string][]byte{}}
+	for _, b := range m.Blobs {
+		p.blobs[b.Digest.String()] = b
+	}
 	if err := p.plan(ctx); err != nil {
 		return nil, err
 	}
 	if p.allCurrent() {
 		// A re-install: every image is tagged with its digest already.
 		p.logf("every image is already in %s with the bundle's digest", p.opts.Registry)
-	} else if err := p.uploadAll(ctx, a); err != nil {
+	} else if err := p.copyGraphs(ctx); err != nil {
 		return nil, err
 	}
-	if err := p.finish(ctx, a); err != nil {
+	if err := p.tagAll(ctx); err != nil {
 		return nil, err
 	}
 	p.res.BlobsPushed, p.res.BlobsSkipped, p.res.BytesPushed = p.pushed.Load(), p.skipped.Load(), p.bytes.Load()
@@ -181,56 +195,312 @@ func (p *pusher) logf(format string, args ...any) {
 	}
 }
 
-// uploadAll reads the manifests and every blob the registry lacks from
-// the archive, verified, and checks the rest of the archive's structure:
-// nothing is tagged unless all of it holds.
-func (p *pusher) uploadAll(ctx context.Context, a *bundle.Archive) error {
-	meta, err := a.Metadata()
+// copyGraphs reads the manifests from the archive and checks the rest of
+// its structure, then copies each image's graph into its repository with
+// oras.CopyGraph: the walk, the existence checks, mounts from the blob's
+// home repository, pushes of the manifests below the root, children
+// first. The roots are left to tagAll.
+func (p *pusher) copyGraphs(ctx context.Context) error {
+	meta, err := p.a.Metadata()
 	if err != nil {
 		return err
 	}
 	for d, data := range meta {
 		p.meta[d.String()] = data
 	}
-	if err := a.CheckStructure(); err != nil {
+	if err := p.a.CheckStructure(); err != nil {
 		return err
 	}
 	var todo []bundle.Blob
 	for _, b := range p.m.Blobs {
-		repo := p.home[b.Digest.String()]
-		if !b.Omitted && !bundle.IsManifest(b.MediaType) && !bundle.IsIndex(b.MediaType) && repo != "" && !p.present(repo, b.Digest.String()) {
+		if repo := p.home[b.Digest.String()]; p.uploaded(b) && repo != "" && !p.present(repo, b.Digest.String()) {
 			todo = append(todo, b)
 		}
 	}
-	// Largest first: the last upload to start is a small one, so the
-	// uploads end together instead of one big blob running on alone.
+	// Each graph walks its own nodes; started from the walks, uploads would
+	// begin in walk order. Started here largest first across all images,
+	// the last to start is a small one and the uploads end together; a walk
+	// reaching a blob waits for its landing (or starts it, if first).
 	sort.SliceStable(todo, func(i, j int) bool { return todo[i].Size > todo[j].Size })
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(p.opts.Jobs)
-	for _, b := range todo {
-		if gctx.Err() != nil {
-			break
+	// A failure cancels the rest, and those waiting on a landing it
+	// cancelled may return first: report the failure, not the cancel.
+	var cause error
+	var causeOnce sync.Once
+	keep := func(err error) error {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			causeOnce.Do(func() { cause = err })
 		}
-		repo := p.home[b.Digest.String()]
-		g.Go(func() error { return p.uploadBlob(gctx, a, repo, b) })
+		return err
 	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		uploads, uctx := errgroup.WithContext(gctx)
+		uploads.SetLimit(p.opts.Jobs)
+		for _, b := range todo {
+			if uctx.Err() != nil {
+				break
+			}
+			uploads.Go(func() error { return keep(p.land(uctx, b)) })
+		}
+		return uploads.Wait()
+	})
+	g.Go(func() error {
+		images, ictx := errgroup.WithContext(gctx)
+		images.SetLimit(p.opts.Jobs)
+		for _, img := range p.m.Images {
+			if ictx.Err() != nil {
+				break
+			}
+			if !p.current[img.Ref] {
+				images.Go(func() error { return keep(p.copyImage(ictx, img)) })
+			}
+		}
+		return images.Wait()
+	})
 	if err := g.Wait(); err != nil {
+		if cause != nil {
+			return cause
+		}
 		return err
 	}
 	return ctx.Err()
 }
 
+// uploaded reports whether b is a blob whose bytes a push may upload: the
+// bundle carries it and it is not a manifest (those come from metadata).
+func (p *pusher) uploaded(b bundle.Blob) bool {
+	return !b.Omitted && !bundle.IsManifest(b.MediaType) && !bundle.IsIndex(b.MediaType)
+}
+
+// landing is one blob's upload into its home repository, which every
+// image sharing the blob waits for before mounting it: the file is read
+// once.
+type landing struct {
+	done chan struct{}
+	err  error
+}
+
+// land puts blob b into its home repository unless it is there already.
+func (p *pusher) land(ctx context.Context, b bundle.Blob) error {
+	d := b.Digest.String()
+	p.mu.Lock()
+	l, started := p.landings[d]
+	if !started {
+		l = &landing{done: make(chan struct{})}
+		p.landings[d] = l
+	}
+	p.mu.Unlock()
+	if started {
+		select {
+		case <-l.done:
+			return l.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer close(l.done)
+	home := p.home[d]
+	if !p.uploaded(b) || p.present(home, d) {
+		return nil
+	}
+	if l.err = p.slots.Acquire(ctx, 1); l.err != nil {
+		return l.err
+	}
+	defer p.slots.Release(1)
+	l.err = p.uploadBlob(ctx, home, b)
+	return l.err
+}
+
+// copyImage copies one image's graph into its repository.
+func (p *pusher) copyImage(ctx context.Context, img bundle.Image) error {
+	repoName := p.targets[img.Ref].Repository
+	repo, err := p.repo(repoName)
+	if err != nil {
+		return err
+	}
+	own := make(map[digest.Digest]bool, len(img.Blobs))
+	for _, d := range img.Blobs {
+		own[d] = true
+	}
+	opts := oras.CopyGraphOptions{
+		Concurrency: p.opts.Jobs,
+		// Only the image's own blobs: a signature's subject is another image
+		// of the bundle, copied and tagged as such.
+		FindSuccessors: func(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+			all, err := content.Successors(ctx, f, desc)
+			if err != nil {
+				return nil, fmt.Errorf("%w: manifest %s of %s: %v", bundle.ErrCorrupt, desc.Digest, img.Ref, err)
+			}
+			var succ []ocispec.Descriptor
+			for _, s := range all {
+				if own[s.Digest] {
+					succ = append(succ, s)
+				}
+			}
+			sort.SliceStable(succ, func(i, j int) bool { return succ[i].Size > succ[j].Size })
+			return succ, nil
+		},
+		// The hook that keeps what oras cannot promise: a blob's upload is
+		// read through the seek table, verified, tried again after a broken
+		// connection, and done once for all images that share it.
+		PreCopy: func(ctx context.Context, desc ocispec.Descriptor) error {
+			d := desc.Digest.String()
+			switch {
+			case desc.Digest == img.Digest:
+				return oras.SkipNode // the root goes in with its tag, once every graph has landed
+			case p.isMeta(d):
+				return nil
+			case p.home[d] != repoName:
+				// The registry answered a mount with an upload session:
+				// graphSource reads the home repository.
+				return nil
+			}
+			if err := p.land(ctx, p.blobs[d]); err != nil {
+				return err
+			}
+			return oras.SkipNode
+		},
+		MountFrom: func(ctx context.Context, desc ocispec.Descriptor) ([]string, error) {
+			d := desc.Digest.String()
+			home := p.home[d]
+			if home == repoName {
+				return nil, nil
+			}
+			if err := p.land(ctx, p.blobs[d]); err != nil {
+				return nil, err
+			}
+			return []string{home}, nil
+		},
+		OnMounted: func(_ context.Context, desc ocispec.Descriptor) error {
+			p.mounted.Add(1)
+			p.markPresent(repoName, desc.Digest.String())
+			return nil
+		},
+		PostCopy: func(_ context.Context, desc ocispec.Descriptor) error {
+			if !p.isMeta(desc.Digest.String()) {
+				p.pushed.Add(1)
+				p.bytes.Add(desc.Size)
+				p.markPresent(repoName, desc.Digest.String())
+			}
+			return nil
+		},
+	}
+	root := p.descriptor(img.Digest)
+	err = oras.CopyGraph(ctx, &graphSource{p: p, repo: repoName}, &siteRepo{p: p, name: repoName, Repository: repo}, root, opts)
+	var ce *oras.CopyError
+	if errors.As(err, &ce) {
+		err = ce.Err // our errors name the registry, the blob and the repository
+	}
+	return err
+}
+
+func (p *pusher) isMeta(d string) bool {
+	_, ok := p.meta[d]
+	return ok
+}
+
+func (p *pusher) descriptor(d digest.Digest) ocispec.Descriptor {
+	b := p.blobs[d.String()]
+	return ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
+}
+
+// graphSource is what a graph copy into repository repo reads: manifests
+// from the verified metadata, a blob whose home is another repository
+// (or the base's) from there in the site registry, the rest from the
+// bundle, verified as it streams.
+type graphSource struct {
+	p    *pusher
+	repo string
+}
+
+func (s *graphSource) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	d := desc.Digest.String()
+	if data, ok := s.p.meta[d]; ok {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}
+	home := s.p.home[d]
+	if home == s.repo && !s.p.blobs[d].Omitted {
+		return s.p.a.Blob(desc.Digest)
+	}
+	repo, err := s.p.repo(home)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := repo.Blobs().Fetch(ctx, desc)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: reading %s from %s for %s: %w", s.p.opts.Registry, d, home, s.repo, Classify(err))
+	}
+	// The HTTP transport closes an upload body that is a Closer from its
+	// own goroutine while oras closes it too.
+	return &closeOnce{ReadCloser: rc}, nil
+}
+
+func (s *graphSource) Exists(_ context.Context, desc ocispec.Descriptor) (bool, error) {
+	_, ok := s.p.blobs[desc.Digest.String()]
+	return ok, nil
+}
+
+type closeOnce struct {
+	io.ReadCloser
+	once sync.Once
+	err  error
+}
+
+func (c *closeOnce) Close() error {
+	c.once.Do(func() { c.err = c.ReadCloser.Close() })
+	return c.err
+}
+
+// siteRepo is a site repository as oras sees it during a push: blob
+// existence comes from the plan where it asked, and a mount the registry
+// refuses for lack of pull on the source becomes an upload.
+type siteRepo struct {
+	p    *pusher
+	name string
+	*remote.Repository
+}
+
+// Exists says no for manifests: pushing one is idempotent and cheaper
+// than asking first.
+func (s *siteRepo) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	if s.p.isMeta(desc.Digest.String()) {
+		return false, nil
+	}
+	return s.p.exists(ctx, s.name, desc.Digest.String())
+}
+
+func (s *siteRepo) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	if err := s.Repository.Push(ctx, desc, r); err != nil {
+		return fmt.Errorf("registry %s: pushing %s to %s: %w", s.p.opts.Registry, desc.Digest, s.name, Classify(err))
+	}
+	return nil
+}
+
+func (s *siteRepo) Mount(ctx context.Context, desc ocispec.Descriptor, from string, getContent func() (io.ReadCloser, error)) error {
+	err := s.Repository.Mount(ctx, desc, from, getContent)
+	if err == nil || errors.Is(err, oras.SkipNode) {
+		return err
+	}
+	if !errors.Is(Classify(err), ErrUnauthorized) {
+		return fmt.Errorf("registry %s: mounting %s from %s into %s: %w", s.p.opts.Registry, desc.Digest, from, s.name, Classify(err))
+	}
+	if err := s.p.copyRefusedMount(ctx, s.p.blobs[desc.Digest.String()], s.name); err != nil {
+		return err
+	}
+	return oras.SkipNode // in place, but not mounted: OnMounted must not count it
+}
+
 // uploadBlob streams one blob from the archive to the registry, trying
 // again after a transient failure; a blob that does not match its signed
 // digest stops the whole push.
-func (p *pusher) uploadBlob(ctx context.Context, a *bundle.Archive, repo string, b bundle.Blob) error {
+func (p *pusher) uploadBlob(ctx context.Context, repo string, b bundle.Blob) error {
 	desc := ocispec.Descriptor{MediaType: b.MediaType, Digest: b.Digest, Size: b.Size}
 	tries := 0
 	return p.c.retryIf(ctx, retryAttempts, uploadTransient, func() error {
 		if tries++; tries > 1 {
 			p.retried.Add(1)
 		}
-		r, err := a.Blob(b.Digest)
+		r, err := p.a.Blob(b.Digest)
 		if err != nil {
 			return err
 		}
@@ -458,20 +728,21 @@ func (p *pusher) allCurrent() bool {
 }
 
 func (p *pusher) exists(ctx context.Context, repoName, d string) (bool, error) {
-	if p.present(repoName, d) {
-		return true, nil
+	p.mu.Lock()
+	ok, known := p.have[repoName][d]
+	p.mu.Unlock()
+	if known {
+		return ok, nil
 	}
 	repo, err := p.repo(repoName)
 	if err != nil {
 		return false, err
 	}
-	ok, err := repo.Blobs().Exists(ctx, ocispec.Descriptor{Digest: digest.Digest(d)})
+	ok, err = repo.Blobs().Exists(ctx, ocispec.Descriptor{Digest: digest.Digest(d)})
 	if err != nil {
 		return false, fmt.Errorf("registry %s: checking %s in %s: %w", p.opts.Registry, d, repoName, Classify(err))
 	}
-	if ok {
-		p.markPresent(repoName, d)
-	}
+	p.record(repoName, d, ok)
 	return ok, nil
 }
 
@@ -490,6 +761,19 @@ func (p *pusher) markPresent(repo, d string) {
 	p.have[repo][d] = true
 }
 
+// record keeps what a check found, unless an upload or mount meanwhile
+// put the blob there.
+func (p *pusher) record(repo, d string, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.have[repo] == nil {
+		p.have[repo] = map[string]bool{}
+	}
+	if !p.have[repo][d] {
+		p.have[repo][d] = ok
+	}
+}
+
 func (p *pusher) repo(name string) (*remote.Repository, error) {
 	ref, err := registry.ParseReference(p.opts.Registry + "/" + name)
 	if err != nil {
@@ -504,13 +788,13 @@ func (p *pusher) repo(name string) (*remote.Repository, error) {
 // repository alone is allowed. The bytes come from the bundle, verified;
 // a differential bundle's base blob, which the bundle lacks, is read from
 // its home repository in the site registry.
-func (p *pusher) copyRefusedMount(ctx context.Context, a *bundle.Archive, b bundle.Blob, to string) error {
+func (p *pusher) copyRefusedMount(ctx context.Context, b bundle.Blob, to string) error {
 	from := p.home[b.Digest.String()]
 	p.refusedOnce.Do(func() {
 		p.logf("registry %s refused to mount %s from %s into %s (its token lacks pull on %s): uploading shared blobs instead", p.opts.Registry, b.Digest, from, to, from)
 	})
 	if !b.Omitted {
-		return p.uploadBlob(ctx, a, to, b)
+		return p.uploadBlob(ctx, to, b)
 	}
 	src, err := p.repo(from)
 	if err != nil {
@@ -530,17 +814,10 @@ func (p *pusher) copyRefusedMount(ctx context.Context, a *bundle.Archive, b bund
 	return nil
 }
 
-// finish runs after the archive is sealed: it mounts shared blobs into
-// every repository that needs them, pushes manifests children first and
-// tags last, checking each digest the registry reports.
-func (p *pusher) finish(ctx context.Context, a *bundle.Archive) error {
-	mediaType := map[string]string{}
-	sizes := map[string]int64{}
-	blobs := map[string]bundle.Blob{}
-	for _, b := range p.m.Blobs {
-		mediaType[b.Digest.String()], sizes[b.Digest.String()] = b.MediaType, b.Size
-		blobs[b.Digest.String()] = b
-	}
+// tagAll runs once every graph has landed and every read matched: it
+// pushes each image's root manifest under its tag (or by digest),
+// checking the digest the registry reports.
+func (p *pusher) tagAll(ctx context.Context) error {
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.Jobs)
@@ -561,49 +838,14 @@ func (p *pusher) finish(ctx context.Context, a *bundle.Archive) error {
 			if err != nil {
 				return err
 			}
-			for _, d := range img.Blobs {
-				if _, isMeta := p.meta[string(d)]; isMeta {
-					continue
-				}
-				ok, err := p.exists(gctx, t.Repository, string(d))
-				if err != nil {
-					return err
-				}
-				if ok {
-					continue
-				}
-				desc := ocispec.Descriptor{MediaType: mediaType[string(d)], Digest: digest.Digest(d), Size: sizes[string(d)]}
-				err = repo.Mount(gctx, desc, p.home[string(d)], nil)
-				if err == nil {
-					p.mounted.Add(1)
-					p.markPresent(t.Repository, string(d))
-					continue
-				}
-				if err = Classify(err); !errors.Is(err, ErrUnauthorized) {
-					return fmt.Errorf("registry %s: mounting %s from %s into %s: %w", p.opts.Registry, d, p.home[string(d)], t.Repository, err)
-				}
-				if err := p.copyRefusedMount(gctx, a, blobs[string(d)], t.Repository); err != nil {
-					return err
-				}
+			desc, data := p.descriptor(img.Digest), bytes.NewReader(p.meta[img.Digest.String()])
+			if t.Tag == "" {
+				err = repo.Manifests().Push(gctx, desc, data)
+			} else {
+				err = repo.PushReference(gctx, desc, data, t.Tag)
 			}
-			// Manifests below an index first, then the root by digest, then the tag.
-			var metas []string
-			for _, d := range img.Blobs {
-				if _, ok := p.meta[string(d)]; ok && d != img.Digest {
-					metas = append(metas, string(d))
-				}
-			}
-			for _, d := range append(metas, img.Digest.String()) {
-				desc := ocispec.Descriptor{MediaType: mediaType[d], Digest: digest.Digest(d), Size: sizes[d]}
-				if err := repo.Manifests().Push(gctx, desc, bytes.NewReader(p.meta[d])); err != nil {
-					return fmt.Errorf("registry %s: pushing manifest %s of %s: %w", p.opts.Registry, d, img.Ref, Classify(err))
-				}
-			}
-			if t.Tag != "" {
-				desc := ocispec.Descriptor{MediaType: img.MediaType, Digest: img.Digest, Size: sizes[img.Digest.String()]}
-				if err := repo.PushReference(gctx, desc, bytes.NewReader(p.meta[img.Digest.String()]), t.Tag); err != nil {
-					return fmt.Errorf("registry %s: tagging %s: %w", p.opts.Registry, t.Ref(p.opts.Registry, ""), Classify(err))
-				}
+			if err != nil {
+				return fmt.Errorf("registry %s: pushing %s of %s: %w", p.opts.Registry, target, img.Ref, Classify(err))
 			}
 			record()
 			p.logf("pushed %s -> %s (%s)", img.Ref, target, img.Digest)
