@@ -97,43 +97,23 @@ func (p *pusher) uploaded(b bundle.Blob) bool {
 	return !b.Omitted && !bundle.IsManifest(b.MediaType) && !bundle.IsIndex(b.MediaType)
 }
 
-// landing is one blob's upload into its home repository, which every
-// image sharing the blob waits for before mounting it: the file is read
-// once.
-type landing struct {
-	done chan struct{}
-	err  error
-}
-
 // land puts blob b into its home repository unless it is there already.
+// Every image sharing the blob waits for that one upload before mounting
+// it: the file is read once.
 func (p *pusher) land(ctx context.Context, b bundle.Blob) error {
 	d := b.Digest.String()
-	p.mu.Lock()
-	l, started := p.landings[d]
-	if !started {
-		l = &landing{done: make(chan struct{})}
-		p.landings[d] = l
-	}
-	p.mu.Unlock()
-	if started {
-		select {
-		case <-l.done:
-			return l.err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	defer close(l.done)
 	home := p.home[d]
-	if !p.uploaded(b) || p.present(home, d) {
-		return nil
-	}
-	if l.err = p.slots.Acquire(ctx, 1); l.err != nil {
-		return l.err
-	}
-	defer p.slots.Release(1)
-	l.err = p.uploadBlob(ctx, home, b)
-	return l.err
+	_, err, _ := p.landing.Do(d, func() (any, error) {
+		if !p.uploaded(b) || p.present(home, d) {
+			return nil, nil
+		}
+		if err := p.slots.Acquire(ctx, 1); err != nil {
+			return nil, err
+		}
+		defer p.slots.Release(1)
+		return nil, p.uploadBlob(ctx, home, b)
+	})
+	return err
 }
 
 // copyImage copies one image's graph into its repository.
