@@ -13,8 +13,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
-	"golang.org/x/sync/singleflight"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
@@ -102,24 +100,23 @@ type pusher struct {
 	blobs   map[string]bundle.Blob // by digest
 	targets map[string]Target      // by image ref
 	home    map[string]string      // blob digest -> repository its bytes go to
-	// slots bounds the uploads running at once across every image's copy.
-	slots *semaphore.Weighted
-	mu    sync.Mutex
+	mu      sync.Mutex
 	// have records, per repository, blobs known present (true) or known
 	// missing when the plan asked (false); a digest not there is unknown.
 	have map[string]map[string]bool
-	// landing runs one upload per blob for all the images sharing it.
-	landing singleflight.Group
-	meta    map[string][]byte // manifests and indexes, pushed after sealing
-	current map[string]bool   // image ref -> already tagged with its digest
-	res     PushResult
-	read    atomic.Int64
-	retried atomic.Int64
-	pushed  atomic.Int64
-	skipped atomic.Int64
-	bytes   atomic.Int64
-	mounted atomic.Int64
-	logMu   sync.Mutex
+	// landings are the uploads each image's copy waits for, by digest;
+	// written before the copies start.
+	landings map[string]*landing
+	meta     map[string][]byte // manifests and indexes, pushed after sealing
+	current  map[string]bool   // image ref -> already tagged with its digest
+	res      PushResult
+	read     atomic.Int64
+	retried  atomic.Int64
+	pushed   atomic.Int64
+	skipped  atomic.Int64
+	bytes    atomic.Int64
+	mounted  atomic.Int64
+	logMu    sync.Mutex
 	// refusedOnce logs the first mount the registry refused.
 	refusedOnce sync.Once
 }
@@ -143,7 +140,7 @@ func (c *Client) PushBundle(ctx context.Context, a *bundle.Archive, opts PushOpt
 		}
 	}
 	p := &pusher{c: c, a: a, opts: opts, m: m, blobs: map[string]bundle.Blob{}, targets: map[string]Target{},
-		home: map[string]string{}, slots: semaphore.NewWeighted(int64(opts.Jobs)),
+		home: map[string]string{},
 		have: map[string]map[string]bool{}, meta: map[string][]byte{}}
 	for _, b := range m.Blobs {
 		p.blobs[b.Digest.String()] = b

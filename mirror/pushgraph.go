@@ -42,11 +42,16 @@ func (p *pusher) copyGraphs(ctx context.Context) error {
 			todo = append(todo, b)
 		}
 	}
-	// Each graph walks its own nodes; started from the walks, uploads would
-	// begin in walk order. Started here largest first across all images,
-	// the last to start is a small one and the uploads end together; a walk
-	// reaching a blob waits for its landing (or starts it, if first).
+	// Uploads start here, largest first across all images, so the last to
+	// start is a small one and they end together; each graph waits for
+	// the landing of the blobs it needs. Started from the walks, uploads
+	// would begin in walk order, and a walk's mounts could not know that
+	// another walk is already reading the blob.
 	sort.SliceStable(todo, func(i, j int) bool { return todo[i].Size > todo[j].Size })
+	p.landings = make(map[string]*landing, len(todo))
+	for _, b := range todo {
+		p.landings[b.Digest.String()] = &landing{done: make(chan struct{})}
+	}
 	// A failure cancels the rest, and those waiting on a landing it
 	// cancelled may return first: report the failure, not the cancel.
 	var cause error
@@ -65,7 +70,12 @@ func (p *pusher) copyGraphs(ctx context.Context) error {
 			if uctx.Err() != nil {
 				break
 			}
-			uploads.Go(func() error { return keep(p.land(uctx, b)) })
+			uploads.Go(func() error {
+				l := p.landings[b.Digest.String()]
+				l.err = p.uploadBlob(uctx, p.home[b.Digest.String()], b)
+				close(l.done)
+				return keep(l.err)
+			})
 		}
 		return uploads.Wait()
 	})
@@ -97,23 +107,25 @@ func (p *pusher) uploaded(b bundle.Blob) bool {
 	return !b.Omitted && !bundle.IsManifest(b.MediaType) && !bundle.IsIndex(b.MediaType)
 }
 
-// land puts blob b into its home repository unless it is there already.
-// Every image sharing the blob waits for that one upload before mounting
-// it: the file is read once.
-func (p *pusher) land(ctx context.Context, b bundle.Blob) error {
-	d := b.Digest.String()
-	home := p.home[d]
-	_, err, _ := p.landing.Do(d, func() (any, error) {
-		if !p.uploaded(b) || p.present(home, d) {
-			return nil, nil
-		}
-		if err := p.slots.Acquire(ctx, 1); err != nil {
-			return nil, err
-		}
-		defer p.slots.Release(1)
-		return nil, p.uploadBlob(ctx, home, b)
-	})
-	return err
+// landing is one blob's upload into its home repository: every image
+// sharing the blob waits for it before mounting, so the file is read once.
+type landing struct {
+	done chan struct{}
+	err  error
+}
+
+// landed waits until blob d is in its home repository.
+func (p *pusher) landed(ctx context.Context, d string) error {
+	l, ok := p.landings[d]
+	if !ok {
+		return nil // there already, or a base blob checkBase found
+	}
+	select {
+	case <-l.done:
+		return l.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // copyImage copies one image's graph into its repository.
@@ -160,7 +172,7 @@ func (p *pusher) copyImage(ctx context.Context, img bundle.Image) error {
 				// graphSource reads the home repository.
 				return nil
 			}
-			if err := p.land(ctx, p.blobs[d]); err != nil {
+			if err := p.landed(ctx, d); err != nil {
 				return err
 			}
 			return oras.SkipNode
@@ -171,7 +183,7 @@ func (p *pusher) copyImage(ctx context.Context, img bundle.Image) error {
 			if home == repoName {
 				return nil, nil
 			}
-			if err := p.land(ctx, p.blobs[d]); err != nil {
+			if err := p.landed(ctx, d); err != nil {
 				return nil, err
 			}
 			return []string{home}, nil
