@@ -83,6 +83,17 @@ func TestPush(t *testing.T) {
 	if res.BlobsPushed == 0 || res.BlobsMounted == 0 || len(res.Images) != len(m.Images) {
 		t.Errorf("first push: %+v", res)
 	}
+	// Into an empty registry each blob is read from the file once and
+	// uploaded once; the images sharing it mount it.
+	var unique int64
+	for _, b := range m.Blobs {
+		if !b.Omitted && !bundle.IsManifest(b.MediaType) && !bundle.IsIndex(b.MediaType) {
+			unique += b.Size
+		}
+	}
+	if res.BytesRead != unique || res.BytesPushed != unique || res.Retried != 0 {
+		t.Errorf("first push read %d bytes and uploaded %d; the bundle's blobs are %d bytes, each to be read and uploaded once", res.BytesRead, res.BytesPushed, unique)
+	}
 	// Each image is at HOST/pseven/<name>:<tag> with the bundle's digest.
 	client, err := mirror.NewClient(mirror.RegistryOptions{CAFile: reg.CAFile, Username: reg.Username, Password: reg.Password})
 	if err != nil {
